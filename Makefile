@@ -1,0 +1,62 @@
+# The two commands of the README: `make run` (the gateway in demo mode) and `make test`
+# (lint, types and every test against a real OpenSearch node). Both work on a fresh clone.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8080
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint typecheck pytest opensearch lock clean
+
+help:
+	@echo "make run    start the gateway in demo mode (no outside services needed)"
+	@echo "make test   ruff, mypy and pytest, with an OpenSearch node started for the run"
+	@echo "make opensearch   start a node for development and print its URL"
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/python -m gateway serve --host $(HOST) --port $(PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# pytest exits 5 when it ran nothing: a failure for the full suite, but fine for a
+# selection (PYTEST_ARGS with -m or -k) that legitimately matches nothing.
+pytest: $(STAMP)
+	@$(BIN)/python tools/opensearch_node.py run -- $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	rc=$$?; \
+	if [ $$rc -eq 5 ]; then \
+	  if [ -z "$(PYTEST_ARGS)" ]; then echo "pytest ran no test: the full suite must not be empty"; exit 1; fi; \
+	  echo "no test matches PYTEST_ARGS='$(PYTEST_ARGS)'"; exit 0; \
+	fi; \
+	exit $$rc
+
+test: lint typecheck pytest
+
+opensearch: $(STAMP)
+	$(BIN)/python tools/opensearch_node.py serve
+
+# Regenerate the exact versions from the lower bounds in pyproject.toml.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	{ echo '# Exact versions CI and `make` install (pip install -c constraints.txt). Regenerate: `make lock`.'; \
+	  .lock-venv/bin/pip freeze --exclude-editable; } > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

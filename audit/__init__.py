@@ -1,0 +1,1 @@
+"""Audit events for the Onderwijs & Regio gateway and their shipping to OpenSearch."""

@@ -1,0 +1,1 @@
+"""Casbin model and policies for the platform's roles and tenants, and their review tools."""

@@ -1,0 +1,1 @@
+"""Retention of audit events: pruning and minimisation, never past an incident hold."""
