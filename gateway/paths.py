@@ -53,16 +53,28 @@ def canonicalise(raw_path: bytes) -> str:
         raise PathRejected("path_too_long")
     if absolute_form_authority(raw_path) is not None:
         raw_path = urlsplit(raw_path.decode("latin-1")).path.encode("latin-1") or b"/"
+    _check_raw(raw_path)
+    try:
+        decoded = unquote_to_bytes(raw_path).decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise PathRejected("invalid_utf8") from exc
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in decoded):
+        raise PathRejected("control_character")
+    return _resolve_segments(decoded)
+
+
+_RAW_FORBIDDEN = ((b"\\", "backslash"), (b";", "path_parameter"), (b"#", "fragment"))
+
+
+def _check_raw(raw_path: bytes) -> None:
+    """Reject what is ambiguous before decoding."""
     if not raw_path.startswith(b"/"):
         raise PathRejected("not_origin_form")
     if any(byte < 0x20 or byte == 0x7F for byte in raw_path):
         raise PathRejected("control_character")
-    if b"\\" in raw_path:
-        raise PathRejected("backslash")
-    if b";" in raw_path:
-        raise PathRejected("path_parameter")
-    if b"#" in raw_path:
-        raise PathRejected("fragment")
+    for needle, reason in _RAW_FORBIDDEN:
+        if needle in raw_path:
+            raise PathRejected(reason)
     if _BAD_ESCAPE.search(raw_path):
         raise PathRejected("malformed_escape")
     for match in _ESCAPE.finditer(raw_path):
@@ -71,13 +83,6 @@ def canonicalise(raw_path: bytes) -> str:
             raise PathRejected(_FORBIDDEN_ENCODED[value])
         if value < 0x20 or value == 0x7F:
             raise PathRejected("control_character")
-    try:
-        decoded = unquote_to_bytes(raw_path).decode("utf-8", errors="strict")
-    except UnicodeDecodeError as exc:
-        raise PathRejected("invalid_utf8") from exc
-    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in decoded):
-        raise PathRejected("control_character")
-    return _resolve_segments(decoded)
 
 
 def _resolve_segments(path: str) -> str:
