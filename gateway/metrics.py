@@ -123,7 +123,8 @@ class MetricsStage:
 
 
 class MetricsApp:
-    """Serves ``/metrics`` on the metrics listener, 404 for anything else."""
+    """The local operations listener: ``/metrics`` (Prometheus) and ``/health`` (liveness, for
+    container health checks that cannot pass the host allow-list); 404 for anything else."""
 
     def __init__(self, *, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
@@ -139,18 +140,19 @@ class MetricsApp:
                     return
         if scope["type"] != "http":
             return
-        if scope["path"] != "/metrics" or scope["method"] not in ("GET", "HEAD"):
-            await send({"type": "http.response.start", "status": 404, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        body = self._metrics.render()
+        status, body, content_type = 404, b"", b"text/plain"
+        if scope["method"] in ("GET", "HEAD") and scope["path"] == "/metrics":
+            status, body, content_type = 200, self._metrics.render(), CONTENT_TYPE_LATEST.encode()
+        elif scope["method"] in ("GET", "HEAD") and scope["path"] == "/health":
+            status, body, content_type = 200, b'{"status":"ok"}', b"application/json"
         await send(
             {
                 "type": "http.response.start",
-                "status": 200,
+                "status": status,
                 "headers": [
-                    (b"content-type", CONTENT_TYPE_LATEST.encode()),
+                    (b"content-type", content_type),
                     (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
                 ],
             }
         )

@@ -164,6 +164,7 @@ class TestListeners:
         text = httpx.get(f"http://127.0.0.1:{served.metrics}/metrics").text
         assert 'gateway_requests_total{decision="allowed",family="catalogue",status="200"}' in text
         assert httpx.get(f"http://127.0.0.1:{served.metrics}/other").status_code == 404
+        assert httpx.get(f"http://127.0.0.1:{served.metrics}/health").json() == {"status": "ok"}
 
     def test_graceful_shutdown_drains_in_flight_requests(self, served: Served) -> None:
         """SIGTERM lets a running request finish, then runs the shutdown hooks and exits 0."""

@@ -252,3 +252,12 @@ class TestNormaliseHost:
         """Things that are not host names are refused."""
         with pytest.raises(ValueError, match="host"):
             normalise_host(given)
+
+
+class TestExampleFile:
+    def test_shipped_example_is_valid(self) -> None:
+        """config/gateway.example.toml, which the README points to, passes validation."""
+        root = Path(__file__).resolve().parents[2]
+        settings = load_settings(root / "config" / "gateway.example.toml", environ={})
+        assert settings.server.public_hosts == ("platform.example.nl",)
+        assert settings.relaxations() == []
