@@ -30,10 +30,7 @@ __all__ = ["ReferenceAuthorizer", "new_enforcer"]
 
 def new_enforcer(source: PolicySource, *, rule_indices: Collection[int] | None = None) -> Any:
     """A pycasbin ``Enforcer`` over ``source`` (optionally only some ``p`` lines, in order)."""
-    model = source.casbin_model()
-    if rule_indices is not None:
-        keep = sorted(rule_indices)
-        model["p"]["p"].policy = [model["p"]["p"].policy[index] for index in keep]
+    model = source.casbin_model(rule_indices=rule_indices)
     enforcer = casbin.Enforcer(model)
     # keyGet2 is one of pycasbin's operators but not registered by default (PITFALLS.md).
     enforcer.add_function("keyGet2", util.key_get2)
@@ -49,6 +46,9 @@ class ReferenceAuthorizer:
         self.enforcer = new_enforcer(source)
         self._per_role = per_role_enforcers
         self._enforcers: dict[str, Any] = {}
+        self._by_role: dict[str, list[int]] = {}
+        for rule in source.rules:
+            self._by_role.setdefault(rule.role, []).append(rule.index)
         self._first: dict[tuple[str, ...], int] = {}
         self._last: dict[tuple[str, ...], int] = {}
         for rule in source.rules:
@@ -61,7 +61,12 @@ class ReferenceAuthorizer:
         found = self._enforcers.get(role)
         if found is None:
             has_link = self.enforcer.get_role_manager().has_link
-            linked = [rule.index for rule in self.source.rules if has_link(role, rule.role)]
+            linked = [
+                index
+                for name, indices in self._by_role.items()
+                if has_link(role, name)
+                for index in indices
+            ]
             found = new_enforcer(self.source, rule_indices=linked)
             self._enforcers[role] = found
         return found

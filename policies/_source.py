@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, cast
@@ -98,11 +98,12 @@ class PolicySource:
     model_sha256: str
     policy_name: str = "policy.csv"
 
-    def casbin_model(self) -> Model:
-        """A fresh pycasbin model holding this policy (for the reference ``Enforcer``)."""
+    def casbin_model(self, *, rule_indices: Collection[int] | None = None) -> Model:
+        """A fresh pycasbin model holding this policy, or only some of its ``p`` lines."""
         model = Model()
         model.load_model_from_text(self.model_text)
-        for rule in self.rules:
+        kept = self.rules if rule_indices is None else [self.rules[i] for i in sorted(rule_indices)]
+        for rule in kept:
             model["p"]["p"].policy.append(list(rule.fields))
         for link in self.links:
             model["g"]["g"].policy.append([link.role, link.inherits])
