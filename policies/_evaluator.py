@@ -106,6 +106,7 @@ class FastEvaluator:
         for rule in source.rules:
             rules_by_role.setdefault(rule.role, []).append(rule)
         compiled = {rule.index: _compile(rule) for rule in source.rules}
+        self._compiled = compiled
         self._index: dict[str, dict[str, dict[str | None, _Lists]]] = {}
         for role in set(parents) | set(rules_by_role):
             closure = role_closure(parents, role)
@@ -161,6 +162,19 @@ class FastEvaluator:
             return found
         except Exception:
             return _POLICY_ERROR
+
+    def matching_rules(
+        self, *, roles: Collection[str], tenant: str | None, method: str, path: str
+    ) -> list[Rule]:
+        """Every line that matches the request, in file order (slow; for explaining)."""
+        reachable = {name for role in roles for name in self.closures.get(role, {role})}
+        return [
+            rule
+            for rule in self.source.rules
+            if rule.role in reachable
+            and rule.method in (method, METHOD_WILDCARD)
+            and _hit(self._compiled[rule.index], tenant or "", path)
+        ]
 
     def _lists(self, role: str, method: str, segment: str) -> _Lists | None:
         by_method = self._index.get(role)

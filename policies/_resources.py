@@ -50,6 +50,9 @@ class RoleInfo:
     tenant: str
     abstract: bool
     cross_tenant: bool
+    #: Roles whose reach to others' personal data lint checks against ``others_data_families``.
+    limited: bool = False
+    others_data_families: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,10 @@ def _role(name: str, data: Any) -> RoleInfo:
         tenant=tenant,
         abstract=abstract,
         cross_tenant=data.get("cross_tenant", False),
+        limited=bool(data.get("limited", False)),
+        others_data_families=_strings(
+            data.get("others_data_families", []), f"{where}.others_data_families"
+        ),
     )
 
 
