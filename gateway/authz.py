@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlencode
 
 from audit import AuditSink
@@ -22,11 +22,13 @@ from gateway.errors import AccessDenied, AuthenticationRequired
 from gateway.pages import send_error, wants_json
 from gateway.paths import encode_path
 from gateway.types import ASGIApp, Decision, Receive, Scope, Send, StageMissing, state
-from policies import Authorizer
 
 #: Given (method, canonical path): the data categories a route exposes when it exposes
 #: personal data of someone other than the caller, else None.
 PersonalDataClassifier = Callable[[str, str], list[str] | None]
+
+if TYPE_CHECKING:
+    from policies import Authorizer
 
 LOGIN_NEXT_PARAM = "next"
 logger = logging.getLogger(__name__)
