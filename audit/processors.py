@@ -205,15 +205,37 @@ _BEARER = re.compile(r"(?i)\b(bearer)(\s+)[^\s,;\"']+")
 _OTHER_SCHEME = re.compile(r"(?i)\b(basic|digest|negotiate)(\s+)[A-Za-z0-9._~+/=-]{8,}")
 _QUERY_SECRET = re.compile(rf"(?i)([?&;#](?:{_SECRET_WORDS})=)[^&#\s\"']*")
 _KV_SECRET = re.compile(
-    rf"(?i)(\b(?:[\w-]*?[_-])?(?:{_SECRET_WORDS})[\"']?\s*[=:]\s*[\"']?)(?!\[REDACTED)"
+    rf"(?i)((?<![a-z0-9])(?:{_SECRET_WORDS})[\"']?\s*[=:]\s*[\"']?)(?!\[REDACTED)"
     r"[^\s&,;\"'}]+"
 )
 _COOKIE_HEADER = re.compile(r"(?i)\b((?:set-)?cookie\s*:\s*)[^\r\n]*")
 
 
+def _may_hold_secret(lower: str) -> bool:
+    """Cheap substring checks: text without any of these holds no secret we could detect."""
+    return (
+        "pass" in lower or "pwd" in lower or "secret" in lower or "key" in lower
+        or "token" in lower or "auth" in lower or "cookie" in lower or "session" in lower
+        or "sid" in lower or "code" in lower or "assertion" in lower or "saml" in lower
+        or "otp" in lower or "pin" in lower or "eyj" in lower or "bearer" in lower
+        or "basic" in lower or "digest" in lower or "negotiate" in lower
+    )  # fmt: skip
+
+
+#: Short strings seen to be clean (never a string that needed redaction), bounded.
+_CLEAN: dict[str, None] = {}
+_CLEAN_MAX: Final = 50_000
+
+
 def redact_text(text: str) -> str:
     """Replace every secret-looking part of free text with ``[REDACTED]``."""
-    if not text:
+    if text in _CLEAN:
+        return text
+    if not _may_hold_secret(text.lower()):
+        if len(text) <= 128:
+            if len(_CLEAN) >= _CLEAN_MAX:
+                _CLEAN.clear()
+            _CLEAN[text] = None
         return text
     text = _COOKIE_HEADER.sub(rf"\1{REDACTED}", text)
     text = _JWT.sub(REDACTED, text)
@@ -234,6 +256,15 @@ class RedactSecrets:
 
     def __init__(self, *, safe_keys: Iterable[str] = _SAFE_KEYS) -> None:
         self._safe = frozenset(safe_keys)
+        self._secret_key: dict[str, bool] = {}  # memo: keys repeat across events
+
+    def _is_secret_key(self, key: str) -> bool:
+        known = self._secret_key.get(key)
+        if known is None:
+            known = key not in self._safe and _SECRET_KEY.match(key) is not None
+            if len(self._secret_key) < 10_000:
+                self._secret_key[key] = known
+        return known
 
     def _value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -244,14 +275,15 @@ class RedactSecrets:
             return self._mapping(value)
         return value
 
-    def _mapping(self, mapping: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def _mapping(self, mapping: Mapping[Any, Any]) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
         for key, value in mapping.items():
-            clean_key = redact_text(key) if isinstance(key, str) else key
-            if key not in self._safe and isinstance(key, str) and _SECRET_KEY.match(key):
-                out[clean_key] = REDACTED
+            if not isinstance(key, str):
+                out[key] = self._value(value)
+            elif self._is_secret_key(key):
+                out[redact_text(key)] = REDACTED
             else:
-                out[clean_key] = self._value(value)
+                out[redact_text(key)] = self._value(value)
         return out
 
     def __call__(self, _logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
@@ -271,7 +303,8 @@ def _escape(match: re.Match[str]) -> str:
 
 def _neutralise(value: Any) -> Any:
     if isinstance(value, str):
-        return _CONTROL.sub(_escape, value)
+        # isprintable() is False for every character _CONTROL matches (Cc, Zl, Zp, Cf).
+        return value if value.isprintable() else _CONTROL.sub(_escape, value)
     if isinstance(value, list):
         return [_neutralise(item) for item in value]
     if isinstance(value, Mapping):
