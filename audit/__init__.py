@@ -9,8 +9,9 @@ The request path calls ``sink.emit({...})`` (see ``audit/_sink.py``). The gatewa
 from audit._opensearch import OpenSearchStore
 from audit._pipeline import DEFAULT_FULL_POLICY, AuditPipeline, Metrics
 from audit._sink import AuditSink, Event, MemorySink
+from audit._sqlite import SQLiteStore
 from audit._store import AuditStore, ItemResult, Record, Scope
-from audit._stores import opensearch_store
+from audit._stores import opensearch_store, sqlite_store
 from audit.errors import AuditError, AuditUnavailable
 from audit.events import Action, Category, LoginFailure
 
@@ -30,6 +31,8 @@ __all__ = [
     "Metrics",
     "OpenSearchStore",
     "Record",
+    "SQLiteStore",
     "Scope",
     "opensearch_store",
+    "sqlite_store",
 ]

@@ -91,6 +91,12 @@ class AuditStore(Protocol):
     def write_deadletters(self, items: Sequence[tuple[Record, ItemResult]]) -> None:
         """Keep rejected records whole, with the reason. Raises StoreUnavailable."""
 
+    def deadletters(self) -> list[dict[str, Any]]:
+        """Every dead letter kept (``event_id``, ``reason``, ``error_type``, ``document``)."""
+
+    def refresh(self) -> None:
+        """Make everything written so far visible to search and count."""
+
     def search(
         self, scope: Scope, *, exclude: Sequence[Scope] = (), size: int = 100
     ) -> list[dict[str, Any]]:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from audit._opensearch import OpenSearchStore
+from audit._sqlite import SQLiteStore
 
-__all__ = ["opensearch_store"]
+__all__ = ["opensearch_store", "sqlite_store"]
+
+
+def sqlite_store(*, path: str | Path) -> SQLiteStore:
+    """The embedded store in one SQLite file (WAL), for the demo and single-machine installs."""
+    return SQLiteStore(path=path)
 
 
 def opensearch_store(
