@@ -34,6 +34,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from audit.events import (
     ECS_VERSION,
+    FIELDS,
     SCHEMA_VERSION,
     Category,
     action_spec,
@@ -197,8 +198,9 @@ _SECRET_WORDS = "|".join(
 )
 #: A key whose value is always a secret (whole-key match, case-insensitive).
 _SECRET_KEY = re.compile(rf"(?i)^(?:[\w.-]*[_.-])?(?:{_SECRET_WORDS})$")
-#: Keys that look secret by name but hold what is meant to be stored (hashes, reasons).
-_SAFE_KEYS: Final = frozenset({"audit.token_hash", "event.reason", "error.type", "rule.name"})
+#: Schema fields are never secrets by name (``http.response.status_code`` ends in "code",
+#: ``audit.token_hash`` holds a hash by design); their text is still scanned.
+_SAFE_KEYS: Final = frozenset(f.name for f in FIELDS)
 
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+)[^\s,;\"']+")
@@ -249,9 +251,9 @@ class RedactSecrets:
     """Replace secrets wherever they are: values of secret-named keys, and secrets in text.
 
     A key named like a secret (``password``, ``access_token``, ``labels.cookie``, ``code``)
-    loses its whole value; every other string is scanned for JWTs, ``Bearer``/``Basic``
-    credentials, ``Cookie:`` headers, secret query parameters and ``password=...`` pairs.
-    ``audit.token_hash`` (a hash, by design) and reason/type fields are kept.
+    that is not a schema field loses its whole value; every string is scanned for JWTs,
+    ``Bearer``/``Basic`` credentials, ``Cookie:`` headers, secret query parameters and
+    ``password=...`` pairs.
     """
 
     def __init__(self, *, safe_keys: Iterable[str] = _SAFE_KEYS) -> None:

@@ -93,6 +93,11 @@ class TestRedactSecrets:
         out = _call(RedactSecrets(), {"labels": {key: "s3cr3t-value"}})
         assert out["labels"][key] == REDACTED
 
+    def test_schema_fields_never_redacted_by_name(self) -> None:
+        """status_code ends in "code" but is a schema field: its value stays."""
+        out = _call(RedactSecrets(), {"http.response.status_code": 403})
+        assert out == {"http.response.status_code": 403}
+
     def test_token_hash_is_kept(self) -> None:
         """audit.token_hash holds a hash by design and is not redacted."""
         out = _call(RedactSecrets(), {"audit.token_hash": "sha256:abc", "event.reason": "expired"})
