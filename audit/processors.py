@@ -83,6 +83,8 @@ ALIASES: Final[dict[str, str]] = {
     "rule": "rule.name",
 }
 
+_FIELD_NAMES: Final = frozenset(f.name for f in FIELDS)
+
 # --- 1. normalise -----------------------------------------------------------------------------
 
 
@@ -107,27 +109,45 @@ class Normalise:
     def __call__(self, _logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
         out: dict[str, Any] = {}
         labels: dict[str, Any] = {}
-        given_labels = event_dict.get("labels")
-        if isinstance(given_labels, Mapping):
-            for key, value in given_labels.items():
-                labels[_label_key(str(key))] = _label_value(self._cut(value))
-        for key, value in event_dict.items():
-            if key == "labels" or value is None:
+        limit = self._max
+        for key, raw in event_dict.items():
+            if raw is None:
                 continue
-            if key == EMITTED_NS:
-                out[key] = value
-                continue
-            name = ALIASES.get(key, key)
-            if key.startswith("labels."):
-                labels[_label_key(key[len("labels.") :])] = _label_value(self._cut(value))
-            elif field(name) is not None:
-                if name not in out or key == name:  # the ECS name beats its alias
-                    out[name] = self._cut(value)
+            kind = type(raw)
+            plain = (kind is str and len(raw) <= limit) or kind in _SCALARS
+            value = raw if plain else self._cut(raw)
+            if key in _FIELD_NAMES and key != "labels":
+                out[key] = value  # the ECS name beats an alias, whatever the order
             else:
-                labels[_label_key(key)] = _label_value(self._cut(value))
+                self._place(key, value, event_dict, out, labels)
         if labels:
             out["labels"] = labels
         return out
+
+    def _place(
+        self,
+        key: str,
+        value: Any,
+        event: Mapping[str, Any],
+        out: dict[str, Any],
+        labels: dict[str, Any],
+    ) -> None:
+        """Route a key that is not a plain schema field: labels, alias, or a new label."""
+        if key == "labels":
+            if isinstance(value, Mapping):
+                for label, inner in value.items():
+                    labels[_label_key(str(label))] = _label_value(self._cut(inner))
+            else:
+                labels["labels"] = _label_value(value)
+        elif key == EMITTED_NS:
+            out[key] = value
+        elif key in ALIASES:
+            if ALIASES[key] not in event:
+                out[ALIASES[key]] = value
+        elif key.startswith("labels."):
+            labels[_label_key(key[len("labels.") :])] = _label_value(value)
+        else:
+            labels[_label_key(key)] = _label_value(value)
 
 
 def _label_key(key: str) -> str:
@@ -145,10 +165,16 @@ def _label_value(value: Any) -> str:
 # --- 2. stamp ---------------------------------------------------------------------------------
 
 
+_second: list[Any] = [None, ""]  # the last second formatted, and its text (events cluster)
+
+
 def _iso(ns: int) -> str:
     seconds, rest = divmod(ns, 1_000_000_000)
-    base = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{rest // 1000:06d}Z"
+    cached = _second
+    if cached[0] != seconds:
+        cached[1] = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cached[0] = seconds
+    return f"{cached[1]}.{rest // 1000:06d}Z"
 
 
 def stamp(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
@@ -183,6 +209,45 @@ def stamp(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDic
         elif isinstance(value, tuple | set | frozenset):
             event_dict[name] = sorted(value)
     return event_dict
+
+
+# --- fast paths -----------------------------------------------------------------------------
+
+
+_SCALARS: Final = frozenset({int, float, bool, type(None)})
+
+
+def _texts(event: Mapping[str, Any], skip_keys: frozenset[str]) -> str | None:  # noqa: PLR0912
+    """Every key (but ``skip_keys``) and string value, joined by spaces; None for shapes
+    other than the usual (strings, lists of strings, one level of mapping): the slow path."""
+    parts: list[str] = []
+    append = parts.append
+    for key, value in event.items():
+        if key not in skip_keys:
+            append(key)
+        kind = type(value)
+        if kind is str:
+            append(value)
+        elif kind in _SCALARS:
+            continue
+        elif kind is list:
+            for item in value:
+                if type(item) is str:
+                    append(item)
+                elif type(item) not in _SCALARS:
+                    return None
+        elif kind is dict:
+            for inner_key, inner in value.items():
+                if type(inner_key) is not str:
+                    return None
+                append(inner_key)
+                if type(inner) is str:
+                    append(inner)
+                elif type(inner) not in _SCALARS:
+                    return None
+        else:
+            return None
+    return " ".join(parts)
 
 
 # --- 3. redact secrets ------------------------------------------------------------------------
@@ -289,6 +354,9 @@ class RedactSecrets:
         return out
 
     def __call__(self, _logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+        text = _texts(event_dict, self._safe)
+        if text is not None and not _may_hold_secret(text.lower()):
+            return event_dict  # nothing in any key or value looks like a secret
         return self._mapping(event_dict)
 
 
@@ -318,6 +386,9 @@ def neutralise_control_chars(
     _logger: WrappedLogger, _name: str, event_dict: EventDict
 ) -> EventDict:
     """Escape newlines, control and bidi characters in every key and string (``\\x0a``)."""
+    text = _texts(event_dict, frozenset())
+    if text is not None and text.isprintable():
+        return event_dict
     return {_neutralise(k): _neutralise(v) for k, v in event_dict.items()}
 
 
