@@ -293,6 +293,15 @@ class AuditPipeline:
         return encode(record)
 
     def _writer_loop(self) -> None:
+        while True:
+            try:
+                self._write_until_stopped()
+                return
+            except Exception:  # a dead writer would lose every later event: log, go on
+                log.exception("audit_writer_failed")
+                time.sleep(IDLE_WAIT)
+
+    def _write_until_stopped(self) -> None:
         spool = self._spool
         assert spool is not None  # noqa: S101 - set by open()
         queue = self._queue
@@ -390,9 +399,25 @@ class AuditPipeline:
         return time.monotonic() >= self._stop_deadline
 
     def _shipper_loop(self) -> None:
+        self._stop_deadline = None
+        attempt = 0
+        while True:
+            try:
+                self._ship_until_stopped()
+                return
+            except Exception:  # e.g. a spool I/O error: log, back off, resume from the cursor
+                log.exception("audit_shipper_failed")
+                self._retries += 1
+                if self._spool is not None:
+                    self._spool.rewind()
+                if self._giving_up():
+                    return
+                self._backoff(attempt)
+                attempt += 1
+
+    def _ship_until_stopped(self) -> None:
         spool = self._spool
         assert spool is not None  # noqa: S101 - set by open()
-        self._stop_deadline = None
         attempt = 0
         while not self._schema_ready:
             try:

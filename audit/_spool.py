@@ -4,8 +4,8 @@ Layout of the spool directory::
 
     00000000000000000001.seg     records, one per line: ``<event id>\\t<@timestamp>\\t<json>\\n``
     00000000000000000002.seg     (a new segment starts when the current one is full)
-    cursor                       ``<segment number> <byte offset>``: everything before it is
-                                 stored (or dead-lettered); replaced atomically (rename)
+    cursor                       ``<segment> <offset> <crc32>``: everything before it is stored
+                                 (or dead-lettered); a fixed-size record overwritten in place
     deadletter.jsonl             rejected records, whole, with the reason
 
 The writer appends; the reader (the shipper) reads from its own position and calls
@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ from typing import Final, Literal
 import orjson
 
 from audit._store import ItemResult, Record
-from audit.errors import SpoolFull
+from audit.errors import SpoolFull, SpoolLocked
 
 __all__ = ["Batch", "FsyncPolicy", "Spool"]
 
@@ -46,6 +48,8 @@ DEFAULT_SEGMENT_BYTES: Final = 8 * 1024 * 1024
 DEFAULT_FSYNC_INTERVAL: Final = 1.0
 SEGMENT_SUFFIX: Final = ".seg"
 CURSOR_FILE: Final = "cursor"
+CURSOR_SIZE: Final = 51  # "<20 digits> <20 digits> <8 hex>\n"
+LOCK_FILE: Final = "lock"
 DEADLETTER_FILE: Final = "deadletter.jsonl"
 
 
@@ -92,6 +96,7 @@ class Spool:
             raise ValueError(f"unknown fsync policy {fsync!r}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock_fd = _lock_directory(self.directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes or min(DEFAULT_SEGMENT_BYTES, max(max_bytes // 8, 1024))
         self._fsync = fsync
@@ -103,6 +108,10 @@ class Spool:
         self._read = self._cursor
         self._active = max(self._sizes) if self._sizes else self._cursor.segment
         self._fd = self._open_active()
+        self._cursor_fd = os.open(self.directory / CURSOR_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(self._cursor_fd).st_size != CURSOR_SIZE:  # new: allocate its block now
+            os.pwrite(self._cursor_fd, _cursor_record(self._cursor), 0)
+            os.ftruncate(self._cursor_fd, CURSOR_SIZE)
 
     # --- recovery --------------------------------------------------------------------------
 
@@ -114,9 +123,9 @@ class Spool:
             with contextlib.suppress(ValueError):
                 self._sizes[int(path.stem)] = path.stat().st_size
         cursor = Position(min(self._sizes) if self._sizes else 1, 0)
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            segment, offset = (self.directory / CURSOR_FILE).read_text().split()
-            cursor = Position(int(segment), int(offset))
+        stored = _read_cursor(self.directory / CURSOR_FILE)
+        if stored is not None:
+            cursor = stored
         for number in [n for n in self._sizes if n < cursor.segment]:  # behind the cursor
             self._segment_path(number).unlink(missing_ok=True)
             del self._sizes[number]
@@ -256,13 +265,11 @@ class Spool:
             self._write_cursor(position)
 
     def _write_cursor(self, position: Position) -> None:
-        tmp = self.directory / f"{CURSOR_FILE}.tmp"
-        with tmp.open("w") as handle:
-            handle.write(f"{position.segment} {position.offset}\n")
-            if self._fsync == "always":
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, self.directory / CURSOR_FILE)
+        """Overwrite the fixed-size cursor record in place: no new disk block is needed, so
+        the cursor still moves when the disk is full (which is when it must)."""
+        os.pwrite(self._cursor_fd, _cursor_record(position), 0)
+        if self._fsync == "always":
+            os.fsync(self._cursor_fd)
 
     def is_empty(self) -> bool:
         """True when every record written has been committed."""
@@ -309,10 +316,43 @@ class Spool:
 
     def close(self) -> None:
         with self._lock:
+            if self._fd < 0:
+                return
             if self._fsync != "never":
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
+            os.close(self._cursor_fd)
+            os.close(self._lock_fd)  # releases the directory lock
+
+
+def _cursor_record(position: Position) -> bytes:
+    body = f"{position.segment:020d} {position.offset:020d}"
+    return f"{body} {zlib.crc32(body.encode()):08x}\n".encode()
+
+
+def _read_cursor(path: Path) -> Position | None:
+    """The stored cursor, or None when missing or damaged (then replay from the oldest
+    segment: duplicates are harmless, the store answers 409)."""
+    try:
+        body, crc = path.read_text().rstrip("\n").rsplit(" ", 1)
+        if int(crc, 16) != zlib.crc32(body.encode()):
+            return None
+        segment, offset = body.split()
+        return Position(int(segment), int(offset))
+    except (OSError, ValueError):
+        return None
+
+
+def _lock_directory(directory: Path) -> int:
+    """One spool per directory: a second process (or pipeline) would interleave segments."""
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise SpoolLocked(f"the spool {directory} is in use by another pipeline") from exc
+    return fd
 
 
 def _fsync_dir(directory: Path) -> None:

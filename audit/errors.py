@@ -4,6 +4,7 @@ AuditError                 base class
 ├── AuditUnavailable       an event could not be recorded and its category's spool policy
 │                          is ``block``: the request that produced it must be refused (503)
 ├── SpoolFull              the spool has no room (byte bound reached or the disk is full)
+├── SpoolLocked            another pipeline (process) already uses this spool directory
 └── StoreError             the audit store failed
     └── StoreUnavailable   the store cannot be reached or is overloaded (connection error,
                            timeout, 429, 5xx): retry later, nothing was rejected
@@ -31,6 +32,12 @@ class SpoolFull(AuditError):
 
     code = "audit_spool_full"
     status_code = 503
+
+
+class SpoolLocked(AuditError):
+    """Each gateway process needs its own spool directory; this one is taken."""
+
+    code = "audit_spool_locked"
 
 
 class StoreError(AuditError):

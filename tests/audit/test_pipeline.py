@@ -18,6 +18,7 @@ import structlog
 from opensearchpy import OpenSearch
 
 from audit import AuditUnavailable, Category, OpenSearchStore, Scope
+from audit._spool import Position, _cursor_record
 from audit.events import index_name
 from tests.audit._faults import Cuttable
 from tests.audit.conftest import event, fast_pipeline, seqs_in
@@ -119,7 +120,7 @@ class TestReplay:
         # Put the records back behind the cursor, as if the cursor had never moved.
         lines = b"".join(orjson.dumps({}) and line for line in _stored_as_spool_lines(os_store))
         (tmp_path / "00000000000000000099.seg").write_bytes(lines)
-        (tmp_path / "cursor").write_text("99 0\n")
+        (tmp_path / "cursor").write_bytes(_cursor_record(Position(99, 0)))
         again = fast_pipeline(os_store, tmp_path)
         again.open()
         assert again.wait_idle(30)
@@ -226,18 +227,29 @@ def _spool_deadletters(spool_dir: Path) -> list[dict[str, str]]:
 
 
 class TestSpoolFull:
-    def test_byte_bound_drop_and_block(
-        self, os_store: OpenSearchStore, opensearch_node: Node, tmp_path: Path
+    @pytest.mark.parametrize("limit", ["byte_bound", "full_disk"])
+    def test_drop_and_block(
+        self,
+        os_store: OpenSearchStore,
+        opensearch_node: Node,
+        tmp_path: Path,
+        request: pytest.FixtureRequest,
+        limit: str,
     ) -> None:
-        """With the node away and a 64 KiB spool: access_denied events are dropped and counted,
-        login events are refused (AuditUnavailable); after recovery every accepted event is
-        stored once, and an audit_events_dropped alert says how many were dropped."""
+        """With the node away and the spool full (a 64 KiB byte bound, or a 64 KiB tmpfs that
+        really runs out of space): access_denied events are dropped and counted, login events
+        are refused (AuditUnavailable); after recovery every accepted event is stored once, and
+        an audit_events_dropped alert says how many were dropped."""
         link = Cuttable(opensearch_node.url)
         link.restore()
         via = OpenSearchStore(
             url=link.url, index_prefix=os_store.index_prefix, replicas=0, timeout=2
         )
-        pipeline = fast_pipeline(via, tmp_path, spool_max_bytes=64 * 1024, max_queue=100)
+        if limit == "byte_bound":
+            spool_dir, max_bytes = tmp_path, 64 * 1024
+        else:
+            spool_dir, max_bytes = request.getfixturevalue("tiny_fs"), 1 << 30
+        pipeline = fast_pipeline(via, spool_dir, spool_max_bytes=max_bytes, max_queue=100)
         pipeline.open()
         link.cut()
         accepted: list[int] = []

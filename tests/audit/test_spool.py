@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from audit._spool import Spool, encode
 from audit._store import Record
-from audit.errors import SpoolFull
+from audit.errors import SpoolFull, SpoolLocked
 
 
 def _line(n: int, size: int = 100) -> bytes:
@@ -77,6 +74,18 @@ class TestCursor:
         assert spool.is_empty() and spool.unshipped_bytes == 0
         assert sum(p.stat().st_size for p in tmp_path.glob("*.seg")) == 0
 
+    def test_damaged_cursor_replays_from_oldest(self, tmp_path: Path) -> None:
+        """A cursor that fails its checksum is ignored: replay all (409s make it harmless)."""
+        spool = Spool(directory=tmp_path)
+        spool.append([_line(n) for n in range(3)])
+        spool.commit(spool.read(max_records=2, max_bytes=1 << 20).end)
+        spool.close()
+        cursor = tmp_path / "cursor"
+        cursor.write_bytes(cursor.read_bytes().replace(b"0", b"1", 1))
+        reopened = Spool(directory=tmp_path)
+        assert _ids(reopened) == ["id-0", "id-1", "id-2"]
+        reopened.close()
+
     def test_torn_last_line_cut_on_recovery(self, tmp_path: Path) -> None:
         """A half-written last record (power loss) is cut off; whole records survive."""
         spool = Spool(directory=tmp_path)
@@ -119,18 +128,6 @@ class TestBound:
         assert _ids(spool) == ["id-999"]
 
 
-@pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs (we run as root here): a disk that really fills up."""
-    mount = tmp_path / f"tiny-{uuid.uuid4().hex[:6]}"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
-
-
 class TestDiskFull:
     def test_enospc_is_spool_full_and_leaves_no_partial_record(self, tiny_fs: Path) -> None:
         """On a full disk the append fails as SpoolFull, all or none, and reading still works."""
@@ -146,3 +143,25 @@ class TestDiskFull:
         reopened = Spool(directory=tiny_fs)
         assert _ids(reopened) == [f"id-{n}" for n in range(written)]
         reopened.close()
+
+    def test_cursor_moves_on_a_full_disk(self, tiny_fs: Path) -> None:
+        """With no free block left, committing still works (the cursor is rewritten in place)."""
+        spool = Spool(directory=tiny_fs, max_bytes=1 << 30, segment_bytes=1 << 30)
+        with contextlib.suppress(SpoolFull):
+            for n in range(10_000):
+                spool.append([_line(n, size=1000)])
+        spool.commit(spool.read(max_records=3, max_bytes=1 << 20).end)
+        spool.close()
+        reopened = Spool(directory=tiny_fs)
+        assert _ids(reopened)[0] == "id-3"
+        reopened.close()
+
+
+class TestLock:
+    def test_second_spool_on_same_directory_refused(self, tmp_path: Path) -> None:
+        """Two pipelines must not share a spool: the second one fails fast."""
+        first = Spool(directory=tmp_path)
+        with pytest.raises(SpoolLocked):
+            Spool(directory=tmp_path)
+        first.close()
+        Spool(directory=tmp_path).close()  # free again once the first is closed
