@@ -150,6 +150,49 @@ class UpstreamSettings:
     allow_plain_http_remote: bool = False
 
 
+AUDIT_CATEGORIES = ("authentication", "access_denied", "personal_data_access", "errors", "backbone")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """Where audit events go: the spool on local disk, then the store."""
+
+    store: Literal["sqlite", "opensearch"] = "sqlite"
+    sqlite_path: Path = Path("var/audit/audit.db")
+    opensearch_urls: tuple[str, ...] = ()
+    opensearch_username: str | None = None
+    #: Secret (or ``opensearch_password_file``).
+    opensearch_password: Secret | None = None
+    opensearch_ca_file: Path | None = None
+    index_prefix: str = ""
+    shards: int = 1
+    replicas: int = 1
+    spool_dir: Path = Path("var/audit/spool")
+    spool_max_bytes: int = 256 * 1024 * 1024
+    fsync: Literal["always", "interval", "never"] = "interval"
+    #: Overrides of the spool-full policy per category, e.g. ``["authentication=drop"]``.
+    spool_full_policy: tuple[str, ...] = ()
+    #: Secret of at least 32 bytes (or ``pseudonym_key_file``) for keyed pseudonyms.
+    pseudonym_key: Secret | None = None
+    pseudonymise_fields: tuple[str, ...] = ()
+
+    def full_policy(self) -> dict[str, str]:
+        """The per-category overrides as a mapping (validated at load)."""
+        return dict(item.split("=", 1) for item in self.spool_full_policy)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """The Casbin files the authorize stage enforces (the shipped ones by default)."""
+
+    model_file: Path | None = None
+    policy_file: Path | None = None
+    resources_file: Path | None = None
+    tests_file: Path | None = None
+    #: Reload when a file changes (SIGHUP always reloads).
+    watch: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class DemoSettings:
     """Demo mode (``make run``): self-signed certificate and the demo upstream."""
@@ -163,10 +206,14 @@ class DemoSettings:
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
 
     #: Settings whose values are secrets (``section.key``), accepted with a ``_file`` variant.
-    SECRETS: ClassVar[frozenset[str]] = frozenset({"server.tls_key_password"})
+    SECRETS: ClassVar[frozenset[str]] = frozenset(
+        {"server.tls_key_password", "audit.opensearch_password", "audit.pseudonym_key"}
+    )
 
     def relaxations(self) -> list[str]:
         """Every setting that weakens the closed default, in words for the start-up log."""
@@ -458,6 +505,29 @@ def _validate(settings: Settings) -> None:
     for name in ("connect_timeout", "read_timeout"):
         if getattr(upstream, name) <= 0:
             raise SettingsError(f"upstream.{name}: must be positive")
+    _validate_audit(settings.audit)
+
+
+def _validate_audit(audit: AuditSettings) -> None:
+    if audit.store == "opensearch":
+        if not audit.opensearch_urls:
+            raise SettingsError("audit.opensearch_urls: required when audit.store is opensearch")
+        for url in audit.opensearch_urls:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise SettingsError(f"audit.opensearch_urls: not an http(s) URL: {url!r}")
+    for item in audit.spool_full_policy:
+        category, sep, policy = item.partition("=")
+        if not sep or category not in AUDIT_CATEGORIES or policy not in ("block", "drop"):
+            raise SettingsError(
+                f"audit.spool_full_policy: {item!r} is not CATEGORY=block|drop "
+                f"(categories: {', '.join(AUDIT_CATEGORIES)})"
+            )
+    if audit.pseudonym_key is not None and len(audit.pseudonym_key.reveal().encode()) < 32:
+        raise SettingsError("audit.pseudonym_key: must be at least 32 bytes")
+    if audit.pseudonymise_fields and audit.pseudonym_key is None:
+        raise SettingsError("audit.pseudonymise_fields: needs audit.pseudonym_key")
+    if audit.spool_max_bytes < 1024 * 1024:
+        raise SettingsError("audit.spool_max_bytes: must be at least 1 MiB")
 
 
 def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:

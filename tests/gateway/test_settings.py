@@ -261,3 +261,39 @@ class TestExampleFile:
         settings = load_settings(root / "config" / "gateway.example.toml", environ={})
         assert settings.server.public_hosts == ("platform.example.nl",)
         assert settings.relaxations() == []
+
+
+class TestAuditSettings:
+    def test_defaults_are_the_embedded_store(self, tmp_path: Path) -> None:
+        """Without settings, audit events go to SQLite through a local spool."""
+        settings = load_settings(_file(tmp_path), environ={})
+        assert settings.audit.store == "sqlite"
+        assert settings.audit.full_policy() == {}
+
+    def test_opensearch_needs_urls(self, tmp_path: Path) -> None:
+        """Choosing OpenSearch without a URL is an error naming the setting."""
+        with pytest.raises(SettingsError, match=r"audit\.opensearch_urls: required"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__STORE": "opensearch"})
+
+    def test_unknown_store(self, tmp_path: Path) -> None:
+        """Only the two stores exist."""
+        with pytest.raises(SettingsError, match=r"audit\.store: expected one of"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__STORE": "elastic"})
+
+    @pytest.mark.parametrize("item", ["authentication", "logins=drop", "errors=maybe"])
+    def test_bad_full_policy(self, tmp_path: Path, item: str) -> None:
+        """Spool-full overrides must name a category and block or drop."""
+        with pytest.raises(SettingsError, match=r"audit\.spool_full_policy"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__SPOOL_FULL_POLICY": item})
+
+    def test_full_policy_override(self, tmp_path: Path) -> None:
+        """A valid override is returned as a mapping."""
+        settings = load_settings(
+            _file(tmp_path), environ={"GATEWAY_AUDIT__SPOOL_FULL_POLICY": "authentication=drop"}
+        )
+        assert settings.audit.full_policy() == {"authentication": "drop"}
+
+    def test_short_pseudonym_key(self, tmp_path: Path) -> None:
+        """A pseudonymisation key shorter than 32 bytes is refused."""
+        with pytest.raises(SettingsError, match=r"audit\.pseudonym_key: must be at least"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__PSEUDONYM_KEY": "short"})
