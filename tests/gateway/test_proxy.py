@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from gateway.proxy import Forward, encode_path
 from gateway.types import SCOPE_KEY, GatewayState, Identity, Message, StageMissing
 from tests.gateway._apps import upstream_app
 from tests.gateway._gateway import gateway_app
-from tests.gateway._servers import free_port, serve_thread
+from tests.gateway._servers import REPO, free_port, rss_kib, serve_process, serve_thread
 
 TEACHER = Identity(
     issuer="https://idp.example",
@@ -311,3 +312,47 @@ class TestEncodePath:
     def test_encoding(self, path: str, wire: str) -> None:
         """The decoded canonical path is encoded so the upstream decodes it back to itself."""
         assert encode_path(path) == wire
+
+
+LARGE = 200 * 1024 * 1024
+MEMORY_BUDGET_KIB = 50 * 1024
+
+
+def _reset_peak(pid: int) -> None:
+    """Set the process's peak resident size (VmHWM) back to its current size."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def _upload_chunks() -> Iterator[bytes]:
+    block = b"u" * (256 * 1024)
+    for _ in range(LARGE // len(block)):
+        yield block
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
+class TestLargeBodies:
+    def test_200mb_each_way_in_bounded_memory(self, kind: ClientKind) -> None:
+        """A 200 MB upload and download pass while the gateway's resident memory grows < 50 MB."""
+        upstream_env = {"PYTHONPATH": str(REPO)}
+        with serve_process("tests.gateway._apps:upstream_app", env=upstream_env) as (up, _):
+            env = {"TEST_UPSTREAM": up, "TEST_CLIENT": kind, "PYTHONPATH": str(REPO)}
+            with (
+                serve_process("tests.gateway._gateway:gateway_from_env", env=env) as (url, proc),
+                httpx.Client(base_url=url, timeout=60) as client,
+            ):
+                # Warm up both directions, then measure from here.
+                assert client.post("/upload", content=b"w" * 100_000).json() == {
+                    "received": 100_000
+                }
+                assert len(client.get("/download?n=100000").content) == 100_000
+                before, _ = rss_kib(proc.pid)
+                _reset_peak(proc.pid)
+
+                uploaded = client.post("/upload", content=_upload_chunks())
+                with client.stream("GET", f"/download?n={LARGE}") as response:
+                    downloaded = sum(len(chunk) for chunk in response.iter_raw())
+
+                _, peak = rss_kib(proc.pid)
+        assert uploaded.json() == {"received": LARGE}
+        assert downloaded == LARGE
+        assert peak - before < MEMORY_BUDGET_KIB, f"grew {(peak - before) // 1024} MB"
