@@ -52,7 +52,8 @@ __all__ = [
 ]
 
 #: Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the de-facto
-#: ones). ``host`` is here because the upstream client sets the upstream's own host.
+#: ones). ``host`` is here because the upstream client sets the upstream's own host, and
+#: ``expect`` because the server in front of us already answered ``100-continue``.
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -66,6 +67,7 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
         b"host",
         b"http2-settings",
+        b"expect",
     }
 )
 

@@ -230,6 +230,7 @@ class TestUnits:
                 (b"X-Other", b"1"),
                 (b"TE", b"trailers"),
                 (b"Host", b"client.example"),
+                (b"Expect", b"100-continue"),
                 (b"Accept", b"*/*"),
             ]
         )
