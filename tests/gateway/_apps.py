@@ -4,6 +4,7 @@ mock) that reports what it received, so tests assert on what actually crossed th
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -63,6 +64,25 @@ async def download(request: Request) -> StreamingResponse:
     )
 
 
+#: Set when an endless download's generator ends (the gateway dropped the upstream connection).
+ENDLESS_STOPPED = threading.Event()
+
+
+async def endless(_request: Request) -> StreamingResponse:
+    ENDLESS_STOPPED.clear()
+    block = b"e" * CHUNK
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield block
+                await asyncio.sleep(0.001)
+        finally:
+            ENDLESS_STOPPED.set()
+
+    return StreamingResponse(body(), media_type="application/octet-stream")
+
+
 async def upload(request: Request) -> JSONResponse:
     received = 0
     async for chunk in request.stream():
@@ -114,6 +134,7 @@ def upstream_app() -> Starlette:
             Route("/slow", slow),
             Route("/slow-body", slow_body),
             Route("/download", download),
+            Route("/endless", endless),
             Route("/upload", upload, methods=["POST", "PUT"]),
             Route("/set-cookie", set_cookie),
             Route("/redirect", redirect),

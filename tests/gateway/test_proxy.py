@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from audit import MemorySink
 from gateway._upstream import ClientKind, Headers, UpstreamResponse, UpstreamWebSocket
 from gateway.proxy import Forward, encode_path
 from gateway.types import SCOPE_KEY, GatewayState, Identity, Message, StageMissing
-from tests.gateway._apps import upstream_app
+from tests.gateway._apps import ENDLESS_STOPPED, upstream_app
 from tests.gateway._gateway import gateway_app
 from tests.gateway._servers import REPO, free_port, rss_kib, serve_process, serve_thread
 
@@ -127,6 +129,32 @@ class TestForwarding:
         with gw.client() as client, client.stream("GET", "/download?n=3000000") as response:
             total = sum(len(chunk) for chunk in response.iter_raw())
         assert total == 3_000_000
+
+
+class TestClientGoesAway:
+    def test_download_abandoned_stops_upstream(self, gw: Gateway) -> None:
+        """When the client drops a long download, the gateway stops reading the upstream."""
+        ENDLESS_STOPPED.clear()
+        with gw.client() as client, client.stream("GET", "/endless") as response:
+            received = 0
+            for chunk in response.iter_raw():
+                received += len(chunk)
+                if received > 1_000_000:
+                    break
+        assert ENDLESS_STOPPED.wait(timeout=10), "the upstream kept streaming"
+        assert gw.audit.events == []
+
+    def test_upload_abandoned_is_not_an_upstream_error(self, gw: Gateway) -> None:
+        """A client that disconnects mid-upload causes no 502 audit event."""
+        host, port = gw.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
+                + b"u" * 100_000
+            )
+            time.sleep(0.3)
+        time.sleep(0.5)
+        assert gw.audit.events == []
 
 
 class TestFailures:
