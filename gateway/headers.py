@@ -136,6 +136,7 @@ _PROTECTED_RESPONSE = frozenset(
 #: Request headers the gateway owns; a ``Connection`` header never removes them.
 _PROTECTED_REQUEST_PREFIXES = (b"x-gateway-", b"x-forwarded-", b"x-request-id")
 
+_IDENTITY_CACHE_LIMIT = 10_000
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{8,128}")
 _SAFE_VALUE = re.compile(r"[\x21-\x7e]*( [\x21-\x7e]+)*")
 
@@ -240,6 +241,8 @@ class MutateHeaders:
         self._drop = frozenset(normalise_name(h.encode()) for h in identity_headers)
         self._drop_prefixes = tuple(normalise_name(p.encode()) for p in identity_prefixes)
         self._cookie = session_cookie.encode()
+        # Identity headers with their assertion, rebuilt whenever the signer issues a new one.
+        self._identity_cache: dict[Identity, tuple[str, list[tuple[bytes, bytes]]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -280,6 +283,10 @@ class MutateHeaders:
         return kept
 
     def _identity_headers(self, who: Identity) -> list[tuple[bytes, bytes]]:
+        token = self._signer.sign(who)
+        cached = self._identity_cache.get(who)
+        if cached is not None and cached[0] is token:
+            return cached[1]
         added = [
             (b"x-gateway-auth", who.method.encode()),
             (b"x-gateway-roles", _header_value(",".join(sorted(who.roles)))),
@@ -290,5 +297,8 @@ class MutateHeaders:
             added.append((b"x-gateway-subject", _header_value(who.subject)))
         if who.tenant is not None:
             added.append((b"x-gateway-tenant", _header_value(who.tenant)))
-        added.append((b"x-gateway-assertion", self._signer.sign(who).encode("ascii")))
+        added.append((b"x-gateway-assertion", token.encode("ascii")))
+        if len(self._identity_cache) >= _IDENTITY_CACHE_LIMIT:
+            self._identity_cache.clear()
+        self._identity_cache[who] = (token, added)
         return added

@@ -258,6 +258,20 @@ class TestUnits:
         assert b"x-gateway-user-id" not in headers
         assert b"x-gateway-assertion" in headers
 
+    def test_new_assertion_after_reuse_window(self) -> None:
+        """The cached identity headers follow the signer: a fresh assertion once it re-signs."""
+        clock = [1_800_000_000.0]
+        signer = AssertionSigner(
+            keys=[generate_key()], issuer=ISS, audience=AUD, clock=lambda: clock[0]
+        )
+        stage = MutateHeaders(_noop, signer=signer)
+        first = dict(stage.rewrite(_scope(TEACHER)))[b"x-gateway-assertion"]
+        assert dict(stage.rewrite(_scope(TEACHER)))[b"x-gateway-assertion"] == first
+        clock[0] += 30
+        assert dict(stage.rewrite(_scope(TEACHER)))[b"x-gateway-assertion"] != first
+        other = dict(stage.rewrite(_scope(ANONYMOUS)))
+        assert other[b"x-gateway-roles"] == b"anonymous"
+
     def test_custom_identity_header_list(self) -> None:
         """Extra identity headers can be configured; variants are matched the same way."""
         stage = MutateHeaders(_noop, signer=SIGNER, identity_headers=("x-school-admin",))
