@@ -76,6 +76,19 @@ class TestForwarding:
         assert response.json()["raw_path"] == "/echo/a%20b/%C3%A9"
         assert response.json()["query"] == "q=%41%2F&x"
 
+    def test_get_forwarded_without_body_framing(self, gw: Gateway) -> None:
+        """A GET reaches the upstream with neither Transfer-Encoding nor Content-Length."""
+        with gw.client() as client:
+            headers = _headers(client.get("/echo"))
+        assert "transfer-encoding" not in headers
+        assert "content-length" not in headers
+
+    def test_chunked_upload_forwarded(self, gw: Gateway) -> None:
+        """A body sent without a length arrives whole."""
+        with gw.client() as client:
+            response = client.post("/echo", content=iter([b"a" * 70_000, b"b" * 70_000]))
+        assert response.json()["body"] == "a" * 70_000 + "b" * 70_000
+
     def test_request_body_forwarded(self, gw: Gateway) -> None:
         """A POST body reaches the upstream with its Content-Length."""
         with gw.client() as client:
