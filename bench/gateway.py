@@ -11,18 +11,20 @@ Contenders, all in one run, against the same upstream (nginx answering a small J
     forward+mutate    wrk -> uvicorn -> MutateHeaders -> Forward(aiohttp) -> nginx
     NAME              wrk -> uvicorn -> your app factory (``--app``), e.g. the full pipeline
 
-Each gateway runs as uvicorn with 1 worker, uvloop and httptools, no access log. The forward
-contenders get their GatewayState from a minimal stand-in stage (request id, client IP, the
-path as the canonical path, an identity), since the real https/authenticate stages are not
-what they measure. An ``--app`` factory takes no arguments and returns an ASGI app; it reads
+Each gateway runs as uvicorn with 1 worker, uvloop and httptools, no access log and no
+uvicorn proxy-headers handling (the gateway decides trust itself). The forward contenders get
+their GatewayState from a minimal stand-in stage (request id, client IP, the path as the
+canonical path, an identity), since the real https/authenticate stages are not what they
+measure. An ``--app`` factory takes no arguments and returns an ASGI app; it reads
 the upstream's URL from the environment variable ``GATEWAY_BENCH_UPSTREAM``.
 
 Runs alternate between contenders in rounds (rotating the order each round); the table shows
 medians over rounds, and ratios to the direct upstream and to forward-aiohttp, measured in
 the same run. Non-2xx answers and socket errors are counted: a contender that answers 502
-quickly is not fast. Every run is bounded (``--duration`` seconds). This machine has 2 cores
-shared by wrk, nginx, the gateway and other work, so absolute numbers are noisy; the ratios
-are the result.
+quickly is not fast. The last column is the gateway process's CPU time per request (from
+/proc), which other work on a shared machine disturbs far less than requests/s. Every run is
+bounded (``--duration`` seconds). This machine has 2 cores shared by wrk, nginx, the gateway
+and other work, so absolute numbers are noisy; the ratios and CPU per request are the result.
 
 Needs wrk and nginx from Debian: ``apt-get update && apt-get install -y wrk nginx-light``.
 """
@@ -196,8 +198,10 @@ def nginx(workdir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def gateway(factory: str, upstream: str, client: ClientKind = "aiohttp") -> Iterator[str]:
-    """uvicorn (1 worker, uvloop, httptools) serving ``factory``; yields its base URL."""
+def gateway(
+    factory: str, upstream: str, client: ClientKind = "aiohttp"
+) -> Iterator[tuple[str, int]]:
+    """uvicorn (1 worker, uvloop, httptools) serving ``factory``; yields its URL and pid."""
     port = _free_port()
     process = subprocess.Popen(
         [
@@ -218,6 +222,7 @@ def gateway(factory: str, upstream: str, client: ClientKind = "aiohttp") -> Iter
             "httptools",
             "--no-access-log",
             "--no-server-header",
+            "--no-proxy-headers",  # the gateway decides whom to trust, not uvicorn
             "--log-level",
             "warning",
         ],
@@ -226,7 +231,7 @@ def gateway(factory: str, upstream: str, client: ClientKind = "aiohttp") -> Iter
     )
     try:
         _wait_port(port, process, f"uvicorn {factory}")
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         _stop(process)
 
@@ -240,6 +245,13 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us: float | None = None  # the gateway process's CPU time per request
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` so far (from /proc; Linux only)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -248,6 +260,7 @@ class Contender:
     factory: str | None  # None: the upstream itself
     client: ClientKind = "aiohttp"
     url: str = ""
+    pid: int | None = None
     runs: dict[int, list[Run]] = field(default_factory=dict)
 
 
@@ -261,8 +274,13 @@ def _latency(output: str, percentile: str) -> float:
     return float(found.group(1)) * _UNITS[found.group(2)]
 
 
-def wrk(url: str, connections: int, duration: float) -> Run:
-    """One bounded wrk run; latency from wrk's --latency distribution."""
+def wrk(url: str, connections: int, duration: float, pid: int | None = None) -> Run:
+    """One bounded wrk run; latency from wrk's --latency distribution.
+
+    With ``pid``, also the CPU time that process spent per request: the figure that the
+    other work on a shared machine disturbs least.
+    """
+    cpu_before = _cpu_seconds(pid) if pid is not None else 0.0
     threads = 1 if connections < 2 else 2
     command = [
         "wrk",
@@ -289,7 +307,11 @@ def wrk(url: str, connections: int, duration: float) -> Run:
     )
     if socket_errors:
         errors += sum(int(n) for n in socket_errors.groups())
-    return Run(float(rps.group(1)), _latency(output, "50"), _latency(output, "99"), errors)
+    run = Run(float(rps.group(1)), _latency(output, "50"), _latency(output, "99"), errors)
+    done = re.search(r"^\s+(\d+) requests in", output, re.MULTILINE)
+    if pid is not None and done is not None and int(done.group(1)) > 0:
+        run.cpu_us = (_cpu_seconds(pid) - cpu_before) / int(done.group(1)) * 1e6
+    return run
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -322,7 +344,7 @@ def _table(contenders: list[Contender], connections: list[int]) -> str:
     forward = next((c for c in contenders if c.name == "forward-aiohttp"), None)
     lines = [
         f"{'contender':<18} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'errors':>6} {'vs direct':>9} {'vs fwd':>7}"
+        f"{'errors':>6} {'vs direct':>9} {'vs fwd':>7} {'cpu us/req':>10}"
     ]
     for conns in connections:
         base = _median(direct.runs[conns], "rps")
@@ -331,9 +353,12 @@ def _table(contenders: list[Contender], connections: list[int]) -> str:
             rps = _median(c.runs[conns], "rps")
             errors = sum(run.errors for run in c.runs[conns])
             vs_fwd = f"{rps / fwd:7.2f}" if fwd and c.factory is not None else f"{'':>7}"
+            cpu = [run.cpu_us for run in c.runs[conns] if run.cpu_us is not None]
+            cpu_text = f"{statistics.median(cpu):10.0f}" if cpu else f"{'-':>10}"
+            p50, p99 = _median(c.runs[conns], "p50_ms"), _median(c.runs[conns], "p99_ms")
             lines.append(
-                f"{c.name:<18} {conns:>5} {rps:>9.0f} {_median(c.runs[conns], 'p50_ms'):>8.2f} "
-                f"{_median(c.runs[conns], 'p99_ms'):>8.2f} {errors:>6} {rps / base:>9.3f} {vs_fwd}"
+                f"{c.name:<18} {conns:>5} {rps:>9.0f} {p50:>8.2f} {p99:>8.2f} {errors:>6} "
+                f"{rps / base:>9.3f} {vs_fwd} {cpu_text}"
             )
         lines.append("")
     return "\n".join(lines)
@@ -368,11 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     ):
         upstream = stack.enter_context(nginx(Path(tmp)))
         for c in contenders:
-            c.url = (
-                upstream
-                if c.factory is None
-                else stack.enter_context(gateway(c.factory, upstream, c.client))
-            )
+            if c.factory is None:
+                c.url = upstream
+            else:
+                c.url, c.pid = stack.enter_context(gateway(c.factory, upstream, c.client))
             warm = wrk(c.url, 8, 1)
             if warm.errors:
                 print(f"warning: {c.name} answered {warm.errors} errors while warming up")
@@ -389,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             for conns in args.connections:
                 for c in order:
-                    c.runs.setdefault(conns, []).append(wrk(c.url, conns, args.duration))
+                    c.runs.setdefault(conns, []).append(wrk(c.url, conns, args.duration, c.pid))
             print(f"round {round_no + 1}/{args.rounds} done", flush=True)
     print()
     print(_table(contenders, args.connections))
