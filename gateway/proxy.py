@@ -5,6 +5,8 @@ wire) with the query string exactly as received, and the headers the earlier sta
 hop-by-hop ones (``gateway.headers.forwardable_request_headers``). Bodies stream both ways in
 chunks; memory does not grow with their size.
 
+Only the configured methods are forwarded (``DEFAULT_METHODS``); others get a 400 page.
+
 Failures, each answered with a generic page (``gateway.pages.send_error``) and one audit event:
 
     upstream unreachable, refused, broken   502  event.action upstream_error
@@ -28,17 +30,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, ClassVar
 
 from audit import AuditSink
 from gateway._upstream import UpstreamClient, UpstreamResponse, UpstreamWebSocket
-from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import BadRequest, GatewayError, UpstreamTimeout, UpstreamUnavailable
 from gateway.headers import forwardable_request_headers, forwardable_response_headers
 from gateway.pages import send_error
 from gateway.types import Message, Receive, Scope, Send, canonical_path, state
 
-__all__ = ["Forward", "encode_path"]
+__all__ = ["DEFAULT_METHODS", "Forward", "encode_path"]
+
+#: Methods forwarded by default. TRACE (it would echo our identity headers and assertion back
+#: to the client) and CONNECT (a tunnel) are answered 400 unless configured.
+DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # RFC 3986 pchar without "%" (a literal "%" in the decoded path must be sent as "%25").
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"
@@ -83,9 +89,18 @@ class Forward:
 
     name: ClassVar[str] = "forward"
 
-    def __init__(self, *, client: UpstreamClient, audit: AuditSink) -> None:
+    def __init__(
+        self,
+        *,
+        client: UpstreamClient,
+        audit: AuditSink,
+        methods: Iterable[str] = DEFAULT_METHODS,
+    ) -> None:
         self._client = client
         self._audit = audit
+        self._methods = frozenset(methods)
+        if not self._methods or any(m != m.upper() or not m.isalpha() for m in self._methods):
+            raise ValueError("methods must be a non-empty set of upper-case method names")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -106,6 +121,11 @@ class Forward:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = self._target(scope)
+        if scope["method"] not in self._methods:
+            await send_error(
+                scope, send, BadRequest("method_not_forwarded"), state(scope).request_id
+            )
+            return
         first = await receive()
         reader = _BodyReader(receive, first) if first["type"] == "http.request" else None
         if reader is None:

@@ -137,6 +137,15 @@ class TestForwarding:
         for name in ("connection", "keep-alive", "proxy-authorization", "x-secret-hop"):
             assert name not in headers
 
+    @pytest.mark.parametrize("method", ["TRACE", "PROPFIND"])
+    def test_unlisted_methods_not_forwarded(self, gw: Gateway, method: str) -> None:
+        """TRACE and other unlisted methods are answered 400 by the gateway itself."""
+        with gw.client() as client:
+            response = client.request(method, "/echo", headers={"accept": "application/json"})
+        assert response.status_code == 400
+        assert response.json()["error"] == "bad_request"
+        assert "x-upstream" not in response.headers
+
     def test_streamed_download(self, gw: Gateway) -> None:
         """A body larger than any buffer arrives whole."""
         with gw.client() as client, client.stream("GET", "/download?n=3000000") as response:
@@ -294,6 +303,12 @@ class _RecordingClient:
 
 
 class TestAsgi:
+    @pytest.mark.parametrize("methods", [[], ["get"], ["GET", "X-Y"]])
+    def test_bad_method_list(self, methods: list[str]) -> None:
+        """The method list is checked when the forwarder is built."""
+        with pytest.raises(ValueError, match="methods"):
+            Forward(client=_RecordingClient(), audit=MemorySink(), methods=methods)
+
     async def test_lifespan_shutdown_closes_the_pool(self) -> None:
         """As the outermost app the forwarder answers lifespan and closes its client at shutdown."""
         client = _RecordingClient()
