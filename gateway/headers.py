@@ -7,8 +7,9 @@ only then the gateway adds its own headers. So a client can neither smuggle an i
 (``X_Auth_User``, ``x-auth-user`` twice, ``X-Gateway-Subject``) nor make us drop one we add
 (``Connection: X-Gateway-Assertion``).
 
-Header names are compared after lower-casing and turning ``_`` into ``-``, because servers
-behind us (WSGI/CGI, PHP, some Node frameworks) fold both into the same variable.
+Header names are compared after lower-casing and turning ``_``, ``.`` and every other
+punctuation character into ``-``, because servers behind us (CGI/WSGI, PHP, some Node
+frameworks) fold them all into the same variable.
 
 Added, from what earlier stages set (``gateway/types.py``)::
 
@@ -136,14 +137,23 @@ _PROTECTED_RESPONSE = frozenset(
 #: Request headers the gateway owns; a ``Connection`` header never removes them.
 _PROTECTED_REQUEST_PREFIXES = (b"x-gateway-", b"x-forwarded-", b"x-request-id")
 
+# Lower-case letters; turn every token punctuation character (RFC 9110 tchar) into "-".
+_FOLD = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ!#$%&'*+.^_`|~",
+    b"abcdefghijklmnopqrstuvwxyz--------------",
+)
 _IDENTITY_CACHE_LIMIT = 10_000
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{8,128}")
 _SAFE_VALUE = re.compile(r"[\x21-\x7e]*( [\x21-\x7e]+)*")
 
 
 def normalise_name(name: bytes) -> bytes:
-    """Lower-case, ``_`` as ``-``: the spelling every server behind us treats alike."""
-    return name.lower().replace(b"_", b"-")
+    """Lower-case, every punctuation character as ``-``: how servers behind us fold names.
+
+    CGI/WSGI and PHP turn ``X-Auth-User``, ``X_Auth_User`` and ``X.Auth.User`` all into
+    ``HTTP_X_AUTH_USER``; comparing folded names makes every such spelling one header.
+    """
+    return name.translate(_FOLD)
 
 
 def valid_request_id(value: str) -> bool:
