@@ -174,7 +174,8 @@ def forwardable_request_headers(
 ) -> list[tuple[bytes, bytes]]:
     """The client's headers without hop-by-hop ones and those its ``Connection`` names.
 
-    Headers the gateway owns (``X-Gateway-*``, ``X-Forwarded-*``, ``X-Request-ID``) survive a
+    Names are folded (:func:`normalise_name`), so ``Transfer_Encoding`` goes too. Headers the
+    gateway owns (``X-Gateway-*``, ``X-Forwarded-*``, ``X-Request-ID``) survive a
     ``Connection`` listing: when the mutate stage ran they are ours, and a client must not be able
     to strip them.
     """
@@ -184,8 +185,7 @@ def forwardable_request_headers(
     return [
         (name, value)
         for name, value in headers
-        if (low := name.lower()) not in HOP_BY_HOP
-        and (not named or normalise_name(low) not in named)
+        if (norm := name.translate(_FOLD)) not in HOP_BY_HOP and norm not in named
     ]
 
 
@@ -202,7 +202,7 @@ def forwardable_response_headers(
     return [
         (name, value)
         for name, value in headers
-        if (low := name.lower()) not in HOP_BY_HOP and low not in named
+        if (norm := name.translate(_FOLD)) not in HOP_BY_HOP and norm not in named
     ]
 
 

@@ -235,6 +235,8 @@ class TestUnits:
                 (b"TE", b"trailers"),
                 (b"Host", b"client.example"),
                 (b"Expect", b"100-continue"),
+                (b"Transfer_Encoding", b"chunked"),
+                (b"keep.alive", b"1"),
                 (b"Accept", b"*/*"),
             ]
         )
