@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -128,7 +131,56 @@ class TestRequests:
         assert (status, data) == (200, b"x" * 10)
 
 
+@contextlib.contextmanager
+def _raw_server(answer: bytes) -> Iterator[str]:
+    """A TCP server that reads a request, writes ``answer`` and closes the connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)
+                    conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
 class TestFailures:
+    @pytest.mark.parametrize("kind", KINDS)
+    @pytest.mark.parametrize(
+        "answer",
+        [b"", b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"],
+    )
+    async def test_broken_upstream_is_unavailable(self, kind: ClientKind, answer: bytes) -> None:
+        """A closed connection, a garbage answer or a cut-off body is UpstreamUnavailable."""
+        with _raw_server(answer) as url:
+            client = create_upstream(kind, base_url=url)
+            try:
+                with pytest.raises(UpstreamUnavailable) as caught:
+                    response = await client.send("GET", "/", [], None)
+                    async for _ in response.stream():
+                        pass
+            finally:
+                await client.aclose()
+        assert caught.value.reason == "upstream_protocol_error"
+
     @pytest.mark.parametrize("kind", KINDS)
     async def test_unreachable_is_unavailable(self, kind: ClientKind) -> None:
         """A refused connection becomes UpstreamUnavailable without the address in its text."""
