@@ -14,8 +14,9 @@ than httpx's), so both stay behind the same contract:
   above its read buffer, httpx reads per chunk), so memory stays bounded whatever the size.
 - Library exceptions are translated at this boundary into :class:`gateway.errors.UpstreamTimeout`
   (connect or read timeout) and :class:`gateway.errors.UpstreamUnavailable` (everything else),
-  raised ``from`` the original. Their ``reason`` is a stable snake_case id; their text never
-  carries the upstream address.
+  raised ``from`` the original; a WebSocket upgrade the upstream refuses with a 4xx status is
+  :class:`WebSocketRejected` (the upstream's answer, to pass on). Their ``reason`` is a stable
+  snake_case id; their text never carries the upstream address.
 - Neither client keeps cookies, follows redirects, decompresses, reads proxy settings from the
   environment, or adds headers the client did not send (besides ``Host``): the pool is shared by
   every user, so nothing of one request may leak into another.
@@ -50,6 +51,7 @@ __all__ = [
     "UpstreamClient",
     "UpstreamResponse",
     "UpstreamWebSocket",
+    "WebSocketRejected",
     "create_upstream",
 ]
 
@@ -79,6 +81,14 @@ _WS_HANDSHAKE_HEADERS = frozenset(
         b"sec-websocket-accept",
     }
 )
+
+
+class WebSocketRejected(Exception):
+    """The upstream refused a WebSocket upgrade with a 4xx status: its answer, not a failure."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the upstream refused the WebSocket upgrade with status {status}")
+        self.status = status
 
 
 class UpstreamResponse(Protocol):
@@ -176,6 +186,8 @@ def _aiohttp_errors() -> Iterator[None]:
     except aiohttp.ClientConnectorError as exc:
         raise UpstreamUnavailable("upstream_connect_failed") from exc
     except aiohttp.WSServerHandshakeError as exc:
+        if 400 <= exc.status < 500:
+            raise WebSocketRejected(exc.status) from exc
         raise UpstreamUnavailable("upstream_websocket_rejected") from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamUnavailable("upstream_protocol_error") from exc
@@ -353,6 +365,8 @@ def _websockets_errors() -> Iterator[None]:
     except TimeoutError as exc:
         raise UpstreamTimeout("upstream_connect_timeout") from exc
     except websockets.exceptions.InvalidStatus as exc:
+        if 400 <= exc.response.status_code < 500:
+            raise WebSocketRejected(exc.response.status_code) from exc
         raise UpstreamUnavailable("upstream_websocket_rejected") from exc
     except (websockets.exceptions.WebSocketException, OSError) as exc:
         raise UpstreamUnavailable("upstream_connect_failed") from exc

@@ -18,8 +18,10 @@ event is audited and the response is left incomplete, so the server closes the c
 the client sees a truncated body rather than a complete-looking one.
 
 WebSocket scopes are relayed message by message after the same stages ran. A failed upstream
-handshake is answered with 502/504 where the server supports the ``websocket.http.response``
-extension (uvicorn does), or closed before acceptance (the client sees 403) where it does not.
+handshake is answered with 502/504 (audited), and one the upstream refuses with 401/403/404
+with that status (not audited: the upstream's answer), where the server supports the
+``websocket.http.response`` extension (uvicorn does); where it does not, the connection is
+closed before acceptance (the client sees 403).
 
 Lifespan: when the forwarder is the outermost app it answers lifespan itself and closes the
 upstream pool at shutdown; otherwise the app that owns the lifespan calls :meth:`Forward.aclose`.
@@ -34,8 +36,21 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any, ClassVar
 
 from audit import AuditSink
-from gateway._upstream import UpstreamClient, UpstreamResponse, UpstreamWebSocket
-from gateway.errors import BadRequest, GatewayError, UpstreamTimeout, UpstreamUnavailable
+from gateway._upstream import (
+    UpstreamClient,
+    UpstreamResponse,
+    UpstreamWebSocket,
+    WebSocketRejected,
+)
+from gateway.errors import (
+    AccessDenied,
+    AuthenticationRequired,
+    BadRequest,
+    GatewayError,
+    NotFound,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from gateway.headers import forwardable_request_headers, forwardable_response_headers
 from gateway.pages import send_error
 from gateway.types import Message, Receive, Scope, Send, canonical_path, state
@@ -48,6 +63,12 @@ DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "O
 
 # RFC 3986 pchar without "%" (a literal "%" in the decoded path must be sent as "%25").
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"
+# The page shown when the upstream refuses a WebSocket upgrade (other 4xx: 400).
+_REJECTIONS: dict[int, type[GatewayError]] = {
+    401: AuthenticationRequired,
+    403: AccessDenied,
+    404: NotFound,
+}
 _WS_NORMAL_CLOSE = 1000
 _WS_INTERNAL_ERROR = 1011
 
@@ -202,6 +223,10 @@ class Forward:
         except (UpstreamUnavailable, UpstreamTimeout) as exc:
             self._audit_error(scope, exc)
             await self._deny_websocket(scope, send, exc)
+            return
+        except WebSocketRejected as exc:
+            # The upstream's own answer (e.g. 403, 404): passed on as our page for that status.
+            await self._deny_websocket(scope, send, _REJECTIONS.get(exc.status, BadRequest)())
             return
         try:
             await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})

@@ -273,6 +273,14 @@ class TestWebSocket:
             ws.send(b"\x00\xff")
             assert ws.recv(timeout=5) == b"echo:\x00\xff"
 
+    def test_refused_upgrade_passed_on_not_audited(self, gw: Gateway) -> None:
+        """An upgrade the upstream refuses with 403 reaches the client as 403, with no event."""
+        ws_url = gw.url.replace("http", "ws") + "/echo"
+        with pytest.raises(websockets.exceptions.InvalidStatus) as caught:
+            websockets.sync.client.connect(ws_url, open_timeout=5)
+        assert caught.value.response.status_code == 403
+        assert gw.audit.events == []
+
     def test_upstream_close_code_reaches_client(self, gw: Gateway) -> None:
         """When the upstream closes with a code, the client's connection closes with it."""
         ws_url = gw.url.replace("http", "ws") + "/ws"

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from gateway._upstream import ClientKind, UpstreamClient, create_upstream
+from gateway._upstream import ClientKind, UpstreamClient, WebSocketRejected, create_upstream
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from tests.gateway._apps import upstream_app
 from tests.gateway._servers import free_port, serve_thread
@@ -240,10 +240,21 @@ class TestWebSocket:
         assert headers["x-probe"] == "1"
         assert headers["sec-websocket-key"] != "Y2xpZW50LWtleS0xMjM0NQ=="
 
-    async def test_unreachable_websocket(self, client: UpstreamClient) -> None:
-        """A WebSocket to an upstream route that refuses the upgrade is UpstreamUnavailable."""
-        with pytest.raises(UpstreamUnavailable):
+    async def test_refused_upgrade(self, client: UpstreamClient) -> None:
+        """An upgrade the upstream refuses with 403 is WebSocketRejected carrying the status."""
+        with pytest.raises(WebSocketRejected) as caught:
             await client.connect_websocket("/echo", [], [])
+        assert caught.value.status == 403
+
+    @pytest.mark.parametrize("kind", KINDS)
+    async def test_unreachable_websocket(self, kind: ClientKind) -> None:
+        """A WebSocket to an upstream that is not there is UpstreamUnavailable."""
+        client = create_upstream(kind, base_url=f"http://127.0.0.1:{free_port()}")
+        try:
+            with pytest.raises(UpstreamUnavailable):
+                await client.connect_websocket("/ws", [], [])
+        finally:
+            await client.aclose()
 
 
 class TestConstruction:
