@@ -11,6 +11,9 @@ Header names are compared after lower-casing and turning ``_``, ``.`` and every 
 punctuation character into ``-``, because servers behind us (CGI/WSGI, PHP, some Node
 frameworks) fold them all into the same variable.
 
+On the way back, a ``Set-Cookie`` from the upstream for the gateway's own session cookie is
+dropped: no upstream can plant or overwrite the gateway's session.
+
 Added, from what earlier stages set (``gateway/types.py``)::
 
     X-Forwarded-For     the client IP as the https stage resolved it (trusted proxies only)
@@ -38,7 +41,7 @@ from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from gateway.assertion import AssertionSigner
-from gateway.types import ASGIApp, Identity, Receive, Scope, Send, identity, state
+from gateway.types import ASGIApp, Identity, Message, Receive, Scope, Send, identity, state
 
 __all__ = [
     "DEFAULT_IDENTITY_HEADERS",
@@ -212,6 +215,13 @@ def _header_value(value: str) -> bytes:
     return urllib.parse.quote(value, safe="!#$&'()*+,/:;=?@[]~|^`{}").encode("ascii")
 
 
+def _sets_cookie(name: bytes, value: bytes, cookie_lower: bytes) -> bool:
+    """True for a ``Set-Cookie`` header that sets the gateway's own cookie (any letter case)."""
+    return name.lower() == b"set-cookie" and (
+        value.split(b"=", 1)[0].strip().lower() == cookie_lower
+    )
+
+
 def _strip_cookie(value: bytes, cookie: bytes) -> bytes:
     kept = [
         part.strip()
@@ -251,6 +261,7 @@ class MutateHeaders:
         self._drop = frozenset(normalise_name(h.encode()) for h in identity_headers)
         self._drop_prefixes = tuple(normalise_name(p.encode()) for p in identity_prefixes)
         self._cookie = session_cookie.encode()
+        self._cookie_lower = self._cookie.lower()
         # Identity headers with their assertion, rebuilt whenever the signer issues a new one.
         self._identity_cache: dict[Identity, tuple[str, list[tuple[bytes, bytes]]]] = {}
 
@@ -260,7 +271,21 @@ class MutateHeaders:
             return
         scope = dict(scope)
         scope["headers"] = self.rewrite(scope)
-        await self.app(scope, receive, send)
+        cookie = self._cookie_lower
+
+        async def send_guarded(message: Message) -> None:
+            if message["type"] == "http.response.start" and any(
+                _sets_cookie(name, value, cookie) for name, value in message.get("headers", ())
+            ):
+                message = dict(message)
+                message["headers"] = [
+                    (name, value)
+                    for name, value in message["headers"]
+                    if not _sets_cookie(name, value, cookie)
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_guarded)
 
     def rewrite(self, scope: Scope) -> list[tuple[bytes, bytes]]:
         """The header list to forward for ``scope`` (public for tests and the benchmark)."""

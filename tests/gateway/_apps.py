@@ -96,6 +96,14 @@ async def set_cookie(_request: Request) -> Response:
     return response
 
 
+async def set_session_cookie(_request: Request) -> Response:
+    response = Response(b"ok")
+    response.set_cookie("__Host-gw_session", "planted-by-upstream", secure=True)
+    response.set_cookie("__HOST-GW_SESSION", "planted-in-capitals", secure=True)
+    response.set_cookie("upstream_cookie", "kept")
+    return response
+
+
 async def redirect(_request: Request) -> Response:
     return Response(status_code=302, headers={"location": "/echo"})
 
@@ -137,6 +145,7 @@ def upstream_app() -> Starlette:
             Route("/endless", endless),
             Route("/upload", upload, methods=["POST", "PUT"]),
             Route("/set-cookie", set_cookie),
+            Route("/set-session-cookie", set_session_cookie),
             Route("/redirect", redirect),
             WebSocketRoute("/ws", ws_echo),
             WebSocketRoute("/ws-headers", ws_headers),

@@ -29,9 +29,19 @@ def _socket() -> socket.socket:
 
 
 def free_port() -> int:
-    """A port nothing listens on (bound and released: nothing will answer there)."""
+    """A port free right now, for a server started next (it may be taken again later)."""
     with contextlib.closing(_socket()) as sock:
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def refused_url() -> Iterator[str]:
+    """A URL where connections are refused: its port stays bound (not listening) meanwhile,
+    so no server started in the test, the gateway under test included, can get it (no
+    SO_REUSEADDR here: nobody can share the port)."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @contextlib.contextmanager

@@ -189,6 +189,14 @@ class TestCookies:
         received = _received(gateway_url, [("Cookie", cookie)])
         assert _value(received, "cookie") == ["a=1; b=2"]
 
+    def test_upstream_cannot_set_the_session_cookie(self, gateway_url: str) -> None:
+        """A Set-Cookie for the gateway's session cookie never reaches the client; others do."""
+        with httpx.Client(base_url=gateway_url) as client:
+            response = client.get("/set-session-cookie")
+        cookies = response.headers.get_list("set-cookie")
+        assert len(cookies) == 1
+        assert cookies[0].startswith("upstream_cookie=kept")
+
     def test_only_session_cookie_drops_header(self, gateway_url: str) -> None:
         """When only the session cookie was sent, no Cookie header is forwarded."""
         received = _received(gateway_url, [("Cookie", f"{DEFAULT_SESSION_COOKIE}=secret")])

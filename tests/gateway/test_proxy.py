@@ -22,7 +22,7 @@ from gateway.proxy import Forward, encode_path
 from gateway.types import SCOPE_KEY, GatewayState, Identity, Message, StageMissing
 from tests.gateway._apps import ENDLESS_STOPPED, upstream_app
 from tests.gateway._gateway import gateway_app
-from tests.gateway._servers import REPO, free_port, rss_kib, serve_process, serve_thread
+from tests.gateway._servers import REPO, refused_url, rss_kib, serve_process, serve_thread
 
 TEACHER = Identity(
     issuer="https://idp.example",
@@ -230,10 +230,11 @@ class TestUnreachable:
     def test_502_with_generic_body_and_audit(self, kind: ClientKind) -> None:
         """A refused connection is a 502 naming no address, and an upstream_error event."""
         sink = MemorySink()
-        port = free_port()
-        app = gateway_app(f"http://127.0.0.1:{port}", kind=kind, audit=sink, who=TEACHER)
-        with serve_thread(app, lifespan="on") as url, httpx.Client(base_url=url) as client:
-            response = client.get("/api/me?token=secret", headers={"accept": "text/html"})
+        with refused_url() as upstream:
+            port = upstream.rsplit(":", 1)[1]
+            app = gateway_app(upstream, kind=kind, audit=sink, who=TEACHER)
+            with serve_thread(app, lifespan="on") as url, httpx.Client(base_url=url) as client:
+                response = client.get("/api/me?token=secret", headers={"accept": "text/html"})
         assert response.status_code == 502
         assert "Dienst niet bereikbaar" in response.text
         assert str(port) not in response.text
@@ -250,9 +251,11 @@ class TestUnreachable:
     def test_websocket_to_unreachable_upstream(self, kind: ClientKind) -> None:
         """A WebSocket upgrade the gateway cannot forward is refused with 502 and audited."""
         sink = MemorySink()
-        app = gateway_app(f"http://127.0.0.1:{free_port()}", kind=kind, audit=sink, who=TEACHER)
         with (
-            serve_thread(app, lifespan="on") as url,
+            refused_url() as upstream,
+            serve_thread(
+                gateway_app(upstream, kind=kind, audit=sink, who=TEACHER), lifespan="on"
+            ) as url,
             pytest.raises(websockets.exceptions.InvalidStatus) as caught,
         ):
             websockets.sync.client.connect(url.replace("http", "ws") + "/ws", open_timeout=5)

@@ -13,7 +13,7 @@ import pytest
 from gateway._upstream import ClientKind, UpstreamClient, WebSocketRejected, create_upstream
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from tests.gateway._apps import upstream_app
-from tests.gateway._servers import free_port, serve_thread
+from tests.gateway._servers import refused_url, serve_thread
 
 KINDS: list[ClientKind] = ["aiohttp", "httpx"]
 
@@ -184,13 +184,14 @@ class TestFailures:
     @pytest.mark.parametrize("kind", KINDS)
     async def test_unreachable_is_unavailable(self, kind: ClientKind) -> None:
         """A refused connection becomes UpstreamUnavailable without the address in its text."""
-        port = free_port()
-        client = create_upstream(kind, base_url=f"http://127.0.0.1:{port}")
-        try:
-            with pytest.raises(UpstreamUnavailable) as caught:
-                await client.send("GET", "/", [], None)
-        finally:
-            await client.aclose()
+        with refused_url() as url:
+            port = url.rsplit(":", 1)[1]
+            client = create_upstream(kind, base_url=url)
+            try:
+                with pytest.raises(UpstreamUnavailable) as caught:
+                    await client.send("GET", "/", [], None)
+            finally:
+                await client.aclose()
         assert caught.value.reason == "upstream_connect_failed"
         assert str(port) not in str(caught.value)
 
@@ -249,12 +250,13 @@ class TestWebSocket:
     @pytest.mark.parametrize("kind", KINDS)
     async def test_unreachable_websocket(self, kind: ClientKind) -> None:
         """A WebSocket to an upstream that is not there is UpstreamUnavailable."""
-        client = create_upstream(kind, base_url=f"http://127.0.0.1:{free_port()}")
-        try:
-            with pytest.raises(UpstreamUnavailable):
-                await client.connect_websocket("/ws", [], [])
-        finally:
-            await client.aclose()
+        with refused_url() as url:
+            client = create_upstream(kind, base_url=url)
+            try:
+                with pytest.raises(UpstreamUnavailable):
+                    await client.connect_websocket("/ws", [], [])
+            finally:
+                await client.aclose()
 
 
 class TestConstruction:
