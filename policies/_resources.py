@@ -203,6 +203,8 @@ class Resources:
         self.families = dict(families)
         self.routes = tuple(routes)
         self._by_method: dict[str, list[tuple[re.Pattern[str], Route, RouteInfo]]] = {}
+        #: (method, first path segment) -> candidates; routes starting with :name go under None.
+        self._index: dict[tuple[str, str | None], list[tuple[re.Pattern[str], RouteInfo]]] = {}
         for route in self.routes:
             info = RouteInfo(
                 family=route.family.name,
@@ -213,6 +215,12 @@ class Resources:
                 pattern=route.pattern,
             )
             self._by_method.setdefault(route.method, []).append((route.regex(), route, info))
+            first = route.pattern[1:].split("/", 1)[0]
+            segment = None if first.startswith(":") or first == "*" else first
+            self._index.setdefault((route.method, segment), []).append((route.regex(), info))
+        for (method, segment), candidates in self._index.items():
+            if segment is not None:
+                candidates.extend(self._index.get((method, None), ()))
         for route in self.routes:
             path = route.sample_path()
             claimed = [
@@ -245,7 +253,10 @@ class Resources:
 
     def classify(self, method: str, path: str) -> RouteInfo | None:
         """The route a canonical path belongs to, or ``None`` for an unknown route."""
-        for regex, _, info in self._by_method.get(method, ()):
+        end = path.find("/", 1)
+        segment = path[1:] if end < 0 else path[1:end]
+        candidates = self._index.get((method, segment)) or self._index.get((method, None)) or ()
+        for regex, info in candidates:
             found = regex.fullmatch(path)
             if found is not None:
                 tenant = found.groupdict().get(TENANT_VAR)

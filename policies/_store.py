@@ -3,7 +3,8 @@
 :class:`PolicyStore` holds one immutable :class:`PolicyState` (the checked policy, its compiled
 evaluator with its decision cache, and the route map). ``decide`` and ``classify`` read the
 current state with one attribute read; ``reload`` builds a whole new state from the files,
-checks it (strict parse, supported model, route file, the policy test table) and swaps it in
+checks it (strict parse, supported model, route file, the policy test table, and lint errors
+unless ``lint_errors_block=False``) and swaps it in
 with one assignment. On any failure the old state stays in force. Either way it emits an
 audit event: ``policy.reloaded`` (with the new hashes and what changed) or
 ``policy.reload_failed`` (with a stable reason and the error).
@@ -25,9 +26,10 @@ from gateway.types import Decision
 from policies._diff import diff_sources
 from policies._evaluator import DEFAULT_CACHE_SIZE, FastEvaluator
 from policies._resources import Resources, RouteInfo
+from policies._review import lint, report_files
 from policies._source import PolicySource, load_source
 from policies._table import load_table, run_table
-from policies.errors import PolicyError, PolicyTestsFailed
+from policies.errors import PolicyError, PolicyLintFailed, PolicyTestsFailed
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -59,7 +61,13 @@ class PolicyState:
 
 
 def build_state(
-    *, model: Path, policy: Path, resources: Path, table: Path, cache_size: int
+    *,
+    model: Path,
+    policy: Path,
+    resources: Path,
+    table: Path,
+    cache_size: int,
+    lint_errors_block: bool = True,
 ) -> PolicyState:
     """Load and check a complete state (raises :class:`PolicyError`)."""
     source = load_source(model, policy)
@@ -73,6 +81,10 @@ def build_state(
             f"{len(failures)} of {len(cases)} policy tests fail: {shown}",
             failures=tuple(failures),
         )
+    if lint_errors_block:
+        errors = [str(f) for f in lint(source, routes) if f.level == "error"]
+        if errors:
+            raise PolicyLintFailed(f"{len(errors)} lint errors: {'; '.join(errors[:5])}")
     return PolicyState(source=source, evaluator=evaluator, resources=routes, table_cases=len(cases))
 
 
@@ -88,6 +100,7 @@ class PolicyStore:
         table_path: Path = DEFAULT_TABLE,
         sink: AuditSink | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        lint_errors_block: bool = True,
     ) -> None:
         self.paths = {
             "model": Path(model_path),
@@ -97,6 +110,7 @@ class PolicyStore:
         }
         self._sink: AuditSink = sink if sink is not None else MemorySink()
         self._cache_size = cache_size
+        self._lint_errors_block = lint_errors_block
         self._lock = threading.Lock()
         #: Counters for the gateway's metrics.
         self.reloads_succeeded = 0
@@ -114,6 +128,7 @@ class PolicyStore:
         table_path: Path = DEFAULT_TABLE,
         sink: AuditSink | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        lint_errors_block: bool = True,
     ) -> PolicyStore:
         """Load the policy in force from files; raises :class:`PolicyError` if it is unusable."""
         return cls(
@@ -123,6 +138,7 @@ class PolicyStore:
             table_path=table_path,
             sink=sink,
             cache_size=cache_size,
+            lint_errors_block=lint_errors_block,
         )
 
     def _build(self) -> PolicyState:
@@ -132,6 +148,7 @@ class PolicyStore:
             resources=self.paths["resources"],
             table=self.paths["table"],
             cache_size=self._cache_size,
+            lint_errors_block=self._lint_errors_block,
         )
 
     @property
@@ -147,6 +164,15 @@ class PolicyStore:
     def classify(self, method: str, path: str) -> RouteInfo | None:
         """The route family of a canonical path (see :mod:`policies._resources`)."""
         return self._state.resources.classify(method, path)
+
+    def review_report(self) -> dict[str, str]:
+        """The review outputs of the policy in force (file name -> text), for /_gateway/policies.
+
+        Names: matrix.md, matrix.csv, matrix.html, reach.md, lint.txt. Takes tens of
+        milliseconds: cache it per ``state.source.policy_sha256``.
+        """
+        state = self._state
+        return report_files(state.source, state.resources)
 
     def reload(self) -> bool:
         """Load, check and swap in the files' current policy; keep the old one on any failure.

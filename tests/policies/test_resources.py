@@ -29,6 +29,12 @@ class TestClassify:
         assert info is not None
         assert info.family == "own_profile" and not info.others_personal_data
 
+    def test_the_root_path_is_the_catalogue(self, resources: Resources) -> None:
+        """GET / is the public catalogue's front page, with no personal data."""
+        info = resources.classify("GET", "/")
+        assert info is not None
+        assert (info.family, info.categories, info.others_personal_data) == ("catalogue", (), False)
+
     def test_method_is_part_of_the_route(self, resources: Resources) -> None:
         """A method the route does not serve is an unknown route."""
         assert resources.classify("PATCH", "/api/me") is None

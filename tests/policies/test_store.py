@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import threading
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,30 @@ class TestStart:
             )
 
 
+class TestReviewReport:
+    def test_describes_the_policy_in_force(
+        self, store: PolicyStore, files: dict[str, Path]
+    ) -> None:
+        """The report follows reloads: a new grant shows up in the matrix."""
+
+        def teacher_on_reports() -> str:
+            rows = list(csv.DictReader(io.StringIO(store.review_report()["matrix.csv"])))
+            (row,) = [r for r in rows if r["route"] == "/api/schools/:tenant/reports"]
+            return row["teacher"]
+
+        assert teacher_on_reports() == "—"
+        files["policy"].write_text(POLICY + GRANT, encoding="utf-8")
+        store.reload()
+        assert teacher_on_reports() == "own tenant"
+        assert set(store.review_report()) == {
+            "matrix.md",
+            "matrix.csv",
+            "matrix.html",
+            "reach.md",
+            "lint.txt",
+        }
+
+
 class TestGoodReload:
     def test_swaps_in_the_new_policy(self, store: PolicyStore, files: dict[str, Path]) -> None:
         """A grant added to the file is in force after reload, and its cache is fresh."""
@@ -162,6 +188,34 @@ class TestFailedReload:
         assert event["event.reason"] == reason
         assert event["labels"]["policy_sha256"] == before.source.policy_sha256
         assert store.reloads_failed == 1
+
+    def test_a_risky_grant_the_table_misses_is_refused_by_lint(
+        self, store: PolicyStore, files: dict[str, Path], sink: MemorySink
+    ) -> None:
+        """A cross-tenant grant no table row covers is still kept out: lint errors block."""
+        risky = "p, teacher, all, /api/schools/:tenant/reports, GET, allow\n"
+        files["policy"].write_text(POLICY + risky, encoding="utf-8")
+        assert store.reload() is False
+        assert sink.events[0]["event.reason"] == "policy_lint_failed"
+        assert "cross_tenant_reach" in sink.events[0]["error.message"]
+
+    def test_lint_blocking_can_be_switched_off(
+        self, files: dict[str, Path], sink: MemorySink
+    ) -> None:
+        """lint_errors_block=False loads what the table accepts (for migrations; not default)."""
+        files["policy"].write_text(
+            POLICY + "p, teacher, all, /api/schools/:tenant/reports, GET, allow\n",
+            encoding="utf-8",
+        )
+        store = PolicyStore.from_files(
+            files["model"],
+            files["policy"],
+            resources_path=files["resources"],
+            table_path=files["table"],
+            sink=sink,
+            lint_errors_block=False,
+        )
+        assert store.decide(**REPORTS, path="/api/schools/school-b/reports").allowed
 
     def test_a_missing_file_is_a_failed_reload(
         self, store: PolicyStore, files: dict[str, Path], sink: MemorySink
