@@ -6,8 +6,9 @@ current state with one attribute read; ``reload`` builds a whole new state from 
 checks it (strict parse, supported model, route file, the policy test table, and lint errors
 unless ``lint_errors_block=False``) and swaps it in
 with one assignment. On any failure the old state stays in force. Either way it emits an
-audit event: ``policy.reloaded`` (with the new hashes and what changed) or
-``policy.reload_failed`` (with a stable reason and the error).
+audit event: ``policy_reloaded`` (with the new hashes and what changed) or
+``policy_reload_failed`` (with a stable reason and the error); the names are those of the
+audit taxonomy (``audit.events.Action``), which the issue wrote as ``policy.reloaded``.
 
 ``reload`` is synchronous and takes a few milliseconds plus the table (about 850 cases): call it
 from a worker thread in async code (``anyio.to_thread.run_sync(store.reload)``).
@@ -165,6 +166,30 @@ class PolicyStore:
         """The route family of a canonical path (see :mod:`policies._resources`)."""
         return self._state.resources.classify(method, path)
 
+    def personal_data(self, method: str, path: str) -> dict[str, Any] | None:
+        """Audit fields for a route exposing someone else's personal data, else ``None``.
+
+        Fits the gateway's ``PersonalDataClassifier``: ``audit.data_categories`` plus
+        ``labels`` naming the route family, whose data it is (``data_subjects``), the tenant
+        the data belongs to, and ``user.target.id`` when the route names the data subject.
+        """
+        route = self._state.resources.classify(method, path)
+        if route is None or not route.others_personal_data:
+            return None
+        labels: dict[str, Any] = {
+            "route_family": route.family,
+            "data_subjects": ",".join(route.data_subjects),
+        }
+        if route.tenant is not None:
+            labels["data_tenant"] = route.tenant
+        fields: dict[str, Any] = {
+            "audit.data_categories": list(route.categories),
+            "labels": labels,
+        }
+        if route.subject_id is not None:
+            fields["user.target.id"] = route.subject_id
+        return fields
+
     def review_report(self) -> dict[str, str]:
         """The review outputs of the policy in force (file name -> text), for /_gateway/policies.
 
@@ -177,8 +202,8 @@ class PolicyStore:
     def reload(self) -> bool:
         """Load, check and swap in the files' current policy; keep the old one on any failure.
 
-        Returns whether the new policy is in force. Emits ``policy.reloaded`` or
-        ``policy.reload_failed``; never raises for a bad policy (an audit sink that refuses
+        Returns whether the new policy is in force. Emits ``policy_reloaded`` or
+        ``policy_reload_failed``; never raises for a bad policy (an audit sink that refuses
         the event may raise :class:`audit.AuditUnavailable`).
         """
         with self._lock:
@@ -216,9 +241,9 @@ class PolicyStore:
         words = diff.words()
         shown = words[:MAX_CHANGES_IN_EVENT]
         more = len(words) - len(shown)
-        message = "policy unchanged" if unchanged else f"policy reloaded: {diff.summary()}"
+        changes = "no change" if unchanged else diff.summary()
         if shown:
-            message += ". " + "; ".join(shown) + (f"; and {more} more" if more else "")
+            changes += ". " + "; ".join(shown) + (f"; and {more} more" if more else "")
         labels = self._labels(new) | {
             "previous_policy_sha256": old.source.policy_sha256,
             "previous_model_sha256": old.source.model_sha256,
@@ -227,16 +252,16 @@ class PolicyStore:
             "role_links_added": len(diff.added_links),
             "role_links_removed": len(diff.removed_links),
             "policy_tests": new.table_cases,
+            "policy_changes": changes,
         }
         self._sink.emit(
             {
                 "event.kind": "event",
                 "event.category": ["configuration"],
                 "event.type": ["change"],
-                "event.action": "policy.reloaded",
+                "event.action": "policy_reloaded",
                 "event.outcome": "success",
                 "event.reason": "policy_unchanged" if unchanged else "policy_changed",
-                "message": message,
                 "labels": labels,
             }
         )
@@ -246,13 +271,12 @@ class PolicyStore:
             {
                 "event.kind": "event",
                 "event.category": ["configuration"],
-                "event.type": ["change"],
-                "event.action": "policy.reload_failed",
+                "event.type": ["error"],
+                "event.action": "policy_reload_failed",
                 "event.outcome": "failure",
                 "event.reason": reason,
                 "error.type": error_type,
                 "error.message": error[:_MAX_ERROR_LENGTH],
-                "message": "policy reload refused; the policy in force stays in force",
                 "labels": self._labels(old),
             }
         )

@@ -22,6 +22,7 @@ class TestClassify:
             "school-a",
         )
         assert info.data_subjects == ("pupils",)
+        assert info.subject_id == "42"
 
     def test_own_data_is_not_someone_elses(self, resources: Resources) -> None:
         """/api/me exposes account data, but only the caller's own."""

@@ -91,6 +91,30 @@ class TestStart:
             )
 
 
+class TestPersonalData:
+    def test_names_categories_family_tenant_and_subject(self, store: PolicyStore) -> None:
+        """A pupil's record gives the audit fields of a personal-data access event."""
+        fields = store.personal_data("GET", "/api/schools/school-b/students/42")
+        assert fields == {
+            "audit.data_categories": ["a", "b"],
+            "labels": {
+                "route_family": "school_students",
+                "data_subjects": "pupils",
+                "data_tenant": "school-b",
+            },
+            "user.target.id": "42",
+        }
+
+    @pytest.mark.parametrize(
+        ("method", "path"), [("GET", "/api/me"), ("GET", "/activities/3"), ("GET", "/nothing")]
+    )
+    def test_own_public_and_unknown_routes_give_nothing(
+        self, store: PolicyStore, method: str, path: str
+    ) -> None:
+        """Only routes exposing someone else's personal data are recorded."""
+        assert store.personal_data(method, path) is None
+
+
 class TestReviewReport:
     def test_describes_the_policy_in_force(
         self, store: PolicyStore, files: dict[str, Path]
@@ -126,22 +150,21 @@ class TestGoodReload:
     def test_emits_reloaded_with_hashes_and_changes(
         self, store: PolicyStore, files: dict[str, Path], sink: MemorySink
     ) -> None:
-        """policy.reloaded carries old and new hashes and the change in words."""
+        """policy_reloaded carries old and new hashes and the change in words."""
         old_sha = _sha(files["policy"])
         files["policy"].write_text(POLICY.replace("g, student, everyone\n", "") + GRANT, "utf-8")
         store.reload()
         (event,) = sink.events
-        assert event["event.action"] == "policy.reloaded"
+        assert event["event.action"] == "policy_reloaded"
         assert event["event.outcome"] == "success"
         assert event["event.reason"] == "policy_changed"
         assert event["labels"]["policy_sha256"] == _sha(files["policy"])
         assert event["labels"]["previous_policy_sha256"] == old_sha
         assert (event["labels"]["rules_added"], event["labels"]["role_links_removed"]) == (1, 1)
-        assert (
-            "granted: teacher may GET /api/schools/:tenant/reports (own tenant only)"
-            in (event["message"])
-        )
-        assert "student no longer inherits the permissions of everyone" in event["message"]
+        changes = event["labels"]["policy_changes"]
+        assert "granted: teacher may GET /api/schools/:tenant/reports (own tenant only)" in changes
+        assert "student no longer inherits the permissions of everyone" in changes
+        assert event["event.type"] == ["change"]
 
     def test_unchanged_files_keep_the_state(self, store: PolicyStore, sink: MemorySink) -> None:
         """Reloading the same bytes keeps the compiled state (and its cache) and says so."""
@@ -183,8 +206,9 @@ class TestFailedReload:
         assert store.state is before
         assert store.decide(roles={"anonymous"}, tenant=None, method="GET", path="/").allowed
         (event,) = sink.events
-        assert event["event.action"] == "policy.reload_failed"
+        assert event["event.action"] == "policy_reload_failed"
         assert event["event.outcome"] == "failure"
+        assert event["event.type"] == ["error"]
         assert event["event.reason"] == reason
         assert event["labels"]["policy_sha256"] == before.source.policy_sha256
         assert store.reloads_failed == 1
