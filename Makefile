@@ -6,8 +6,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-HOST ?= 127.0.0.1
-PORT ?= 8080
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -26,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 run: $(STAMP)
-	$(BIN)/python -m gateway serve --host $(HOST) --port $(PORT)
+	$(BIN)/python -m gateway demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
