@@ -24,43 +24,17 @@ from typing import Final, TextIO
 from policies._evaluator import FastEvaluator
 from policies._reference import ReferenceAuthorizer
 from policies._resources import Resources
-from policies._review import (
-    diff_in_words,
-    lint,
-    matrix,
-    reach_markdown,
-    render_csv,
-    render_html,
-    render_markdown,
-    roles_of,
-)
+from policies._review import diff_in_words, lint, report_files
 from policies._source import PolicySource, load_source, source_from_text
 from policies._store import DEFAULT_MODEL, DEFAULT_POLICY, DEFAULT_RESOURCES, DEFAULT_TABLE
 from policies._table import load_table, run_table
 from policies.errors import PolicyError
 
-__all__ = ["REPORT_DIR", "main", "report_files"]
+__all__ = ["REPORT_DIR", "main"]
 
 REPORT_DIR: Final = Path(__file__).resolve().parent / "report"
 _EXIT_LINT: Final = 1
 _EXIT_ERROR: Final = 2
-
-
-def report_files(source: PolicySource, resources: Resources) -> dict[str, str]:
-    """The committed review outputs for a policy: file name -> content."""
-    rows = matrix(FastEvaluator(source, cache_size=0), resources)
-    roles = roles_of(resources)
-    stamp = f"policy.csv sha256 {source.policy_sha256[:16]}"
-    findings = lint(source, resources)
-    errors = sum(f.level == "error" for f in findings)
-    lint_text = "".join(f"{finding}\n" for finding in findings)
-    return {
-        "matrix.md": render_markdown(rows, roles, title=f"Permission matrix ({stamp})"),
-        "matrix.csv": render_csv(rows, roles),
-        "matrix.html": render_html(rows, roles, title=f"Permission matrix ({stamp})"),
-        "reach.md": reach_markdown(rows, resources, title=f"Who can reach what ({stamp})"),
-        "lint.txt": f"# lint of {stamp}: {errors} errors\n{lint_text}",
-    }
 
 
 def _git_text(path: Path, revision: str) -> str:

@@ -42,6 +42,8 @@ __all__ = ["DEFAULT_CACHE_SIZE", "MAX_HIERARCHY_LEVEL", "FastEvaluator", "role_c
 #: pycasbin's ``RoleManager`` default ``max_hierarchy_level``.
 MAX_HIERARCHY_LEVEL: Final = 10
 DEFAULT_CACHE_SIZE: Final = 16_384
+#: Longer paths are decided but not cached, so the cache stays a few MB whatever arrives.
+MAX_CACHED_PATH: Final = 256
 
 _SCOPE_ALL: Final = 0
 _SCOPE_TENANT: Final = 1
@@ -152,12 +154,13 @@ class FastEvaluator:
             cached = self._cache.get(key)
             if cached is not None:
                 return cached
-            found = precheck(roles=roles, tenant=tenant, method=method, path=path)
-            if found is None:
-                found = self._match(roles, tenant or "", method, path)
-            if len(self._cache) >= self._cache_size:
-                self._cache.clear()
-            if self._cache_size:
+            refused = precheck(roles=roles, tenant=tenant, method=method, path=path)
+            if refused is not None:
+                return refused
+            found = self._match(roles, tenant or "", method, path)
+            if self._cache_size and len(path) <= MAX_CACHED_PATH:
+                if len(self._cache) >= self._cache_size:
+                    self._cache.clear()
                 self._cache[key] = found
             return found
         except Exception:

@@ -64,6 +64,8 @@ class Family:
     categories: tuple[str, ...]
     others_personal_data: bool
     data_subjects: tuple[str, ...]
+    #: The path parameter that names the person whose data a route exposes, if any.
+    subject_param: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,8 @@ class RouteInfo:
     pattern: str
     #: The path's ``:tenant`` segment (whose data it is), ``None`` when the route has none.
     tenant: str | None = None
+    #: The path segment naming the data subject (the family's ``subject_param``), if any.
+    subject_id: str | None = None
 
 
 def _problem(pattern: str) -> str | None:
@@ -136,6 +140,14 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ResourcesInvalid(f"{where}: expected a list of strings")
     return tuple(value)
+
+
+def _optional_name(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+        raise ResourcesInvalid(f"{where}: expected a parameter name")
+    return value
 
 
 def _role(name: str, data: Any) -> RoleInfo:
@@ -182,6 +194,7 @@ def _family(name: str, data: Any) -> tuple[Family, list[Route]]:
         categories=categories,
         others_personal_data=others,
         data_subjects=_strings(data.get("data_subjects", []), f"{where}.data_subjects"),
+        subject_param=_optional_name(data.get("subject_param"), f"{where}.subject_param"),
     )
     routes = []
     for text in _strings(data.get("routes"), f"{where}.routes"):
@@ -203,6 +216,8 @@ class Resources:
         self.families = dict(families)
         self.routes = tuple(routes)
         self._by_method: dict[str, list[tuple[re.Pattern[str], Route, RouteInfo]]] = {}
+        #: (method, first path segment) -> candidates; routes starting with :name go under None.
+        self._index: dict[tuple[str, str | None], list[tuple[re.Pattern[str], RouteInfo]]] = {}
         for route in self.routes:
             info = RouteInfo(
                 family=route.family.name,
@@ -213,6 +228,12 @@ class Resources:
                 pattern=route.pattern,
             )
             self._by_method.setdefault(route.method, []).append((route.regex(), route, info))
+            first = route.pattern[1:].split("/", 1)[0]
+            segment = None if first.startswith(":") or first == "*" else first
+            self._index.setdefault((route.method, segment), []).append((route.regex(), info))
+        for (method, segment), candidates in self._index.items():
+            if segment is not None:
+                candidates.extend(self._index.get((method, None), ()))
         for route in self.routes:
             path = route.sample_path()
             claimed = [
@@ -245,12 +266,16 @@ class Resources:
 
     def classify(self, method: str, path: str) -> RouteInfo | None:
         """The route a canonical path belongs to, or ``None`` for an unknown route."""
-        for regex, _, info in self._by_method.get(method, ()):
+        end = path.find("/", 1)
+        segment = path[1:] if end < 0 else path[1:end]
+        candidates = self._index.get((method, segment)) or self._index.get((method, None)) or ()
+        for regex, info in candidates:
             found = regex.fullmatch(path)
             if found is not None:
-                tenant = found.groupdict().get(TENANT_VAR)
-                if tenant is None:
+                params = found.groupdict()
+                if not params:
                     return info
+                subject = self.families[info.family].subject_param
                 return RouteInfo(
                     family=info.family,
                     categories=info.categories,
@@ -258,6 +283,7 @@ class Resources:
                     data_subjects=info.data_subjects,
                     method=info.method,
                     pattern=info.pattern,
-                    tenant=tenant,
+                    tenant=params.get(TENANT_VAR),
+                    subject_id=params.get(subject) if subject else None,
                 )
         return None

@@ -37,6 +37,7 @@ __all__ = [
     "render_csv",
     "render_html",
     "render_markdown",
+    "report_files",
 ]
 
 ANY: Final = "any tenant"
@@ -405,3 +406,20 @@ def lint(source: PolicySource, resources: Resources) -> list[Finding]:
         if name not in used
     ]
     return findings
+
+
+def report_files(source: PolicySource, resources: Resources) -> dict[str, str]:
+    """The committed review outputs for a policy: file name -> content."""
+    rows = matrix(FastEvaluator(source, cache_size=0), resources)
+    roles = roles_of(resources)
+    stamp = f"policy.csv sha256 {source.policy_sha256[:16]}"
+    findings = lint(source, resources)
+    errors = sum(f.level == "error" for f in findings)
+    lint_text = "".join(f"{finding}\n" for finding in findings)
+    return {
+        "matrix.md": render_markdown(rows, roles, title=f"Permission matrix ({stamp})"),
+        "matrix.csv": render_csv(rows, roles),
+        "matrix.html": render_html(rows, roles, title=f"Permission matrix ({stamp})"),
+        "reach.md": reach_markdown(rows, resources, title=f"Who can reach what ({stamp})"),
+        "lint.txt": f"# lint of {stamp}: {errors} errors\n{lint_text}",
+    }

@@ -3,10 +3,12 @@
 :class:`PolicyStore` holds one immutable :class:`PolicyState` (the checked policy, its compiled
 evaluator with its decision cache, and the route map). ``decide`` and ``classify`` read the
 current state with one attribute read; ``reload`` builds a whole new state from the files,
-checks it (strict parse, supported model, route file, the policy test table) and swaps it in
+checks it (strict parse, supported model, route file, the policy test table, and lint errors
+unless ``lint_errors_block=False``) and swaps it in
 with one assignment. On any failure the old state stays in force. Either way it emits an
-audit event: ``policy.reloaded`` (with the new hashes and what changed) or
-``policy.reload_failed`` (with a stable reason and the error).
+audit event: ``policy_reloaded`` (with the new hashes and what changed) or
+``policy_reload_failed`` (with a stable reason and the error); the names are those of the
+audit taxonomy (``audit.events.Action``), which the issue wrote as ``policy.reloaded``.
 
 ``reload`` is synchronous and takes a few milliseconds plus the table (about 850 cases): call it
 from a worker thread in async code (``anyio.to_thread.run_sync(store.reload)``).
@@ -25,9 +27,10 @@ from gateway.types import Decision
 from policies._diff import diff_sources
 from policies._evaluator import DEFAULT_CACHE_SIZE, FastEvaluator
 from policies._resources import Resources, RouteInfo
+from policies._review import lint, report_files
 from policies._source import PolicySource, load_source
 from policies._table import load_table, run_table
-from policies.errors import PolicyError, PolicyTestsFailed
+from policies.errors import PolicyError, PolicyLintFailed, PolicyTestsFailed
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -59,7 +62,13 @@ class PolicyState:
 
 
 def build_state(
-    *, model: Path, policy: Path, resources: Path, table: Path, cache_size: int
+    *,
+    model: Path,
+    policy: Path,
+    resources: Path,
+    table: Path,
+    cache_size: int,
+    lint_errors_block: bool = True,
 ) -> PolicyState:
     """Load and check a complete state (raises :class:`PolicyError`)."""
     source = load_source(model, policy)
@@ -73,6 +82,10 @@ def build_state(
             f"{len(failures)} of {len(cases)} policy tests fail: {shown}",
             failures=tuple(failures),
         )
+    if lint_errors_block:
+        errors = [str(f) for f in lint(source, routes) if f.level == "error"]
+        if errors:
+            raise PolicyLintFailed(f"{len(errors)} lint errors: {'; '.join(errors[:5])}")
     return PolicyState(source=source, evaluator=evaluator, resources=routes, table_cases=len(cases))
 
 
@@ -88,6 +101,7 @@ class PolicyStore:
         table_path: Path = DEFAULT_TABLE,
         sink: AuditSink | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        lint_errors_block: bool = True,
     ) -> None:
         self.paths = {
             "model": Path(model_path),
@@ -97,6 +111,7 @@ class PolicyStore:
         }
         self._sink: AuditSink = sink if sink is not None else MemorySink()
         self._cache_size = cache_size
+        self._lint_errors_block = lint_errors_block
         self._lock = threading.Lock()
         #: Counters for the gateway's metrics.
         self.reloads_succeeded = 0
@@ -114,6 +129,7 @@ class PolicyStore:
         table_path: Path = DEFAULT_TABLE,
         sink: AuditSink | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        lint_errors_block: bool = True,
     ) -> PolicyStore:
         """Load the policy in force from files; raises :class:`PolicyError` if it is unusable."""
         return cls(
@@ -123,6 +139,7 @@ class PolicyStore:
             table_path=table_path,
             sink=sink,
             cache_size=cache_size,
+            lint_errors_block=lint_errors_block,
         )
 
     def _build(self) -> PolicyState:
@@ -132,6 +149,7 @@ class PolicyStore:
             resources=self.paths["resources"],
             table=self.paths["table"],
             cache_size=self._cache_size,
+            lint_errors_block=self._lint_errors_block,
         )
 
     @property
@@ -148,11 +166,44 @@ class PolicyStore:
         """The route family of a canonical path (see :mod:`policies._resources`)."""
         return self._state.resources.classify(method, path)
 
+    def personal_data(self, method: str, path: str) -> dict[str, Any] | None:
+        """Audit fields for a route exposing someone else's personal data, else ``None``.
+
+        Fits the gateway's ``PersonalDataClassifier``: ``audit.data_categories`` plus
+        ``labels`` naming the route family, whose data it is (``data_subjects``), the tenant
+        the data belongs to, and ``user.target.id`` when the route names the data subject.
+        """
+        route = self._state.resources.classify(method, path)
+        if route is None or not route.others_personal_data:
+            return None
+        labels: dict[str, Any] = {
+            "route_family": route.family,
+            "data_subjects": ",".join(route.data_subjects),
+        }
+        if route.tenant is not None:
+            labels["data_tenant"] = route.tenant
+        fields: dict[str, Any] = {
+            "audit.data_categories": list(route.categories),
+            "labels": labels,
+        }
+        if route.subject_id is not None:
+            fields["user.target.id"] = route.subject_id
+        return fields
+
+    def review_report(self) -> dict[str, str]:
+        """The review outputs of the policy in force (file name -> text), for /_gateway/policies.
+
+        Names: matrix.md, matrix.csv, matrix.html, reach.md, lint.txt. Takes tens of
+        milliseconds: cache it per ``state.source.policy_sha256``.
+        """
+        state = self._state
+        return report_files(state.source, state.resources)
+
     def reload(self) -> bool:
         """Load, check and swap in the files' current policy; keep the old one on any failure.
 
-        Returns whether the new policy is in force. Emits ``policy.reloaded`` or
-        ``policy.reload_failed``; never raises for a bad policy (an audit sink that refuses
+        Returns whether the new policy is in force. Emits ``policy_reloaded`` or
+        ``policy_reload_failed``; never raises for a bad policy (an audit sink that refuses
         the event may raise :class:`audit.AuditUnavailable`).
         """
         with self._lock:
@@ -190,9 +241,9 @@ class PolicyStore:
         words = diff.words()
         shown = words[:MAX_CHANGES_IN_EVENT]
         more = len(words) - len(shown)
-        message = "policy unchanged" if unchanged else f"policy reloaded: {diff.summary()}"
+        changes = "no change" if unchanged else diff.summary()
         if shown:
-            message += ". " + "; ".join(shown) + (f"; and {more} more" if more else "")
+            changes += ". " + "; ".join(shown) + (f"; and {more} more" if more else "")
         labels = self._labels(new) | {
             "previous_policy_sha256": old.source.policy_sha256,
             "previous_model_sha256": old.source.model_sha256,
@@ -201,16 +252,16 @@ class PolicyStore:
             "role_links_added": len(diff.added_links),
             "role_links_removed": len(diff.removed_links),
             "policy_tests": new.table_cases,
+            "policy_changes": changes,
         }
         self._sink.emit(
             {
                 "event.kind": "event",
                 "event.category": ["configuration"],
                 "event.type": ["change"],
-                "event.action": "policy.reloaded",
+                "event.action": "policy_reloaded",
                 "event.outcome": "success",
                 "event.reason": "policy_unchanged" if unchanged else "policy_changed",
-                "message": message,
                 "labels": labels,
             }
         )
@@ -220,13 +271,12 @@ class PolicyStore:
             {
                 "event.kind": "event",
                 "event.category": ["configuration"],
-                "event.type": ["change"],
-                "event.action": "policy.reload_failed",
+                "event.type": ["error"],
+                "event.action": "policy_reload_failed",
                 "event.outcome": "failure",
                 "event.reason": reason,
                 "error.type": error_type,
                 "error.message": error[:_MAX_ERROR_LENGTH],
-                "message": "policy reload refused; the policy in force stays in force",
                 "labels": self._labels(old),
             }
         )

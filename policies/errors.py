@@ -5,7 +5,8 @@
     ├── PolicyInvalid            it parses, but breaks a rule of the policy language we support
     ├── ModelUnsupported         model.conf differs from the model the fast evaluator implements
     ├── ResourcesInvalid         the route/role data file (resources.toml) is malformed
-    └── PolicyTestsFailed        the policy test table fails against the new policy
+    ├── PolicyTestsFailed        the policy test table fails against the new policy
+    └── PolicyLintFailed         lint finds a risky grant (python -m policies review lint)
 
 Each has a stable snake_case ``code`` used as the ``event.reason`` of ``policy.reload_failed``.
 Messages name files by their base name and line number; they never reach an HTTP client.
@@ -54,3 +55,9 @@ class PolicyTestsFailed(PolicyError):
     def __init__(self, message: str, *, failures: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.failures = failures
+
+
+class PolicyLintFailed(PolicyError):
+    """Lint finds errors (risky grants) in the new policy."""
+
+    code = "policy_lint_failed"

@@ -6,8 +6,9 @@ import io
 import subprocess
 from pathlib import Path
 
-from policies._cli import REPORT_DIR, main, report_files
+from policies._cli import REPORT_DIR, main
 from policies._resources import Resources
+from policies._review import report_files
 from policies._source import PolicySource
 from tests.policies.conftest import MODEL, POLICY
 

@@ -101,6 +101,12 @@ class TestCache:
         assert evaluator.decide(**request) is first
         assert FastEvaluator(evaluator.source, cache_size=0).decide(**request) == first
 
+    def test_long_paths_are_not_cached(self) -> None:
+        """A flood of long unique paths cannot make the cache large."""
+        evaluator = _evaluator()
+        evaluator.decide(roles={"reader"}, tenant="a", method="GET", path="/t/" + "a" * 300)
+        assert evaluator._cache == {}
+
     def test_can_be_switched_off(self) -> None:
         """cache_size=0 keeps nothing."""
         evaluator = _evaluator(cache_size=0)

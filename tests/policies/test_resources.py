@@ -22,12 +22,19 @@ class TestClassify:
             "school-a",
         )
         assert info.data_subjects == ("pupils",)
+        assert info.subject_id == "42"
 
     def test_own_data_is_not_someone_elses(self, resources: Resources) -> None:
         """/api/me exposes account data, but only the caller's own."""
         info = resources.classify("GET", "/api/me")
         assert info is not None
         assert info.family == "own_profile" and not info.others_personal_data
+
+    def test_the_root_path_is_the_catalogue(self, resources: Resources) -> None:
+        """GET / is the public catalogue's front page, with no personal data."""
+        info = resources.classify("GET", "/")
+        assert info is not None
+        assert (info.family, info.categories, info.others_personal_data) == ("catalogue", (), False)
 
     def test_method_is_part_of_the_route(self, resources: Resources) -> None:
         """A method the route does not serve is an unknown route."""

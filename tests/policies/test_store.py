@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import threading
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,54 @@ class TestStart:
             )
 
 
+class TestPersonalData:
+    def test_names_categories_family_tenant_and_subject(self, store: PolicyStore) -> None:
+        """A pupil's record gives the audit fields of a personal-data access event."""
+        fields = store.personal_data("GET", "/api/schools/school-b/students/42")
+        assert fields == {
+            "audit.data_categories": ["a", "b"],
+            "labels": {
+                "route_family": "school_students",
+                "data_subjects": "pupils",
+                "data_tenant": "school-b",
+            },
+            "user.target.id": "42",
+        }
+
+    @pytest.mark.parametrize(
+        ("method", "path"), [("GET", "/api/me"), ("GET", "/activities/3"), ("GET", "/nothing")]
+    )
+    def test_own_public_and_unknown_routes_give_nothing(
+        self, store: PolicyStore, method: str, path: str
+    ) -> None:
+        """Only routes exposing someone else's personal data are recorded."""
+        assert store.personal_data(method, path) is None
+
+
+class TestReviewReport:
+    def test_describes_the_policy_in_force(
+        self, store: PolicyStore, files: dict[str, Path]
+    ) -> None:
+        """The report follows reloads: a new grant shows up in the matrix."""
+
+        def teacher_on_reports() -> str:
+            rows = list(csv.DictReader(io.StringIO(store.review_report()["matrix.csv"])))
+            (row,) = [r for r in rows if r["route"] == "/api/schools/:tenant/reports"]
+            return row["teacher"]
+
+        assert teacher_on_reports() == "—"
+        files["policy"].write_text(POLICY + GRANT, encoding="utf-8")
+        store.reload()
+        assert teacher_on_reports() == "own tenant"
+        assert set(store.review_report()) == {
+            "matrix.md",
+            "matrix.csv",
+            "matrix.html",
+            "reach.md",
+            "lint.txt",
+        }
+
+
 class TestGoodReload:
     def test_swaps_in_the_new_policy(self, store: PolicyStore, files: dict[str, Path]) -> None:
         """A grant added to the file is in force after reload, and its cache is fresh."""
@@ -100,22 +150,21 @@ class TestGoodReload:
     def test_emits_reloaded_with_hashes_and_changes(
         self, store: PolicyStore, files: dict[str, Path], sink: MemorySink
     ) -> None:
-        """policy.reloaded carries old and new hashes and the change in words."""
+        """policy_reloaded carries old and new hashes and the change in words."""
         old_sha = _sha(files["policy"])
         files["policy"].write_text(POLICY.replace("g, student, everyone\n", "") + GRANT, "utf-8")
         store.reload()
         (event,) = sink.events
-        assert event["event.action"] == "policy.reloaded"
+        assert event["event.action"] == "policy_reloaded"
         assert event["event.outcome"] == "success"
         assert event["event.reason"] == "policy_changed"
         assert event["labels"]["policy_sha256"] == _sha(files["policy"])
         assert event["labels"]["previous_policy_sha256"] == old_sha
         assert (event["labels"]["rules_added"], event["labels"]["role_links_removed"]) == (1, 1)
-        assert (
-            "granted: teacher may GET /api/schools/:tenant/reports (own tenant only)"
-            in (event["message"])
-        )
-        assert "student no longer inherits the permissions of everyone" in event["message"]
+        changes = event["labels"]["policy_changes"]
+        assert "granted: teacher may GET /api/schools/:tenant/reports (own tenant only)" in changes
+        assert "student no longer inherits the permissions of everyone" in changes
+        assert event["event.type"] == ["change"]
 
     def test_unchanged_files_keep_the_state(self, store: PolicyStore, sink: MemorySink) -> None:
         """Reloading the same bytes keeps the compiled state (and its cache) and says so."""
@@ -157,11 +206,40 @@ class TestFailedReload:
         assert store.state is before
         assert store.decide(roles={"anonymous"}, tenant=None, method="GET", path="/").allowed
         (event,) = sink.events
-        assert event["event.action"] == "policy.reload_failed"
+        assert event["event.action"] == "policy_reload_failed"
         assert event["event.outcome"] == "failure"
+        assert event["event.type"] == ["error"]
         assert event["event.reason"] == reason
         assert event["labels"]["policy_sha256"] == before.source.policy_sha256
         assert store.reloads_failed == 1
+
+    def test_a_risky_grant_the_table_misses_is_refused_by_lint(
+        self, store: PolicyStore, files: dict[str, Path], sink: MemorySink
+    ) -> None:
+        """A cross-tenant grant no table row covers is still kept out: lint errors block."""
+        risky = "p, teacher, all, /api/schools/:tenant/reports, GET, allow\n"
+        files["policy"].write_text(POLICY + risky, encoding="utf-8")
+        assert store.reload() is False
+        assert sink.events[0]["event.reason"] == "policy_lint_failed"
+        assert "cross_tenant_reach" in sink.events[0]["error.message"]
+
+    def test_lint_blocking_can_be_switched_off(
+        self, files: dict[str, Path], sink: MemorySink
+    ) -> None:
+        """lint_errors_block=False loads what the table accepts (for migrations; not default)."""
+        files["policy"].write_text(
+            POLICY + "p, teacher, all, /api/schools/:tenant/reports, GET, allow\n",
+            encoding="utf-8",
+        )
+        store = PolicyStore.from_files(
+            files["model"],
+            files["policy"],
+            resources_path=files["resources"],
+            table_path=files["table"],
+            sink=sink,
+            lint_errors_block=False,
+        )
+        assert store.decide(**REPORTS, path="/api/schools/school-b/reports").allowed
 
     def test_a_missing_file_is_a_failed_reload(
         self, store: PolicyStore, files: dict[str, Path], sink: MemorySink
