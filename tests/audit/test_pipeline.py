@@ -206,7 +206,7 @@ class TestPartialFailures:
         try:
             for seq in range(60):
                 pipeline.emit(event(seq, **({"@timestamp": day} if seq % 3 == 0 else {})))
-            for _ in range(200):
+            for _ in range(1500):  # up to 30 s on a loaded machine
                 if pipeline.metrics().retries >= 20 and pipeline.metrics().events_shipped == 40:
                     break
                 asyncio.run(asyncio.sleep(0.02))
@@ -288,8 +288,9 @@ class TestSpoolFull:
         assert all(seq % 2 == 0 for seq in lost)
         assert len(lost) == dropped
         os_store.refresh()
-        [alert] = os_store.search(Scope(actions=["audit_events_dropped"]))
-        assert alert["labels"]["dropped_access_denied"] == str(dropped)
+        alerts = os_store.search(Scope(actions=["audit_events_dropped"]))
+        assert alerts  # one, or more when drops came in separate spells
+        assert sum(int(a["labels"]["dropped_access_denied"]) for a in alerts) == dropped
 
 
 class TestKilled:
@@ -311,7 +312,7 @@ class TestKilled:
         killed_at = None
         for line in child.stdout:
             metrics = orjson.loads(line)
-            if metrics["events_spooled"] == total and metrics["events_shipped"] >= 100:
+            if metrics["events_spooled"] == total and metrics["events_shipped"] >= 10:
                 child.send_signal(signal.SIGKILL)
                 killed_at = metrics["events_shipped"]
                 break
