@@ -91,6 +91,37 @@ class Metrics:
     oldest_unshipped_age_seconds: float = 0.0
     spool_full: bool = False
 
+    def samples(self) -> list[tuple[str, dict[str, str], float]]:
+        """Prometheus-style samples: (metric name, labels, value); counters end in _total."""
+        out: list[tuple[str, dict[str, str], float]] = [
+            ("audit_queue_depth", {}, self.queue_depth),
+            ("audit_spool_bytes", {}, self.spool_bytes),
+            ("audit_events_emitted_total", {}, self.events_emitted),
+            ("audit_events_spooled_total", {}, self.events_spooled),
+            ("audit_events_shipped_total", {}, self.events_shipped),
+            ("audit_events_duplicate_total", {}, self.events_duplicate),
+            ("audit_retries_total", {}, self.retries),
+            ("audit_dead_letters_total", {}, self.dead_letters),
+            ("audit_oldest_unshipped_age_seconds", {}, self.oldest_unshipped_age_seconds),
+            ("audit_spool_full", {}, float(self.spool_full)),
+        ]
+        for category in Category:
+            out.append(
+                (
+                    "audit_events_dropped_total",
+                    {"category": category.value},
+                    self.drops.get(category.value, 0),
+                )
+            )
+            out.append(
+                (
+                    "audit_events_refused_total",
+                    {"category": category.value},
+                    self.refused.get(category.value, 0),
+                )
+            )
+        return out
+
 
 class AuditPipeline:
     """An :class:`audit.AuditSink` that ships to ``store`` through a durable spool.
@@ -251,7 +282,8 @@ class AuditPipeline:
     def metrics(self) -> Metrics:
         """Queue depth, spool bytes, counters and the age of the oldest unshipped event."""
         spool = self._spool
-        oldest: int | None = self._head_ns
+        head = spool.head_timestamp() if spool is not None else None
+        oldest = _ns_of(head) if head is not None else None
         if self._queue:
             with contextlib.suppress(IndexError):  # emptied meanwhile by the writer
                 queued = self._queue[0][0]

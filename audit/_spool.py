@@ -240,6 +240,24 @@ class Spool:
             self._read = position
         return Batch(records, position, corrupt)
 
+    def head_timestamp(self) -> str | None:
+        """The ``@timestamp`` of the oldest record not yet committed, or None when empty."""
+        with self._lock:
+            position = self._cursor
+            sizes = dict(self._sizes)
+        for number in sorted(n for n in sizes if n >= position.segment):
+            offset = position.offset if number == position.segment else 0
+            if offset >= sizes[number]:
+                continue
+            try:
+                with self._segment_path(number).open("rb") as handle:
+                    handle.seek(offset)
+                    line = handle.readline()
+                return _decode(line).timestamp
+            except (OSError, ValueError):
+                return None
+        return None
+
     def rewind(self) -> None:
         """Read again from the committed cursor (after a failed batch)."""
         with self._lock:

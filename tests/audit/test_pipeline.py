@@ -159,6 +159,7 @@ class TestOutage:
                     asyncio.run(asyncio.sleep(0.05))
             assert not pipeline.wait_idle(0.5)  # nothing can ship now
             assert pipeline.metrics().spool_bytes > 0
+            assert pipeline.metrics().oldest_unshipped_age_seconds >= 0.5
             link.restore()
             assert pipeline.wait_idle(60)
         finally:

@@ -1,0 +1,88 @@
+"""audit/_pipeline.py without a node: the request path, the policies, the metrics shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audit import AuditPipeline, AuditUnavailable, Category, Scope, SQLiteStore
+from tests.audit.conftest import event, fast_pipeline
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    made = SQLiteStore(path=tmp_path / "audit.db")
+    made.ensure_schema()
+    return made
+
+
+class TestEmit:
+    def test_events_before_start_are_kept(self, store: SQLiteStore, tmp_path: Path) -> None:
+        """Events emitted while the app is still starting wait in the queue and ship."""
+        pipeline = fast_pipeline(store, tmp_path / "spool")
+        pipeline.emit(event(1, action="policy_reloaded"))
+        pipeline.open()
+        assert pipeline.wait_idle(10)
+        pipeline.close()
+        assert [d["event.action"] for d in store.search(Scope())] == ["policy_reloaded"]
+
+    def test_after_close_block_raises_and_drop_counts(
+        self, store: SQLiteStore, tmp_path: Path
+    ) -> None:
+        """Once closed, a block-category event raises and a drop-category one is counted."""
+        pipeline = fast_pipeline(store, tmp_path / "spool")
+        pipeline.open()
+        pipeline.close()
+        with pytest.raises(AuditUnavailable):
+            pipeline.emit(event(1, action="hold_placed"))
+        pipeline.emit(event(2, action="upstream_error"))
+        assert pipeline.metrics().drops == {"errors": 1}
+        assert pipeline.metrics().refused == {"backbone": 1}
+
+    def test_queue_bound_applies_policy(self, store: SQLiteStore, tmp_path: Path) -> None:
+        """With the queue full (writer not running), the category policy decides."""
+        pipeline = fast_pipeline(store, tmp_path / "spool", max_queue=2)
+        pipeline.emit(event(1))
+        pipeline.emit(event(2))
+        pipeline.emit(event(3))  # access_denied: drop
+        with pytest.raises(AuditUnavailable):
+            pipeline.emit(event(4, action="login_success"))  # authentication: block
+        assert pipeline.metrics().queue_depth == 2
+
+    def test_policy_configurable_for_logins(self, store: SQLiteStore, tmp_path: Path) -> None:
+        """Logins may be switched to drop; holds stay block by default."""
+        pipeline = fast_pipeline(
+            store, tmp_path / "spool", max_queue=1, full_policy={Category.AUTHENTICATION: "drop"}
+        )
+        pipeline.emit(event(1))
+        pipeline.emit(event(2, action="login_failure"))
+        assert pipeline.metrics().drops == {"authentication": 1}
+
+    def test_bad_policy_refused(self, store: SQLiteStore, tmp_path: Path) -> None:
+        """An unknown policy name fails at construction."""
+        with pytest.raises(ValueError, match="block"):
+            AuditPipeline(
+                store=store,
+                spool_dir=tmp_path,
+                full_policy={Category.ERRORS: "ignore"},  # type: ignore[dict-item]
+            )
+
+
+class TestMetrics:
+    def test_samples_are_plain_numbers_with_categories(
+        self, store: SQLiteStore, tmp_path: Path
+    ) -> None:
+        """Every sample is a number; drops and refusals are labelled by category."""
+        pipeline = fast_pipeline(store, tmp_path / "spool", max_queue=1)
+        pipeline.emit(event(1))
+        pipeline.emit(event(2))
+        samples = pipeline.metrics().samples()
+        assert all(isinstance(value, int | float) for _, _, value in samples)
+        dropped = {
+            labels["category"]: value
+            for name, labels, value in samples
+            if name == "audit_events_dropped_total"
+        }
+        assert dropped["access_denied"] == 1 and set(dropped) == {c.value for c in Category}
+        assert ("audit_queue_depth", {}, 1) in samples
