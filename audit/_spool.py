@@ -46,6 +46,7 @@ FsyncPolicy = Literal["always", "interval", "never"]
 DEFAULT_MAX_BYTES: Final = 256 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES: Final = 8 * 1024 * 1024
 DEFAULT_FSYNC_INTERVAL: Final = 1.0
+READ_CHUNK: Final = 256 * 1024
 SEGMENT_SUFFIX: Final = ".seg"
 CURSOR_FILE: Final = "cursor"
 CURSOR_SIZE: Final = 51  # "<20 digits> <20 digits> <8 hex>\n"
@@ -218,7 +219,9 @@ class Spool:
                 continue
             with self._segment_path(position.segment).open("rb") as handle:
                 handle.seek(position.offset)
-                chunk = handle.read(min(size - position.offset, max(max_bytes - taken, 1)))
+                chunk = handle.read(
+                    min(size - position.offset, max(max_bytes - taken, 1), READ_CHUNK)
+                )
             end = chunk.rfind(b"\n") + 1
             if end == 0:  # one record longer than what is left of max_bytes: take it whole
                 with self._segment_path(position.segment).open("rb") as handle:
