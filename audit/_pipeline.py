@@ -258,7 +258,9 @@ class AuditPipeline:
             self._space.notify_all()
         writer, shipper = self._threads
         writer.join()
-        shipper.join(self._close_timeout + 1)
+        # No timeout: the shipper gives up after close_timeout plus at most one request's
+        # timeout, and the spool must not be closed under a thread still using it.
+        shipper.join()
         self._threads = []
         if self._spool is not None:
             self._spool.close()  # kept: metrics() still reports what stays spooled
@@ -416,9 +418,10 @@ class AuditPipeline:
         ceiling = min(self._backoff_max, self._backoff_base * (2**attempt))
         delay = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
         stop_at = self._stop_deadline
-        if stop_at is not None:
-            delay = min(delay, max(0.0, stop_at - time.monotonic()))
-        time.sleep(delay)
+        if stop_at is None:
+            self._stopping.wait(delay)  # close() cuts a long backoff short
+        else:  # closing: keep pacing the last attempts until the close deadline
+            time.sleep(min(delay, max(0.0, stop_at - time.monotonic())))
 
     _stop_deadline: float | None = None
 

@@ -86,3 +86,27 @@ class TestMetrics:
         }
         assert dropped["access_denied"] == 1 and set(dropped) == {c.value for c in Category}
         assert ("audit_queue_depth", {}, 1) in samples
+
+
+class TestCorruptSpool:
+    def test_corrupt_record_dead_lettered_rest_shipped(
+        self, store: SQLiteStore, tmp_path: Path
+    ) -> None:
+        """A damaged spool line goes to the dead-letter file; the records around it ship."""
+        spool_dir = tmp_path / "spool"
+        first = fast_pipeline(store, spool_dir)
+        first.emit(event(1))
+        first.open()
+        assert first.wait_idle(10)
+        first.close()
+        [segment] = [p for p in spool_dir.glob("*.seg") if p.stat().st_size == 0]
+        segment.write_bytes(b"not a record\n")
+        second = fast_pipeline(store, spool_dir)
+        second.emit(event(2))
+        second.open()
+        assert second.wait_idle(10)
+        second.close()
+        assert sorted(int(d["labels"]["seq"]) for d in store.search(Scope())) == [1, 2]
+        assert second.metrics().dead_letters == 1
+        letters = (spool_dir / "deadletter.jsonl").read_text()
+        assert "corrupt spool record" in letters and "not a record" in letters
