@@ -192,6 +192,9 @@ class AuditPipeline:
         self._unreported_drops: Counter[str] = Counter()
         self._head_ns: int | None = None
         self._schema_ready = False
+        self._writer_busy = False
+        self._stop_deadline: float | None = None
+        self._closed = False
 
     # --- the request path ------------------------------------------------------------------
 
@@ -232,8 +235,8 @@ class AuditPipeline:
 
     def open(self) -> None:
         """Synchronous :meth:`start`, for scripts and CLIs."""
-        if self._threads:
-            raise RuntimeError("the pipeline is already started")
+        if self._threads or self._closed:
+            raise RuntimeError("a pipeline starts once: it is running or was closed")
         self._spool = Spool(
             directory=self._spool_dir, max_bytes=self._spool_max_bytes, fsync=self._fsync
         )
@@ -248,9 +251,10 @@ class AuditPipeline:
 
     def close(self) -> None:
         """Synchronous :meth:`aclose`."""
+        self._accepting = False
+        self._closed = True
         if not self._threads:
             return
-        self._accepting = False
         self._stopping.set()
         self._wake_writer.set()
         self._wake_shipper.set()
@@ -270,16 +274,11 @@ class AuditPipeline:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             spool = self._spool
-            if not self._queue and spool is not None and spool.is_empty() and self._idle_writer:
+            idle = not self._queue and not self._writer_busy
+            if idle and spool is not None and spool.is_empty():
                 return True
             time.sleep(0.01)
         return False
-
-    @property
-    def _idle_writer(self) -> bool:
-        return not self._writer_busy
-
-    _writer_busy = False
 
     def metrics(self) -> Metrics:
         """Queue depth, spool bytes, counters and the age of the oldest unshipped event."""
@@ -422,8 +421,6 @@ class AuditPipeline:
             self._stopping.wait(delay)  # close() cuts a long backoff short
         else:  # closing: keep pacing the last attempts until the close deadline
             time.sleep(min(delay, max(0.0, stop_at - time.monotonic())))
-
-    _stop_deadline: float | None = None
 
     def _giving_up(self) -> bool:
         """During close: True once the close timeout has passed."""
