@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from audit import AuditPipeline, AuditUnavailable, Category, Scope, SQLiteStore
+from audit import AuditPipeline, AuditUnavailable, Category, ItemResult, Record, Scope, SQLiteStore
+from audit.errors import StoreError, StoreUnavailable
 from tests.audit.conftest import event, fast_pipeline
 
 
@@ -110,3 +112,55 @@ class TestCorruptSpool:
         assert second.metrics().dead_letters == 1
         letters = (spool_dir / "deadletter.jsonl").read_text()
         assert "corrupt spool record" in letters and "not a record" in letters
+
+
+class _Flaky(SQLiteStore):
+    """A SQLite store whose whole requests fail as a remote store's can (pipeline logic only;
+    the OpenSearch behaviour itself is tested against the real node)."""
+
+    def __init__(self, *, path: Path, unavailable: int = 0) -> None:
+        super().__init__(path=path)
+        self.unavailable = unavailable
+        self.calls = 0
+
+    def write(self, records: Sequence[Record]) -> list[ItemResult]:
+        self.calls += 1
+        if self.unavailable > 0:
+            self.unavailable -= 1
+            raise StoreUnavailable("429 too many requests")
+        if any(b"poison" in r.document for r in records):
+            raise StoreError("400 the request as a whole was refused")
+        return super().write(records)
+
+
+class TestWholeRequestFailures:
+    def test_unavailable_retried_until_stored_once(self, tmp_path: Path) -> None:
+        """A 429/5xx for the whole bulk is retried with backoff; each event is stored once."""
+        store = _Flaky(path=tmp_path / "audit.db", unavailable=3)
+        store.ensure_schema()
+        pipeline = fast_pipeline(store, tmp_path / "spool")
+        pipeline.open()
+        for seq in range(50):
+            pipeline.emit(event(seq))
+        assert pipeline.wait_idle(10)
+        pipeline.close()
+        assert sorted(int(d["labels"]["seq"]) for d in store.search(Scope(), size=100)) == list(
+            range(50)
+        )
+        assert store.unavailable == 0 and store.calls >= 4
+        assert pipeline.metrics().retries > 0
+
+    def test_refused_request_split_to_find_the_culprit(self, tmp_path: Path) -> None:
+        """A bulk refused as a whole is split until the one bad record is dead-lettered."""
+        store = _Flaky(path=tmp_path / "audit.db")
+        store.ensure_schema()
+        pipeline = fast_pipeline(store, tmp_path / "spool")
+        for seq in range(40):
+            pipeline.emit(event(seq, **({"error.message": "poison"} if seq == 17 else {})))
+        pipeline.open()
+        assert pipeline.wait_idle(10)
+        pipeline.close()
+        stored = sorted(int(d["labels"]["seq"]) for d in store.search(Scope(), size=100))
+        assert stored == [seq for seq in range(40) if seq != 17]
+        [letter] = store.deadletters()
+        assert "refused" in letter["reason"]
