@@ -9,6 +9,7 @@ import pytest
 
 from audit import AuditPipeline, AuditUnavailable, Category, ItemResult, Record, Scope, SQLiteStore
 from audit.errors import StoreError, StoreUnavailable
+from audit.processors import Pseudonymise, Pseudonymiser
 from tests.audit.conftest import event, fast_pipeline
 
 
@@ -164,3 +165,20 @@ class TestWholeRequestFailures:
         assert stored == [seq for seq in range(40) if seq != 17]
         [letter] = store.deadletters()
         assert "refused" in letter["reason"]
+
+
+class TestPseudonyms:
+    def test_configured_field_stored_as_pseudonym(self, store: SQLiteStore, tmp_path: Path) -> None:
+        """With pseudonymisation on, the store holds the pseudonym staff can look up."""
+        pseudonymiser = Pseudonymiser(key=b"p" * 32)
+        pipeline = fast_pipeline(
+            store,
+            tmp_path / "spool",
+            pseudonymise=Pseudonymise(pseudonymiser=pseudonymiser, fields=["user.target.id"]),
+        )
+        pipeline.open()
+        pipeline.emit(event(1, action="personal_data_access", **{"user.target.id": "pupil-9"}))
+        assert pipeline.wait_idle(10)
+        pipeline.close()
+        [doc] = store.search(Scope())
+        assert doc["user.target.id"] == pseudonymiser.pseudonym("pupil-9")
