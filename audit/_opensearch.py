@@ -173,13 +173,19 @@ class OpenSearchStore:
         results: list[ItemResult | None] = [None] * len(records)
         lines: list[bytes] = []
         sent: list[int] = []
+        heads: dict[str, bytes] = {}  # the action line's start, per UTC day (by timestamp)
         for position, record in enumerate(records):
-            try:
-                index = index_name(self.index_prefix, record.timestamp)
-            except ValueError as exc:
-                results[position] = ItemResult("rejected", f"bad @timestamp: {exc}", "timestamp")
-                continue
-            lines.append(orjson.dumps({"create": {"_index": index, "_id": record.event_id}}))
+            day = record.timestamp[:10] if record.timestamp.endswith("Z") else record.timestamp
+            head = heads.get(day)
+            if head is None:
+                try:
+                    index = index_name(self.index_prefix, record.timestamp)
+                except ValueError as exc:
+                    reason = f"bad @timestamp: {exc}"
+                    results[position] = ItemResult("rejected", reason, "timestamp")
+                    continue
+                head = heads[day] = b'{"create":{"_index":' + orjson.dumps(index) + b',"_id":'
+            lines.append(head + orjson.dumps(record.event_id) + b"}}")
             lines.append(record.document)
             sent.append(position)
         if sent:

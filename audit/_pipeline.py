@@ -91,6 +91,37 @@ class Metrics:
     oldest_unshipped_age_seconds: float = 0.0
     spool_full: bool = False
 
+    def samples(self) -> list[tuple[str, dict[str, str], float]]:
+        """Prometheus-style samples: (metric name, labels, value); counters end in _total."""
+        out: list[tuple[str, dict[str, str], float]] = [
+            ("audit_queue_depth", {}, self.queue_depth),
+            ("audit_spool_bytes", {}, self.spool_bytes),
+            ("audit_events_emitted_total", {}, self.events_emitted),
+            ("audit_events_spooled_total", {}, self.events_spooled),
+            ("audit_events_shipped_total", {}, self.events_shipped),
+            ("audit_events_duplicate_total", {}, self.events_duplicate),
+            ("audit_retries_total", {}, self.retries),
+            ("audit_dead_letters_total", {}, self.dead_letters),
+            ("audit_oldest_unshipped_age_seconds", {}, self.oldest_unshipped_age_seconds),
+            ("audit_spool_full", {}, float(self.spool_full)),
+        ]
+        for category in Category:
+            out.append(
+                (
+                    "audit_events_dropped_total",
+                    {"category": category.value},
+                    self.drops.get(category.value, 0),
+                )
+            )
+            out.append(
+                (
+                    "audit_events_refused_total",
+                    {"category": category.value},
+                    self.refused.get(category.value, 0),
+                )
+            )
+        return out
+
 
 class AuditPipeline:
     """An :class:`audit.AuditSink` that ships to ``store`` through a durable spool.
@@ -161,6 +192,9 @@ class AuditPipeline:
         self._unreported_drops: Counter[str] = Counter()
         self._head_ns: int | None = None
         self._schema_ready = False
+        self._writer_busy = False
+        self._stop_deadline: float | None = None
+        self._closed = False
 
     # --- the request path ------------------------------------------------------------------
 
@@ -201,8 +235,8 @@ class AuditPipeline:
 
     def open(self) -> None:
         """Synchronous :meth:`start`, for scripts and CLIs."""
-        if self._threads:
-            raise RuntimeError("the pipeline is already started")
+        if self._threads or self._closed:
+            raise RuntimeError("a pipeline starts once: it is running or was closed")
         self._spool = Spool(
             directory=self._spool_dir, max_bytes=self._spool_max_bytes, fsync=self._fsync
         )
@@ -217,9 +251,10 @@ class AuditPipeline:
 
     def close(self) -> None:
         """Synchronous :meth:`aclose`."""
+        self._accepting = False
+        self._closed = True
         if not self._threads:
             return
-        self._accepting = False
         self._stopping.set()
         self._wake_writer.set()
         self._wake_shipper.set()
@@ -227,7 +262,9 @@ class AuditPipeline:
             self._space.notify_all()
         writer, shipper = self._threads
         writer.join()
-        shipper.join(self._close_timeout + 1)
+        # No timeout: the shipper gives up after close_timeout plus at most one request's
+        # timeout, and the spool must not be closed under a thread still using it.
+        shipper.join()
         self._threads = []
         if self._spool is not None:
             self._spool.close()  # kept: metrics() still reports what stays spooled
@@ -237,21 +274,17 @@ class AuditPipeline:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             spool = self._spool
-            if not self._queue and spool is not None and spool.is_empty() and self._idle_writer:
+            idle = not self._queue and not self._writer_busy
+            if idle and spool is not None and spool.is_empty():
                 return True
             time.sleep(0.01)
         return False
 
-    @property
-    def _idle_writer(self) -> bool:
-        return not self._writer_busy
-
-    _writer_busy = False
-
     def metrics(self) -> Metrics:
         """Queue depth, spool bytes, counters and the age of the oldest unshipped event."""
         spool = self._spool
-        oldest: int | None = self._head_ns
+        head = spool.head_timestamp() if spool is not None else None
+        oldest = _ns_of(head) if head is not None else None
         if self._queue:
             with contextlib.suppress(IndexError):  # emptied meanwhile by the writer
                 queued = self._queue[0][0]
@@ -384,11 +417,10 @@ class AuditPipeline:
         ceiling = min(self._backoff_max, self._backoff_base * (2**attempt))
         delay = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
         stop_at = self._stop_deadline
-        if stop_at is not None:
-            delay = min(delay, max(0.0, stop_at - time.monotonic()))
-        time.sleep(delay)
-
-    _stop_deadline: float | None = None
+        if stop_at is None:
+            self._stopping.wait(delay)  # close() cuts a long backoff short
+        else:  # closing: keep pacing the last attempts until the close deadline
+            time.sleep(min(delay, max(0.0, stop_at - time.monotonic())))
 
     def _giving_up(self) -> bool:
         """During close: True once the close timeout has passed."""

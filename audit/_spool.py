@@ -46,6 +46,7 @@ FsyncPolicy = Literal["always", "interval", "never"]
 DEFAULT_MAX_BYTES: Final = 256 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES: Final = 8 * 1024 * 1024
 DEFAULT_FSYNC_INTERVAL: Final = 1.0
+READ_CHUNK: Final = 256 * 1024
 SEGMENT_SUFFIX: Final = ".seg"
 CURSOR_FILE: Final = "cursor"
 CURSOR_SIZE: Final = 51  # "<20 digits> <20 digits> <8 hex>\n"
@@ -218,7 +219,9 @@ class Spool:
                 continue
             with self._segment_path(position.segment).open("rb") as handle:
                 handle.seek(position.offset)
-                chunk = handle.read(min(size - position.offset, max(max_bytes - taken, 1)))
+                chunk = handle.read(
+                    min(size - position.offset, max(max_bytes - taken, 1), READ_CHUNK)
+                )
             end = chunk.rfind(b"\n") + 1
             if end == 0:  # one record longer than what is left of max_bytes: take it whole
                 with self._segment_path(position.segment).open("rb") as handle:
@@ -239,6 +242,24 @@ class Spool:
         with self._lock:
             self._read = position
         return Batch(records, position, corrupt)
+
+    def head_timestamp(self) -> str | None:
+        """The ``@timestamp`` of the oldest record not yet committed, or None when empty."""
+        with self._lock:
+            position = self._cursor
+            sizes = dict(self._sizes)
+        for number in sorted(n for n in sizes if n >= position.segment):
+            offset = position.offset if number == position.segment else 0
+            if offset >= sizes[number]:
+                continue
+            try:
+                with self._segment_path(number).open("rb") as handle:
+                    handle.seek(offset)
+                    line = handle.readline()
+                return _decode(line).timestamp
+            except (OSError, ValueError):
+                return None
+        return None
 
     def rewind(self) -> None:
         """Read again from the committed cursor (after a failed batch)."""
