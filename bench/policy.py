@@ -16,8 +16,14 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+# The repository first: run as a script, bench/ is on sys.path and bench/audit.py would shadow
+# the audit package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.types import Decision
 from policies._evaluator import FastEvaluator

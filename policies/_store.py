@@ -16,6 +16,7 @@ from a worker thread in async code (``anyio.to_thread.run_sync(store.reload)``).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ DEFAULT_TABLE: Final = _HERE / "policy_tests.csv"
 #: How many changed lines a reload event spells out (the counts are always complete).
 MAX_CHANGES_IN_EVENT: Final = 20
 _MAX_ERROR_LENGTH: Final = 2000
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +240,7 @@ class PolicyStore:
 
     def _emit_success(self, old: PolicyState, new: PolicyState, *, unchanged: bool) -> None:
         diff = diff_sources(old.source, new.source)
+        logger.info("policy reloaded (%s): %s", new.source.policy_sha256[:16], diff.summary())
         words = diff.words()
         shown = words[:MAX_CHANGES_IN_EVENT]
         more = len(words) - len(shown)
@@ -267,6 +270,7 @@ class PolicyStore:
         )
 
     def _emit_failure(self, old: PolicyState, reason: str, error_type: str, error: str) -> None:
+        logger.warning("policy reload refused (%s), keeping the policy in force: %s", reason, error)
         self._sink.emit(
             {
                 "event.kind": "event",

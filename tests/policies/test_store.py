@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,11 @@ from typing import Any
 import pytest
 
 from audit import MemorySink
+from gateway.authz import AuthorizeStage
+from gateway.types import Identity
 from policies._store import PolicyStore
 from policies.errors import PolicyError
+from tests.gateway._asgi import Recorder, call, http_scope, with_state
 from tests.policies.conftest import MODEL, RESOURCES
 
 POLICY = """\
@@ -286,3 +290,80 @@ class TestConcurrency:
         assert errors == []
         assert seen <= {True, False}
         assert store.reloads_succeeded == 10
+
+
+TEACHER = Identity(
+    issuer="https://idp.example",
+    subject="t1",
+    roles=frozenset({"teacher"}),
+    tenant="school-a",
+    method="session",
+)
+OFFICER = Identity(
+    issuer="https://idp.example",
+    subject="s1",
+    roles=frozenset({"security_officer"}),
+    tenant=None,
+    method="session",
+)
+
+
+class TestInTheAuthorizeStage:
+    """The shipped policy behind the gateway's authorize stage (gateway/authz.py)."""
+
+    @pytest.fixture
+    def shipped_store(self) -> PolicyStore:
+        return PolicyStore.from_files()
+
+    async def test_an_allowed_read_of_pupils_is_a_personal_data_event(
+        self, shipped_store: PolicyStore
+    ) -> None:
+        """A teacher reading a pupil of their own school passes, and the read is recorded."""
+        inner, sink = Recorder(), MemorySink()
+        stage = AuthorizeStage(
+            inner, authorizer=shipped_store, sink=sink, personal_data=shipped_store.personal_data
+        )
+        path = "/api/schools/school-a/students/42"
+        result = await call(stage, with_state(http_scope(path), path=path, identity=TEACHER))
+        assert result.status == 200 and inner.called
+        (event,) = sink.events
+        assert event["event.action"] == "personal_data_access"
+        assert event["audit.data_categories"] == ["a", "b"]
+        assert event["user.target.id"] == "42"
+        assert (
+            event["rule.name"] == "p, teacher, own, /api/schools/:tenant/students/:id, GET, allow"
+        )
+
+    async def test_another_schools_pupils_are_refused(self, shipped_store: PolicyStore) -> None:
+        """Cross-tenant: 403 and an access_denied event, no rule named."""
+        inner, sink = Recorder(), MemorySink()
+        stage = AuthorizeStage(inner, authorizer=shipped_store, sink=sink)
+        path = "/api/schools/school-b/students"
+        result = await call(stage, with_state(http_scope(path), path=path, identity=TEACHER))
+        assert result.status == 403 and not inner.called
+        assert sink.events[0]["event.reason"] == "no_matching_rule"
+
+    async def test_deleting_audit_events_is_an_explicit_deny(
+        self, shipped_store: PolicyStore
+    ) -> None:
+        """Even the security officer is refused, and the event names the deny line."""
+        sink = MemorySink()
+        stage = AuthorizeStage(Recorder(), authorizer=shipped_store, sink=sink)
+        path = "/_gateway/audit/abc"
+        scope = with_state(http_scope(path, method="DELETE"), path=path, identity=OFFICER)
+        result = await call(stage, scope)
+        assert result.status == 403
+        assert sink.events[0]["event.reason"] == "explicit_deny"
+        assert sink.events[0]["rule.name"] == "p, everyone, all, /_gateway/audit/*, DELETE, deny"
+
+
+class TestLogging:
+    def test_a_refused_reload_is_logged_as_a_warning(
+        self, store: PolicyStore, files: dict[str, Path], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Operators see the refusal and its reason in the log too."""
+        files["policy"].write_text("p, broken\n", encoding="utf-8")
+        with caplog.at_level(logging.WARNING, logger="policies._store"):
+            store.reload()
+        (record,) = caplog.records
+        assert "policy reload refused (policy_syntax_error)" in record.getMessage()
