@@ -10,7 +10,8 @@ Deletion and minimisation select ids with ``search`` (``search_after`` paging) a
 ``delete_by_query``/``update_by_query``: they need the reindex module (absent from the
 integration-test distribution the tests run against) and, for minimisation, painless; and
 PITFALLS.md notes ``delete_by_query`` only marks documents and costs merges. Dropping whole
-daily indices (the cheap path for retention) is left to the retention job, which knows holds.
+daily indices is the cheap path: ``delete`` drops an index whole when the scope selects every
+event in it (after blocking writes to it and counting again).
 """
 
 from __future__ import annotations
@@ -268,7 +269,9 @@ class OpenSearchStore:
             )
         return int(response["count"])
 
-    def _hits(self, query: Mapping[str, Any], source: list[str] | bool) -> Iterator[dict[str, Any]]:
+    def _hits(
+        self, query: Mapping[str, Any], source: list[str] | bool, index: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Every matching hit, paged with search_after (no scroll context to leak)."""
         after: list[Any] | None = None
         while True:
@@ -282,7 +285,10 @@ class OpenSearchStore:
                 body["search_after"] = after
             with _translated():
                 response = self._client.search(
-                    index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
+                    index=index or self._pattern,
+                    body=body,
+                    ignore_unavailable=True,
+                    allow_no_indices=True,
                 )
             hits = response["hits"]["hits"]
             yield from hits
@@ -305,17 +311,64 @@ class OpenSearchStore:
         return done
 
     def delete(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
+        """Delete per daily index: a whole index when the scope selects every event in it
+        (cheap: no tombstones, no merges), else the selected documents by id."""
         require_until(scope)
         self.refresh()
-        done, lines = 0, []
-        for hit in list(self._hits(_query(scope, exclude), source=False)):
-            lines.append(orjson.dumps({"delete": {"_index": hit["_index"], "_id": hit["_id"]}}))
-            if len(lines) >= PAGE_SIZE:
-                done += self._bulk_actions(lines)
-                lines = []
-        done += self._bulk_actions(lines)
+        query = _query(scope, exclude)
+        done = 0
+        for index in self._indices():
+            selected = self._count_in(index, query)
+            if selected == 0:
+                continue
+            if selected == self._count_in(index, {"match_all": {}}) and self._drop_whole(
+                index, query
+            ):
+                done += selected
+                continue
+            lines: list[bytes] = []
+            for hit in list(self._hits(query, source=False, index=index)):
+                lines.append(orjson.dumps({"delete": {"_index": index, "_id": hit["_id"]}}))
+                if len(lines) >= PAGE_SIZE:
+                    done += self._bulk_actions(lines)
+                    lines = []
+            done += self._bulk_actions(lines)
         self.refresh()
         return done
+
+    def _indices(self) -> list[str]:
+        with _translated():
+            found = self._client.indices.get(
+                index=self._pattern, ignore_unavailable=True, allow_no_indices=True
+            )
+        return sorted(found)
+
+    def _count_in(self, index: str, query: Mapping[str, Any]) -> int:
+        with _translated():
+            return int(self._client.count(index=index, body={"query": query})["count"])
+
+    def _drop_whole(self, index: str, query: Mapping[str, Any]) -> bool:
+        """Block writes, check again that the scope still selects everything, delete the
+        index. A late event for that day (a replay) meanwhile gets a 403 block, which the
+        shipper retries: after the deletion it lands in a new index, so nothing is lost."""
+        with _translated():
+            self._client.indices.put_settings(index=index, body={"index.blocks.write": True})
+        try:
+            with _translated():
+                self._client.indices.refresh(index=index)
+            if self._count_in(index, query) == self._count_in(index, {"match_all": {}}):
+                with _translated():
+                    self._client.indices.delete(index=index)
+                return True
+        except BaseException:
+            self._unblock(index)
+            raise
+        self._unblock(index)
+        return False
+
+    def _unblock(self, index: str) -> None:
+        with _translated():
+            self._client.indices.put_settings(index=index, body={"index.blocks.write": None})
 
     def minimise(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
         require_until(scope)

@@ -139,7 +139,7 @@ class AuditPipeline:
         spool_dir: str | Path,
         spool_max_bytes: int = 256 * 1024 * 1024,
         fsync: FsyncPolicy = "interval",
-        full_policy: Mapping[Category, FullPolicy] | None = None,
+        full_policy: Mapping[Category, str] | Mapping[str, str] | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
         batch_size: int = DEFAULT_BATCH_SIZE,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
@@ -149,8 +149,11 @@ class AuditPipeline:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         pseudonymise: Pseudonymise | None = None,
     ) -> None:
-        policy = dict(DEFAULT_FULL_POLICY)
-        policy.update(full_policy or {})
+        policy: dict[Category, str] = dict(DEFAULT_FULL_POLICY)
+        for name, value in (full_policy or {}).items():
+            if name not in set(Category):
+                raise ValueError(f"unknown audit category {name!r} in the spool-full policy")
+            policy[Category(name)] = value
         if any(value not in ("block", "drop") for value in policy.values()):
             raise ValueError("spool-full policies are 'block' or 'drop'")
         if max_queue < 1 or batch_size < 1 or batch_bytes < 1 or flush_interval <= 0:

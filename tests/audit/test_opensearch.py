@@ -1,10 +1,15 @@
-"""audit/_opensearch.py: settings are checked when the store is built (no node needed)."""
+"""audit/_opensearch.py: settings checked when the store is built; whole-day deletion."""
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
-from audit import OpenSearchStore, opensearch_store
+import pytest
+from opensearchpy import OpenSearch
+
+from audit import OpenSearchStore, Scope, opensearch_store
+from audit.events import index_name
+from tests.audit.test_store_contract import BASE, record
 
 
 class TestSettings:
@@ -40,3 +45,40 @@ class TestSettings:
         )
         assert store.index_prefix == ""
         store.close()
+
+
+@pytest.mark.opensearch
+class TestDeleteWholeDays:
+    def _load(self, store: OpenSearchStore) -> None:
+        store.ensure_schema()
+        records = [record(m) for m in range(3)]  # 2026-03-10
+        records += [record(24 * 60 + m, **{"user.id": "later"}) for m in range(2)]  # 03-11
+        assert {r.status for r in store.write(records)} == {"stored"}
+        store.refresh()
+
+    def test_fully_selected_day_dropped_as_index(
+        self, os_store: OpenSearchStore, opensearch: OpenSearch
+    ) -> None:
+        """A day whose events are all selected goes as a whole index; the next day stays."""
+        self._load(os_store)
+        day1 = index_name(os_store.index_prefix, "2026-03-10T00:00:00Z")
+        day2 = index_name(os_store.index_prefix, "2026-03-11T00:00:00Z")
+        assert os_store.delete(Scope(until=BASE + timedelta(hours=12))) == 3
+        assert not opensearch.indices.exists(index=day1)
+        assert opensearch.indices.exists(index=day2)
+        assert os_store.count(Scope()) == 2
+
+    def test_held_event_keeps_its_index(
+        self, os_store: OpenSearchStore, opensearch: OpenSearch
+    ) -> None:
+        """With one event of the day held, the others go one by one and the index stays
+        writable (the shipper can still file late events there)."""
+        self._load(os_store)
+        day1 = index_name(os_store.index_prefix, "2026-03-10T00:00:00Z")
+        [held] = os_store.search(Scope(until=BASE + timedelta(minutes=1)))
+        scope = Scope(until=BASE + timedelta(hours=12))
+        assert os_store.delete(scope, exclude=[Scope(event_ids=[held["event.id"]])]) == 2
+        assert [d["event.id"] for d in os_store.search(scope)] == [held["event.id"]]
+        settings = opensearch.indices.get_settings(index=day1)[day1]["settings"]["index"]
+        assert settings.get("blocks", {}).get("write") in (None, "false")
+        assert os_store.write([record(5)])[0].status == "stored"

@@ -62,13 +62,27 @@ class TestEmit:
         pipeline.emit(event(2, action="login_failure"))
         assert pipeline.metrics().drops == {"authentication": 1}
 
+    def test_policy_from_settings_strings(self, store: SQLiteStore, tmp_path: Path) -> None:
+        """Settings give plain strings; they work like the Category keys."""
+        pipeline = fast_pipeline(
+            store, tmp_path / "spool", max_queue=1, full_policy={"authentication": "drop"}
+        )
+        pipeline.emit(event(1))
+        pipeline.emit(event(2, action="login_failure"))
+        assert pipeline.metrics().drops == {"authentication": 1}
+
+    def test_unknown_category_refused(self, store: SQLiteStore, tmp_path: Path) -> None:
+        """A category name that does not exist fails at construction."""
+        with pytest.raises(ValueError, match="unknown audit category"):
+            AuditPipeline(store=store, spool_dir=tmp_path, full_policy={"logins": "drop"})
+
     def test_bad_policy_refused(self, store: SQLiteStore, tmp_path: Path) -> None:
         """An unknown policy name fails at construction."""
         with pytest.raises(ValueError, match="block"):
             AuditPipeline(
                 store=store,
                 spool_dir=tmp_path,
-                full_policy={Category.ERRORS: "ignore"},  # type: ignore[dict-item]
+                full_policy={Category.ERRORS: "ignore"},
             )
 
 
