@@ -19,7 +19,13 @@ RUN groupadd --system --gid 10001 gateway \
  && useradd --system --uid 10001 --gid gateway --home-dir /nonexistent --shell /usr/sbin/nologin gateway
 COPY --from=build /opt/venv /opt/venv
 USER gateway:gateway
-EXPOSE 8080
+# HTTPS, and the plain-HTTP listener that only redirects. Metrics stay on 127.0.0.1:9090.
+EXPOSE 8443 8080
+# Settings: mount a TOML file at /etc/gateway/gateway.toml (see config/gateway.example.toml)
+# and the TLS certificate and key it names; or set GATEWAY_* variables.
+ENV GATEWAY_CONFIG=/etc/gateway/gateway.toml
+# The local operations listener answers /health without passing the host allow-list.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/_gateway/health', timeout=2).status != 200)"]
-CMD ["python", "-m", "gateway", "serve", "--host", "0.0.0.0", "--port", "8080"]
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9090/health', timeout=2).status != 200)"]
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "gateway", "serve"]

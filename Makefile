@@ -6,17 +6,16 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-HOST ?= 127.0.0.1
-PORT ?= 8080
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint typecheck pytest opensearch lock clean
+.PHONY: help run test lint typecheck pytest opensearch lock clean policy-report
 
 help:
 	@echo "make run    start the gateway in demo mode (no outside services needed)"
 	@echo "make test   ruff, mypy and pytest, with an OpenSearch node started for the run"
 	@echo "make opensearch   start a node for development and print its URL"
+	@echo "make policy-report   regenerate policies/report/ from the policy (commit the result)"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 run: $(STAMP)
-	$(BIN)/python -m gateway serve --host $(HOST) --port $(PORT)
+	$(BIN)/python -m gateway demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -49,6 +48,10 @@ test: lint typecheck pytest
 
 opensearch: $(STAMP)
 	$(BIN)/python tools/opensearch_node.py serve
+
+# The compliance review outputs committed under policies/report/ (a test checks they are current).
+policy-report: $(STAMP)
+	$(BIN)/python -m policies review report
 
 # Regenerate the exact versions from the lower bounds in pyproject.toml.
 lock:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import urllib.parse
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, ClassVar
 
@@ -57,16 +56,15 @@ from gateway.errors import (
 )
 from gateway.headers import forwardable_request_headers, forwardable_response_headers
 from gateway.pages import send_error
+from gateway.paths import encode_path
 from gateway.types import Message, Receive, Scope, Send, canonical_path, state
 
-__all__ = ["DEFAULT_METHODS", "Forward", "encode_path"]
+__all__ = ["DEFAULT_METHODS", "Forward"]
 
 #: Methods forwarded by default. TRACE (it would echo our identity headers and assertion back
 #: to the client) and CONNECT (a tunnel) are answered 400 unless configured.
 DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
-# RFC 3986 pchar without "%" (a literal "%" in the decoded path must be sent as "%25").
-_PATH_SAFE = "/!$&'()*+,;=:@-._~"
 # The page shown when the upstream refuses a WebSocket upgrade (other 4xx: 400).
 _REJECTIONS: dict[int, type[GatewayError]] = {
     401: AuthenticationRequired,
@@ -75,11 +73,6 @@ _REJECTIONS: dict[int, type[GatewayError]] = {
 }
 _WS_NORMAL_CLOSE = 1000
 _WS_INTERNAL_ERROR = 1011
-
-
-def encode_path(path: str) -> str:
-    """The canonical (decoded) path percent-encoded for the request line, UTF-8."""
-    return urllib.parse.quote(path, safe=_PATH_SAFE)
 
 
 class _BodyReader:

@@ -1,0 +1,85 @@
+"""The authenticate stage: who is asking, from a session cookie or a bearer token.
+
+Authenticators are tried in order (session cookie first, then bearer token). Each returns an
+:class:`~gateway.types.Identity` when it recognises the request, ``None`` to decline (not its
+kind of credential), or raises :class:`AuthenticationFailed` to reject (a credential of its kind
+that is invalid). The first identity wins; when every authenticator declines, the request is
+anonymous and the authorize stage decides whether that is enough. A rejection is a 401 and an
+audit event; it never falls back to anonymous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
+
+from audit import AuditSink
+from gateway._audit import request_event
+from gateway.errors import AuthenticationRequired
+from gateway.pages import send_error
+from gateway.types import ANONYMOUS, ASGIApp, Identity, Receive, Scope, Send, state
+
+
+class AuthenticationFailed(AuthenticationRequired):
+    """A credential was presented and is not valid; ``reason`` says why (snake_case)."""
+
+    def __init__(self, reason: str, *, action: str = "authentication_failed") -> None:
+        super().__init__(reason)
+        #: The audit action, e.g. ``bearer_token_rejected`` or ``session_invalid``.
+        self.action = action
+
+
+class Authenticator(Protocol):
+    name: ClassVar[str]
+
+    async def authenticate(self, scope: Scope) -> Identity | None: ...
+
+
+class AuthenticateStage:
+    """Writes the request's identity into the gateway state (anonymous when none applies)."""
+
+    name: ClassVar[str] = "authenticate"
+
+    def __init__(
+        self, app: ASGIApp, *, authenticators: Sequence[Authenticator], sink: AuditSink
+    ) -> None:
+        self.app = app
+        self._authenticators = tuple(authenticators)
+        self._sink = sink
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        gateway = state(scope)
+        found: Identity | None = None
+        try:
+            for authenticator in self._authenticators:
+                found = await authenticator.authenticate(scope)
+                if found is not None:
+                    break
+        except AuthenticationFailed as exc:
+            self._sink.emit(
+                request_event(
+                    scope,
+                    action=exc.action,
+                    category=["authentication"],
+                    event_type=["denied"],
+                    outcome="failure",
+                    reason=exc.reason,
+                    **{"http.response.status_code": 401},
+                )
+            )
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await send_error(
+                scope,
+                send,
+                exc,
+                gateway.request_id,
+                extra_headers=((b"www-authenticate", b'Bearer error="invalid_token"'),),
+            )
+            return
+        gateway.identity = found or ANONYMOUS
+        await self.app(scope, receive, send)

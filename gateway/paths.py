@@ -1,0 +1,135 @@
+"""Path canonicalisation: one unambiguous path, the one decided on and the one forwarded.
+
+From the raw request target (``scope["raw_path"]``, still percent-encoded), the path stage:
+
+- rejects what different servers read differently, with 400 and a stable reason:
+  an encoded slash or backslash (``%2F``, ``%5C``), a raw backslash, an encoded dot
+  (``%2E``, so no encoded dot segments), a percent-encoded percent sign (double encoding),
+  NUL and control characters (raw or encoded), malformed percent escapes, invalid or overlong
+  UTF-8, ``;`` path parameters, ``#``, a target that is not origin- or absolute-form, and dot
+  segments that would climb above the root;
+- decodes exactly once, resolves ``.`` and ``..`` segments, and collapses repeated slashes.
+
+The query string never takes part: it is forwarded as received and never decided on.
+:func:`encode_path` turns the canonical path back into the bytes sent upstream, so the upstream
+receives exactly the path the policy decided on.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+from urllib.parse import quote, unquote_to_bytes, urlsplit
+
+from gateway.errors import BadRequest
+from gateway.hosts import absolute_form_authority
+from gateway.pages import send_error
+from gateway.types import ASGIApp, Receive, Scope, Send, state
+
+MAX_PATH_BYTES = 4096
+#: Characters left as they are in a forwarded path (RFC 3986 pchar without ";" and "%").
+PATH_SAFE = "/:@!$&'()*+,=-._~"
+
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_FORBIDDEN_ENCODED = {
+    0x2F: "encoded_slash",
+    0x5C: "encoded_backslash",
+    0x2E: "encoded_dot",
+    0x25: "double_encoding",
+    0x3B: "encoded_semicolon",
+    0x23: "encoded_fragment",
+    0x3F: "encoded_question_mark",
+}
+
+
+class PathRejected(BadRequest):
+    """The request path is ambiguous or malformed."""
+
+
+def canonicalise(raw_path: bytes) -> str:
+    """The canonical form of ``raw_path``; raises :class:`PathRejected` with a reason."""
+    if len(raw_path) > MAX_PATH_BYTES:
+        raise PathRejected("path_too_long")
+    if absolute_form_authority(raw_path) is not None:
+        raw_path = urlsplit(raw_path.decode("latin-1")).path.encode("latin-1") or b"/"
+    _check_raw(raw_path)
+    try:
+        decoded = unquote_to_bytes(raw_path).decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise PathRejected("invalid_utf8") from exc
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in decoded):
+        raise PathRejected("control_character")
+    return _resolve_segments(decoded)
+
+
+_RAW_FORBIDDEN = ((b"\\", "backslash"), (b";", "path_parameter"), (b"#", "fragment"))
+
+
+def _check_raw(raw_path: bytes) -> None:
+    """Reject what is ambiguous before decoding."""
+    if not raw_path.startswith(b"/"):
+        raise PathRejected("not_origin_form")
+    if any(byte < 0x20 or byte == 0x7F for byte in raw_path):
+        raise PathRejected("control_character")
+    for needle, reason in _RAW_FORBIDDEN:
+        if needle in raw_path:
+            raise PathRejected(reason)
+    if _BAD_ESCAPE.search(raw_path):
+        raise PathRejected("malformed_escape")
+    for match in _ESCAPE.finditer(raw_path):
+        value = int(match.group(1), 16)
+        if value in _FORBIDDEN_ENCODED:
+            raise PathRejected(_FORBIDDEN_ENCODED[value])
+        if value < 0x20 or value == 0x7F:
+            raise PathRejected("control_character")
+
+
+def _resolve_segments(path: str) -> str:
+    trailing = path.endswith("/") or path.endswith("/.") or path.endswith("/..")
+    output: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not output:
+                raise PathRejected("above_root")
+            output.pop()
+            continue
+        output.append(segment)
+    canonical = "/" + "/".join(output)
+    if trailing and output:
+        canonical += "/"
+    return canonical
+
+
+def encode_path(path: str) -> str:
+    """The canonical path as it is sent upstream: UTF-8, percent-encoded, deterministic."""
+    return quote(path, safe=PATH_SAFE)
+
+
+class PathStage:
+    """Writes the canonical path into the gateway state, or answers 400."""
+
+    name: ClassVar[str] = "path"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        gateway = state(scope)
+        raw_path = scope.get("raw_path")
+        if raw_path is None:
+            raw_path = quote(scope["path"], safe=PATH_SAFE + "%").encode("ascii")
+        try:
+            gateway.path = canonicalise(raw_path)
+        except PathRejected as exc:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await send_error(scope, send, exc, gateway.request_id)
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,142 @@
+"""Run the gateway's listeners in one process: HTTPS, the plain-HTTP redirect, and metrics.
+
+Each listener is a uvicorn server; they share one event loop and stop together. On SIGTERM or
+SIGINT every listener stops accepting, in-flight requests are drained (up to
+``server.graceful_timeout``), and then the gateway's lifespan shutdown runs (which flushes the
+audit queue). A second SIGINT forces the exit.
+
+uvicorn's own forwarded-header handling is off (``proxy_headers=False``): the https stage
+decides whom to believe. The ``Server`` header is not sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import uvicorn
+
+from gateway.types import ASGIApp
+
+logger = logging.getLogger("gateway")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One socket the gateway serves: ``app`` on ``host:port``, with TLS when ``ssl`` is set."""
+
+    name: str
+    app: ASGIApp
+    host: str
+    port: int
+    ssl: Callable[[], ssl.SSLContext] | None = None
+    lifespan: bool = False
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.ssl else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to :func:`serve`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _config(listener: Listener, graceful_timeout: float, log_level: str) -> uvicorn.Config:
+    factory = None
+    if listener.ssl is not None:
+        make_context = listener.ssl
+
+        def factory(
+            _config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]
+        ) -> ssl.SSLContext:
+            return make_context()
+
+    return uvicorn.Config(
+        listener.app,
+        host=listener.host,
+        port=listener.port,
+        ssl_context_factory=factory,
+        lifespan="on" if listener.lifespan else "off",
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(graceful_timeout),
+        log_level=log_level,
+        access_log=False,
+        http="httptools",
+        loop="uvloop",
+        ws="websockets-sansio",
+    )
+
+
+async def serve(
+    listeners: Sequence[Listener],
+    *,
+    graceful_timeout: float = 30.0,
+    log_level: str = "info",
+    started: Callable[[], None] | None = None,
+) -> None:
+    """Serve every listener until a signal (or one of them failing) stops them all."""
+    servers = [_Server(_config(item, graceful_timeout, log_level)) for item in listeners]
+    loop = asyncio.get_running_loop()
+
+    def stop(signum: int) -> None:
+        for server in servers:
+            if server.should_exit and signum == signal.SIGINT:
+                server.force_exit = True
+            server.should_exit = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    tasks = [
+        asyncio.create_task(server.serve(), name=item.name)
+        for server, item in zip(servers, listeners, strict=True)
+    ]
+    try:
+        if started is not None:
+            while not all(server.started for server in servers):
+                if any(task.done() for task in tasks):
+                    break
+                await asyncio.sleep(0.05)
+            if all(server.started for server in servers):
+                started()
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for server in servers:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        if not all(server.started for server in servers):
+            raise RuntimeError("a listener failed to start (see the log above)")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def run(
+    listeners: Sequence[Listener],
+    *,
+    graceful_timeout: float = 30.0,
+    log_level: str = "info",
+    started: Callable[[], None] | None = None,
+) -> None:
+    """Serve on a uvloop event loop until stopped by a signal."""
+    import uvloop  # noqa: PLC0415 - only the process that serves needs it
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(
+            serve(
+                listeners, graceful_timeout=graceful_timeout, log_level=log_level, started=started
+            )
+        )

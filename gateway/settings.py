@@ -1,0 +1,583 @@
+"""One typed settings object, read once at start-up, from a TOML file and the environment.
+
+Sources, later ones winning:
+
+1. the TOML file named by ``--config`` or ``GATEWAY_CONFIG`` (optional);
+2. environment variables ``GATEWAY_<SECTION>__<KEY>`` (for example
+   ``GATEWAY_SERVER__HTTPS_PORT=8443``), values parsed like the TOML ones (lists as JSON arrays
+   or comma-separated);
+3. for a secret setting ``<key>``: ``<key>_file`` in the file or ``GATEWAY_<SECTION>__<KEY>_FILE``
+   in the environment names a file whose content (trailing newline stripped) is the value.
+
+Unknown sections, unknown keys and unknown ``GATEWAY_`` variables are errors, and every error
+names the setting and where its value came from. Durations are strings such as ``500ms``,
+``30s``, ``15m``, ``12h``, ``365d`` (or combinations like ``1h30m``). Secrets never appear in
+error messages, ``repr`` or logs.
+
+Anything that relaxes security is a setting of its own, off by default, and listed by
+:meth:`Settings.relaxations` so start-up can log it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar, Literal, get_args, get_origin
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "GATEWAY_"
+ENV_CONFIG_FILE = "GATEWAY_CONFIG"
+NESTING = "__"
+FILE_SUFFIX = "_file"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class SettingsError(ValueError):
+    """A setting is missing, unknown or invalid; the message names it and its source."""
+
+
+class Secret:
+    """A string that does not show itself in ``repr``, ``str`` or error messages."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class HostName(str):
+    """A host name as compared by the gateway: see :func:`normalise_host`."""
+
+    __slots__ = ()
+
+
+class Duration(float):
+    """Seconds, parsed from strings such as ``15m`` or ``1h30m``."""
+
+    _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+    _UNITS: ClassVar[dict[str, float]] = {
+        "ms": 0.001,
+        "s": 1,
+        "m": 60,
+        "h": 3600,
+        "d": 86400,
+        "w": 7 * 86400,
+    }
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        compact = text.strip().lower().replace(" ", "")
+        if not compact:
+            raise ValueError("empty duration")
+        position, total = 0, 0.0
+        for match in cls._PART.finditer(compact):
+            if match.start() != position:
+                break
+            total += float(match.group(1)) * cls._UNITS[match.group(2)]
+            position = match.end()
+        if position != len(compact):
+            raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 15m, 12h, 365d)")
+        return cls(total)
+
+
+# --- the settings ---------------------------------------------------------------------------
+
+ONE_YEAR = Duration(365 * 86400)
+DEFAULT_GRACEFUL_TIMEOUT = Duration(30)
+DEFAULT_CONNECT_TIMEOUT = Duration(5)
+DEFAULT_READ_TIMEOUT = Duration(30)
+DEFAULT_ASSERTION_LIFETIME = Duration(60)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Listeners, TLS and the trust boundary."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - a gateway listens publicly by design
+    https_port: int = 8443
+    #: The plain-HTTP listener that only redirects to HTTPS; 0 turns it off.
+    http_port: int = 8080
+    #: The port clients use for HTTPS (redirect targets); defaults to https_port.
+    public_https_port: int | None = None
+    #: The host allow-list; the first one is used in redirects when the request's is unknown.
+    public_hosts: tuple[HostName, ...] = ()
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: Secret: the password of an encrypted TLS key (or ``tls_key_password_file``).
+    tls_key_password: Secret | None = None
+    #: Relaxation: accept plain HTTP on the main listener (local development only).
+    allow_plain_http: bool = False
+    #: Relaxation: peers whose X-Forwarded-*/Forwarded headers are believed. Empty: nobody.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    hsts_max_age: Duration = ONE_YEAR
+    hsts_preload: bool = False
+    graceful_timeout: Duration = DEFAULT_GRACEFUL_TIMEOUT
+    metrics_host: str = "127.0.0.1"
+    #: The Prometheus listener; 0 turns it off.
+    metrics_port: int = 9090
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """The platform behind the gateway."""
+
+    url: str = "http://127.0.0.1:9000"
+    connect_timeout: Duration = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: Duration = DEFAULT_READ_TIMEOUT
+    #: Relaxation: plain http:// to a host that is not on this machine.
+    allow_plain_http_remote: bool = False
+    #: The client library: aiohttp (measured fastest here, bench/gateway.py) or httpx.
+    client: Literal["aiohttp", "httpx"] = "aiohttp"
+    pool_size: int = 100
+    #: Methods forwarded; TRACE and CONNECT are refused unless listed.
+    methods: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@dataclass(frozen=True, slots=True)
+class AssertionSettings:
+    """The signed identity assertion (``X-Gateway-Assertion``) the upstream can verify."""
+
+    #: PEM private keys (P-256 or Ed25519); the first signs, all are published in the JWKS.
+    #: Every gateway instance needs the same keys. Required outside demo mode.
+    key_files: tuple[Path, ...] = ()
+    #: Defaults to ``https://`` + the first public host.
+    issuer: str | None = None
+    audience: str = "onderwijs-regio-platform"
+    lifetime: Duration = DEFAULT_ASSERTION_LIFETIME
+
+
+AUDIT_CATEGORIES = ("authentication", "access_denied", "personal_data_access", "errors", "backbone")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """Where audit events go: the spool on local disk, then the store."""
+
+    store: Literal["sqlite", "opensearch"] = "sqlite"
+    sqlite_path: Path = Path("var/audit/audit.db")
+    opensearch_urls: tuple[str, ...] = ()
+    opensearch_username: str | None = None
+    #: Secret (or ``opensearch_password_file``).
+    opensearch_password: Secret | None = None
+    opensearch_ca_file: Path | None = None
+    index_prefix: str = ""
+    shards: int = 1
+    replicas: int = 1
+    spool_dir: Path = Path("var/audit/spool")
+    spool_max_bytes: int = 256 * 1024 * 1024
+    fsync: Literal["always", "interval", "never"] = "interval"
+    #: Overrides of the spool-full policy per category, e.g. ``["authentication=drop"]``.
+    spool_full_policy: tuple[str, ...] = ()
+    #: Secret of at least 32 bytes (or ``pseudonym_key_file``) for keyed pseudonyms.
+    pseudonym_key: Secret | None = None
+    pseudonymise_fields: tuple[str, ...] = ()
+
+    def full_policy(self) -> dict[str, str]:
+        """The per-category overrides as a mapping (validated at load)."""
+        return dict(item.split("=", 1) for item in self.spool_full_policy)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """The Casbin files the authorize stage enforces (the shipped ones by default)."""
+
+    model_file: Path | None = None
+    policy_file: Path | None = None
+    resources_file: Path | None = None
+    tests_file: Path | None = None
+    #: Reload when a file changes (SIGHUP always reloads).
+    watch: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSettings:
+    """Demo mode (``make run``): self-signed certificate and the demo upstream."""
+
+    enabled: bool = False
+    upstream_port: int = 9000
+    state_dir: Path = Path("var/demo")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    assertion: AssertionSettings = field(default_factory=AssertionSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    demo: DemoSettings = field(default_factory=DemoSettings)
+
+    #: Settings whose values are secrets (``section.key``), accepted with a ``_file`` variant.
+    SECRETS: ClassVar[frozenset[str]] = frozenset(
+        {"server.tls_key_password", "audit.opensearch_password", "audit.pseudonym_key"}
+    )
+
+    def relaxations(self) -> list[str]:
+        """Every setting that weakens the closed default, in words for the start-up log."""
+        found: list[str] = []
+        if self.server.allow_plain_http:
+            found.append("server.allow_plain_http: plain HTTP is served without a redirect")
+        if self.server.trusted_proxies:
+            nets = ", ".join(str(net) for net in self.server.trusted_proxies)
+            found.append(f"server.trusted_proxies: forwarding headers believed from {nets}")
+        if self.upstream.allow_plain_http_remote and _is_remote_plain_http(self.upstream.url):
+            found.append(f"upstream.allow_plain_http_remote: plain HTTP to {self.upstream.url}")
+        if self.demo.enabled:
+            found.append("demo.enabled: self-signed certificate and demo upstream")
+        return found
+
+    @property
+    def redirect_port(self) -> int:
+        return self.server.public_https_port or self.server.https_port
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def load_settings(
+    config_file: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the file and the environment once, check everything, and return the settings."""
+    environ = os.environ if environ is None else environ
+    path = config_file or environ.get(ENV_CONFIG_FILE)
+    raw: dict[str, dict[str, tuple[Any, str]]] = {}
+    if path:
+        _merge_file(raw, Path(path))
+    _merge_environment(raw, environ)
+    settings = _build(Settings, raw)
+    _validate(settings)
+    return settings
+
+
+def _merge_file(raw: dict[str, dict[str, tuple[Any, str]]], path: Path) -> None:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read the settings file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path} is not valid TOML: {exc}") from exc
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise SettingsError(f"{section}: expected a [{section}] table in {path}")
+        for key, value in values.items():
+            raw.setdefault(section, {})[key] = (value, str(path))
+
+
+def _merge_environment(
+    raw: dict[str, dict[str, tuple[Any, str]]], environ: Mapping[str, str]
+) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, sep, key = rest.partition(NESTING)
+        if not sep or not section or not key or NESTING in key:
+            raise SettingsError(
+                f"{name}: unknown setting (expected {ENV_PREFIX}<SECTION>{NESTING}<KEY>)"
+            )
+        raw.setdefault(section, {})[key] = (_EnvText(value), f"environment variable {name}")
+
+
+class _EnvText(str):
+    """A value from the environment: parsed by the target type, not taken as a string."""
+
+    __slots__ = ()
+
+
+def _build(cls: type[Settings], raw: dict[str, dict[str, tuple[Any, str]]]) -> Settings:
+    hints = typing.get_type_hints(cls)
+    sections = {f.name: f for f in fields(cls)}
+    for section in raw:
+        if section not in sections:
+            known = ", ".join(sorted(sections))
+            raise SettingsError(f"[{section}]: unknown section (known: {known})")
+    built: dict[str, Any] = {}
+    for name in sections:
+        section_cls = hints[name]
+        built[name] = _build_section(name, section_cls, raw.get(name, {}), cls.SECRETS)
+    return cls(**built)
+
+
+def _build_section(
+    section: str, cls: type[Any], values: dict[str, tuple[Any, str]], secrets: frozenset[str]
+) -> Any:
+    assert is_dataclass(cls)  # noqa: S101 - our own declarations, checked by the tests
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, (value, source) in values.items():
+        setting = f"{section}.{key}"
+        if key.endswith(FILE_SUFFIX) and f"{section}.{key[: -len(FILE_SUFFIX)]}" in secrets:
+            target = key[: -len(FILE_SUFFIX)]
+            kwargs[target] = Secret(_read_secret_file(f"{section}.{target}", value, source))
+            continue
+        if key not in known:
+            raise SettingsError(f"{setting}: unknown setting (from {source})")
+        if setting in secrets:
+            if not isinstance(value, str) or not value:
+                raise SettingsError(f"{setting}: expected a non-empty secret (from {source})")
+            kwargs[key] = Secret(value)
+            continue
+        try:
+            kwargs[key] = _convert(value, hints[key])
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"{setting}: {exc} (from {source})") from exc
+    return cls(**kwargs)
+
+
+def _read_secret_file(setting: str, value: Any, source: str) -> str:
+    path = Path(str(value))
+    try:
+        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise SettingsError(
+            f"{setting}: cannot read the secret file {path} ({exc.strerror}; from {source})"
+        ) from exc
+    if not secret:
+        raise SettingsError(f"{setting}: the secret file {path} is empty (from {source})")
+    return secret
+
+
+def _convert(value: Any, target: Any) -> Any:  # noqa: PLR0911, PLR0912 - one branch per type
+    origin = get_origin(target)
+    if origin in (typing.Union, types.UnionType):
+        options = [arg for arg in get_args(target) if arg is not type(None)]
+        empty = value is None or (isinstance(value, _EnvText) and value == "")
+        if empty and type(None) in get_args(target):
+            return None
+        errors = []
+        for option in options:
+            try:
+                return _convert(value, option)
+            except (ValueError, TypeError) as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if origin is tuple:
+        item_type = get_args(target)[0]
+        return tuple(_convert(item, item_type) for item in _as_list(value))
+    if origin is Literal:
+        allowed = get_args(target)
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+    if target is bool:
+        return _as_bool(value)
+    if target is int:
+        return _as_int(value)
+    if target is Duration:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return Duration(value)
+        if isinstance(value, str):
+            return Duration.parse(value)
+        raise TypeError(f"expected a duration such as '15m', got {value!r}")
+    if target is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, _EnvText):
+            return float(value)
+        raise TypeError(f"expected a number, got {value!r}")
+    if target is str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {value!r}")
+        return str(value)
+    if target is HostName:
+        if not isinstance(value, str) or not value.strip():
+            raise TypeError(f"expected a host name, got {value!r}")
+        return HostName(normalise_host(value))
+    if target is Path:
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"expected a file path, got {value!r}")
+        return Path(value)
+    if target is IPNetwork or target in (ipaddress.IPv4Network, ipaddress.IPv6Network):
+        return ipaddress.ip_network(str(value), strict=True)
+    raise TypeError(f"unsupported setting type {target!r}")
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, _EnvText):
+        text = value.strip()
+        if text.startswith("["):
+            parsed = json.loads(text)
+            if not isinstance(parsed, list):
+                raise TypeError(f"expected a list, got {value!r}")
+            return parsed
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if isinstance(value, list | tuple):
+        return list(value)
+    raise TypeError(f"expected a list, got {value!r}")
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, _EnvText):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+    raise TypeError(f"expected true or false, got {value!r}")
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, _EnvText) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value)
+    raise TypeError(f"expected an integer, got {value!r}")
+
+
+# --- cross-field checks ---------------------------------------------------------------------
+
+
+def _is_remote_plain_http(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def normalise_host(host: str) -> str:
+    """Lower-case, without a trailing dot; IDNs in their ASCII (punycode) form.
+
+    Raises ValueError for anything that is not a DNS name or an IP literal.
+    """
+    host = host.strip().lower()
+    if host.endswith("."):
+        host = host[:-1]
+    if host.startswith("[") and host.endswith("]"):
+        return f"[{ipaddress.IPv6Address(host[1:-1])}]"
+    try:
+        return str(ipaddress.IPv4Address(host))
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(f"not a valid host name: {host!r}") from exc
+    labels = ascii_host.split(".")
+    if len(ascii_host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"not a valid host name: {host!r}")
+    return ascii_host
+
+
+def _validate(settings: Settings) -> None:
+    _validate_server(settings.server, demo=settings.demo.enabled)
+    _validate_upstream(settings.upstream)
+    if not settings.assertion.key_files and not settings.demo.enabled:
+        raise SettingsError(
+            "assertion.key_files: at least one signing key (PEM, P-256 or Ed25519) is required"
+        )
+    if not 5 <= settings.assertion.lifetime <= 600:
+        raise SettingsError("assertion.lifetime: between 5s and 10m")
+    _validate_audit(settings.audit)
+
+
+def _validate_server(server: ServerSettings, *, demo: bool) -> None:
+    for name in ("https_port", "http_port", "metrics_port"):
+        port = getattr(server, name)
+        if not 0 <= port <= 65535 or (name == "https_port" and port == 0):
+            raise SettingsError(f"server.{name}: {port} is not a valid port")
+    if not server.public_hosts and not demo:
+        raise SettingsError("server.public_hosts: at least one public host name is required")
+    if not demo and not server.allow_plain_http:
+        for name in ("tls_cert_file", "tls_key_file"):
+            if getattr(server, name) is None:
+                raise SettingsError(
+                    f"server.{name}: required to serve HTTPS (or set server.allow_plain_http "
+                    "for local development)"
+                )
+    if server.hsts_max_age < ONE_YEAR:
+        raise SettingsError("server.hsts_max_age: must be at least one year (365d)")
+
+
+def _validate_upstream(upstream: UpstreamSettings) -> None:
+    parts = urlsplit(upstream.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"upstream.url: expected an http(s) URL, got {upstream.url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise SettingsError("upstream.url: must not carry a query, fragment or credentials")
+    if _is_remote_plain_http(upstream.url) and not upstream.allow_plain_http_remote:
+        raise SettingsError(
+            f"upstream.url: plain http:// to the remote host {parts.hostname!r} is refused; use "
+            "https:// or set upstream.allow_plain_http_remote"
+        )
+    for name in ("connect_timeout", "read_timeout"):
+        if getattr(upstream, name) <= 0:
+            raise SettingsError(f"upstream.{name}: must be positive")
+    if upstream.pool_size < 1:
+        raise SettingsError("upstream.pool_size: must be at least 1")
+    if not upstream.methods or any(not m.isalpha() or m != m.upper() for m in upstream.methods):
+        raise SettingsError("upstream.methods: upper-case HTTP method names, at least one")
+
+
+def _validate_audit(audit: AuditSettings) -> None:
+    if audit.store == "opensearch":
+        if not audit.opensearch_urls:
+            raise SettingsError("audit.opensearch_urls: required when audit.store is opensearch")
+        for url in audit.opensearch_urls:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise SettingsError(f"audit.opensearch_urls: not an http(s) URL: {url!r}")
+    for item in audit.spool_full_policy:
+        category, sep, policy = item.partition("=")
+        if not sep or category not in AUDIT_CATEGORIES or policy not in ("block", "drop"):
+            raise SettingsError(
+                f"audit.spool_full_policy: {item!r} is not CATEGORY=block|drop "
+                f"(categories: {', '.join(AUDIT_CATEGORIES)})"
+            )
+    if audit.pseudonym_key is not None and len(audit.pseudonym_key.reveal().encode()) < 32:
+        raise SettingsError("audit.pseudonym_key: must be at least 32 bytes")
+    if audit.pseudonymise_fields and audit.pseudonym_key is None:
+        raise SettingsError("audit.pseudonymise_fields: needs audit.pseudonym_key")
+    if audit.spool_max_bytes < 1024 * 1024:
+        raise SettingsError("audit.spool_max_bytes: must be at least 1 MiB")
+
+
+def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
+    """A copy with some fields of some sections replaced (for tests and demo mode)."""
+    changed = {
+        name: replace(getattr(settings, name), **values) for name, values in sections.items()
+    }
+    return replace(settings, **changed)
+
+
+def iter_settings(settings: Settings) -> Iterable[tuple[str, Any]]:
+    """(``section.key``, value) pairs, secrets masked, for ``check-config`` output."""
+    for section in fields(settings):
+        value = getattr(settings, section.name)
+        for item in fields(value):
+            yield f"{section.name}.{item.name}", getattr(value, item.name)

@@ -1,0 +1,85 @@
+"""gateway/authn.py: authenticators decline, accept or reject; rejection is never anonymous."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from audit import MemorySink
+from gateway.authn import AuthenticateStage, AuthenticationFailed
+from gateway.types import ANONYMOUS, Identity, Scope
+from tests.gateway._asgi import Recorder, call, http_scope, with_state
+
+TEACHER = Identity(
+    issuer="https://idp.example",
+    subject="t1",
+    roles=frozenset({"teacher"}),
+    tenant="school-a",
+    method="session",
+)
+
+
+class Declines:
+    name: ClassVar[str] = "declines"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def authenticate(self, scope: Scope) -> Identity | None:
+        self.calls += 1
+        return None
+
+
+class Accepts:
+    name: ClassVar[str] = "accepts"
+
+    async def authenticate(self, scope: Scope) -> Identity | None:
+        return TEACHER
+
+
+class Rejects:
+    name: ClassVar[str] = "rejects"
+
+    async def authenticate(self, scope: Scope) -> Identity | None:
+        raise AuthenticationFailed("token_expired", action="bearer_token_rejected")
+
+
+class TestAuthenticateStage:
+    async def test_no_credentials_means_anonymous(self) -> None:
+        """When every authenticator declines, the identity is anonymous."""
+        inner, first, second = Recorder(), Declines(), Declines()
+        stage = AuthenticateStage(inner, authenticators=[first, second], sink=MemorySink())
+        await call(stage, with_state(http_scope()))
+        assert inner.state.identity is ANONYMOUS
+        assert (first.calls, second.calls) == (1, 1)
+
+    async def test_first_identity_wins(self) -> None:
+        """The first authenticator that recognises the request decides, the rest are skipped."""
+        inner, later = Recorder(), Declines()
+        stage = AuthenticateStage(inner, authenticators=[Accepts(), later], sink=MemorySink())
+        await call(stage, with_state(http_scope()))
+        assert inner.state.identity is TEACHER
+        assert later.calls == 0
+
+    async def test_rejection_is_401_and_audited(self) -> None:
+        """An invalid credential stops the request with 401 and an audit event with its reason."""
+        inner, sink = Recorder(), MemorySink()
+        stage = AuthenticateStage(inner, authenticators=[Declines(), Rejects()], sink=sink)
+        result = await call(stage, with_state(http_scope(headers=[("user-agent", "curl/8")])))
+        assert result.status == 401
+        assert result.header("www-authenticate") == 'Bearer error="invalid_token"'
+        assert not inner.called
+        [event] = sink.events
+        assert event["event.action"] == "bearer_token_rejected"
+        assert event["event.reason"] == "token_expired"
+        assert event["event.outcome"] == "failure"
+        assert event["source.ip"] == "203.0.113.7"
+        assert event["trace.id"] == "test-request-id"
+        assert event["user_agent.original"] == "curl/8"
+
+    async def test_rejected_websocket_is_closed(self) -> None:
+        """A WebSocket upgrade with a bad credential is closed, not accepted."""
+        inner = Recorder()
+        stage = AuthenticateStage(inner, authenticators=[Rejects()], sink=MemorySink())
+        result = await call(stage, with_state(http_scope(scope_type="websocket")))
+        assert result.messages == [{"type": "websocket.close", "code": 1008}]
+        assert not inner.called
