@@ -215,11 +215,13 @@ def _sets_cookie(name: bytes, value: bytes, cookie_lower: bytes) -> bool:
     )
 
 
-def _strip_cookie(value: bytes, cookie: bytes) -> bytes:
+def _strip_cookie(value: bytes, cookie_lower: bytes) -> bytes:
+    """``value`` without the gateway's cookie, compared in any letter case (upstream frameworks
+    that fold cookie names must not see a look-alike either)."""
     kept = [
         part.strip()
         for part in value.split(b";")
-        if part.strip() and part.strip().split(b"=", 1)[0].strip() != cookie
+        if part.strip() and part.strip().split(b"=", 1)[0].strip().lower() != cookie_lower
     ]
     return b"; ".join(kept)
 
@@ -253,8 +255,7 @@ class MutateHeaders:
         self._signer = signer
         self._drop = frozenset(normalise_name(h.encode()) for h in identity_headers)
         self._drop_prefixes = tuple(normalise_name(p.encode()) for p in identity_prefixes)
-        self._cookie = session_cookie.encode()
-        self._cookie_lower = self._cookie.lower()
+        self._cookie_lower = session_cookie.encode().lower()
         # Identity headers with their assertion, rebuilt whenever the signer issues a new one.
         self._identity_cache: dict[Identity, tuple[str, list[tuple[bytes, bytes]]]] = {}
 
@@ -292,7 +293,7 @@ class MutateHeaders:
             if norm in self._drop or norm.startswith(self._drop_prefixes):
                 continue
             if norm == b"cookie":
-                cookies = _strip_cookie(value, self._cookie)
+                cookies = _strip_cookie(value, self._cookie_lower)
                 if cookies:
                     kept.append((name, cookies))
                 continue

@@ -13,6 +13,9 @@ Failures, each answered with a generic page (``gateway.pages.send_error``) and o
     connect or read timeout                 504  event.action upstream_timeout
     upstream answered 5xx                   passed through, event.action upstream_error
 
+When the audit log can record an error event nowhere (``AuditUnavailable``), the client gets
+503 instead (fail closed), also in place of an upstream 5xx.
+
 When the upstream fails after the response has started, no status can be sent any more: the
 event is audited and the response is left incomplete, so the server closes the connection and
 the client sees a truncated body rather than a complete-looking one.
@@ -34,7 +37,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, ClassVar
 
-from audit import AuditSink
+from audit import AuditSink, AuditUnavailable
 from gateway._upstream import (
     UpstreamClient,
     UpstreamResponse,
@@ -47,6 +50,7 @@ from gateway.errors import (
     BadRequest,
     GatewayError,
     NotFound,
+    ServiceUnavailable,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -151,8 +155,8 @@ class Forward:
         except (UpstreamUnavailable, UpstreamTimeout) as exc:
             if reader.disconnected:
                 return  # the client aborted its upload: nobody to answer, nothing failed upstream
-            self._audit_error(scope, exc)
-            await send_error(scope, send, exc, state(scope).request_id)
+            shown: GatewayError = exc if self._audit_error(scope, exc) else ServiceUnavailable()
+            await send_error(scope, send, shown, state(scope).request_id)
             return
         try:
             await self._relay(scope, receive, send, response, reader)
@@ -167,8 +171,10 @@ class Forward:
         response: UpstreamResponse,
         reader: _BodyReader,
     ) -> None:
-        if response.status >= 500:
-            self._audit_status(scope, response.status)
+        if response.status >= 500 and not self._audit_status(scope, response.status):
+            # The event can be neither shipped nor spooled: fail closed (audit/_sink.py).
+            await send_error(scope, send, ServiceUnavailable(), state(scope).request_id)
+            return
         await send(
             {
                 "type": "http.response.start",
@@ -214,8 +220,8 @@ class Forward:
                 target, headers, scope.get("subprotocols") or ()
             )
         except (UpstreamUnavailable, UpstreamTimeout) as exc:
-            self._audit_error(scope, exc)
-            await self._deny_websocket(scope, send, exc)
+            shown: GatewayError = exc if self._audit_error(scope, exc) else ServiceUnavailable()
+            await self._deny_websocket(scope, send, shown)
             return
         except WebSocketRejected as exc:
             # The upstream's own answer (e.g. 403, 404): passed on as our page for that status.
@@ -277,7 +283,15 @@ class Forward:
             event["organization.id"] = who.tenant
         return event
 
-    def _audit_error(self, scope: Scope, error: GatewayError, *, started: bool = False) -> None:
+    def _emit(self, event: dict[str, Any]) -> bool:
+        """Record ``event``; False when the audit log can take it nowhere (then fail closed)."""
+        try:
+            self._audit.emit(event)
+        except AuditUnavailable:
+            return False
+        return True
+
+    def _audit_error(self, scope: Scope, error: GatewayError, *, started: bool = False) -> bool:
         event = self._event(scope)
         event["event.action"] = (
             "upstream_timeout" if isinstance(error, UpstreamTimeout) else "upstream_error"
@@ -292,16 +306,16 @@ class Forward:
         if scope["type"] == "websocket":
             event["http.request.method"] = "GET"
             event["labels"] = {"protocol": "websocket"}
-        self._audit.emit(event)
+        return self._emit(event)
 
-    def _audit_status(self, scope: Scope, status: int) -> None:
+    def _audit_status(self, scope: Scope, status: int) -> bool:
         event = self._event(scope)
         event["event.action"] = "upstream_error"
         event["event.reason"] = "upstream_server_error"
         event["error.type"] = "upstream_server_error"
         event["error.message"] = f"The upstream answered with status {status}."
         event["http.response.status_code"] = status
-        self._audit.emit(event)
+        return self._emit(event)
 
 
 async def _wait_disconnect(receive: Receive) -> None:

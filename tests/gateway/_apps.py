@@ -25,6 +25,7 @@ async def echo(request: Request) -> JSONResponse:
             "query": request.scope["query_string"].decode("latin-1"),
             "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers.raw],
             "body": body.decode("latin-1"),
+            "peer_port": request.client.port if request.client else None,
         },
         headers={"x-upstream": "echo"},
     )

@@ -182,7 +182,7 @@ class TestAddedHeaders:
 class TestCookies:
     def test_session_cookie_removed_others_kept(self, gateway_url: str) -> None:
         """The gateway's session cookie is removed from Cookie; other cookies stay."""
-        cookie = f"a=1; {DEFAULT_SESSION_COOKIE}=secret; b=2"
+        cookie = f"a=1; {DEFAULT_SESSION_COOKIE}=secret; b=2; {DEFAULT_SESSION_COOKIE.upper()}=x"
         received = _received(gateway_url, [("Cookie", cookie)])
         assert _value(received, "cookie") == ["a=1; b=2"]
 

@@ -16,7 +16,7 @@ import pytest
 import websockets.exceptions
 import websockets.sync.client
 
-from audit import MemorySink
+from audit import AuditUnavailable, MemorySink
 from gateway._upstream import ClientKind, Headers, UpstreamResponse, UpstreamWebSocket
 from gateway.paths import encode_path
 from gateway.proxy import Forward
@@ -224,6 +224,34 @@ class TestFailures:
         assert event["event.action"] == "upstream_timeout"
         assert "http.response.status_code" not in event
         assert "after the response started" in event["error.message"]
+
+
+class _BlockingSink:
+    """An audit sink that can record nothing and must not drop (policy ``block``)."""
+
+    def emit(self, event: Any) -> None:
+        raise AuditUnavailable
+
+
+class TestAuditUnavailable:
+    def test_unreachable_upstream_is_503(self) -> None:
+        """When the 502's audit event cannot be recorded, the client gets 503 (fail closed)."""
+        with refused_url() as upstream:
+            app = gateway_app(upstream, audit=_BlockingSink(), who=TEACHER)
+            with serve_thread(app, lifespan="on") as url, httpx.Client(base_url=url) as client:
+                response = client.get("/echo", headers={"accept": "application/json"})
+        assert response.status_code == 503
+        assert response.json()["error"] == "service_unavailable"
+
+    def test_upstream_5xx_replaced_by_503(self, upstream_url: str) -> None:
+        """An upstream 500 that cannot be audited is not passed on; the client gets 503."""
+        app = gateway_app(upstream_url, audit=_BlockingSink(), who=TEACHER)
+        with serve_thread(app, lifespan="on") as url, httpx.Client(base_url=url) as client:
+            response = client.get("/status/500", headers={"accept": "application/json"})
+            ok = client.get("/status/404")
+        assert response.status_code == 503
+        assert "upstream says no" not in response.text
+        assert ok.status_code == 404
 
 
 @pytest.mark.parametrize("kind", ["aiohttp", "httpx"])

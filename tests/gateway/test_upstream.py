@@ -120,6 +120,14 @@ class TestRequests:
         assert response.status == 302
         assert (b"location", b"/echo") in [(k.lower(), v) for k, v in response.headers]
 
+    async def test_connections_are_reused(self, client: UpstreamClient) -> None:
+        """Sequential requests travel over one pooled keep-alive connection."""
+        ports = set()
+        for _ in range(3):
+            _, data = await _body(client, "GET", "/echo")
+            ports.add(json.loads(data)["peer_port"])
+        assert len(ports) == 1
+
     async def test_abandoned_streams_return_their_connections(self, client: UpstreamClient) -> None:
         """Half-read responses closed early do not exhaust a pool of two connections."""
         for _ in range(6):
