@@ -70,6 +70,7 @@ def _config(listener: Listener, graceful_timeout: float, log_level: str) -> uvic
         lifespan="on" if listener.lifespan else "off",
         proxy_headers=False,
         server_header=False,
+        date_header=False,  # forwarded responses carry the upstream's Date; never two
         timeout_graceful_shutdown=int(graceful_timeout),
         log_level=log_level,
         access_log=False,
