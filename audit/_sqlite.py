@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import orjson
 
-from audit._store import ItemResult, Record, Scope, require_until, truncate_ip
+from audit._store import ItemResult, Page, Record, Scope, require_until, truncate_ip
 from audit.events import FIELDS, SQLITE_COLUMNS, Field, field, parse_timestamp
 
 __all__ = ["SQLiteStore"]
@@ -249,12 +249,23 @@ class SQLiteStore:
         return [dict(row) for row in rows]
 
     def search(
-        self, scope: Scope, *, exclude: Sequence[Scope] = (), size: int = 100
+        self,
+        scope: Scope,
+        *,
+        exclude: Sequence[Scope] = (),
+        size: int = 100,
+        newest_first: bool = False,
+        after: Page | None = None,
     ) -> list[dict[str, Any]]:
         where, params = _where(scope, exclude)
+        order, beyond = ("DESC", "<") if newest_first else ("ASC", ">")
+        if after is not None:
+            where += f" AND (ts, event_id) {beyond} (?, ?)"
+            params += [_iso(parse_timestamp(after.timestamp)), after.event_id]
         with self._lock:
             rows = self._db.execute(
-                f"SELECT * FROM {TABLE} WHERE {where} ORDER BY ts, event_id LIMIT ?",
+                f"SELECT * FROM {TABLE} WHERE {where}"
+                f" ORDER BY ts {order}, event_id {order} LIMIT ?",
                 [*params, size],
             ).fetchall()
         return [_from_row(row) for row in rows]
