@@ -347,6 +347,7 @@ class AuditPipeline:
                 if self._stopping.is_set():
                     break
                 self._writer_busy = False
+                spool.sync_if_due()
                 self._report_drops()
                 self._wake_writer.wait(IDLE_WAIT)
                 continue
