@@ -228,7 +228,8 @@ class AuditPipeline:
         await asyncio.to_thread(self.open)
 
     async def aclose(self) -> None:
-        """Stop accepting, spool everything queued, ship for a while, stop."""
+        """Stop accepting, spool everything queued, ship for up to ``close_timeout`` seconds
+        (what is left stays spooled for the next start), stop."""
         await asyncio.to_thread(self.close)
 
     async def ready(self) -> bool:
@@ -467,6 +468,8 @@ class AuditPipeline:
                 self._backoff(attempt)
                 attempt += 1
         while True:
+            if self._giving_up():  # closing: a backlog stays spooled for the next start
+                return
             batch = spool.read(max_records=self._batch_size, max_bytes=self._batch_bytes)
             if not batch.records and not batch.corrupt:
                 self._head_ns = None
