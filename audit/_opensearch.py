@@ -28,7 +28,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
 
-from audit._store import ItemResult, Record, Scope, require_until, truncate_ip
+from audit._store import ItemResult, Page, Record, Scope, require_until, truncate_ip
 from audit.errors import StoreError, StoreUnavailable
 from audit.events import (
     DEADLETTER_INDEX,
@@ -37,6 +37,7 @@ from audit.events import (
     index_name,
     index_pattern,
     index_template,
+    parse_timestamp,
 )
 
 __all__ = ["OpenSearchStore"]
@@ -248,14 +249,26 @@ class OpenSearchStore:
     # --- reading and maintenance -----------------------------------------------------------
 
     def search(
-        self, scope: Scope, *, exclude: Sequence[Scope] = (), size: int = 100
+        self,
+        scope: Scope,
+        *,
+        exclude: Sequence[Scope] = (),
+        size: int = 100,
+        newest_first: bool = False,
+        after: Page | None = None,
     ) -> list[dict[str, Any]]:
+        order = "desc" if newest_first else "asc"
+        body: dict[str, Any] = {
+            "query": _query(scope, exclude),
+            "sort": [{"@timestamp": order}, {"event.id": order}],
+            "size": size,
+        }
+        if after is not None:  # dates sort as epoch milliseconds, as the index keeps them
+            millis = int(parse_timestamp(after.timestamp).timestamp() * 1000)
+            body["search_after"] = [millis, after.event_id]
         with _translated():
             response = self._client.search(
-                index=self._pattern,
-                body={"query": _query(scope, exclude), "sort": _SORT, "size": size},
-                ignore_unavailable=True,
-                allow_no_indices=True,
+                index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
             )
         return [hit["_source"] for hit in response["hits"]["hits"]]
 

@@ -193,6 +193,7 @@ class AuditPipeline:
         self._drops: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()
         self._unreported_drops: Counter[str] = Counter()
+        self._drop_lock = threading.Lock()  # drops come from any thread; only on that path
         self._head_ns: int | None = None
         self._schema_ready = False
         self._writer_busy = False
@@ -218,8 +219,12 @@ class AuditPipeline:
         if category in self._blocking:
             self._refused[category.value] += 1
             raise AuditUnavailable(f"audit log cannot record a {category.value} event now")
-        self._drops[category.value] += 1
-        self._unreported_drops[category.value] += 1
+        self._count_drop(category)
+
+    def _count_drop(self, category: Category) -> None:
+        with self._drop_lock:
+            self._drops[category.value] += 1
+            self._unreported_drops[category.value] += 1
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -228,7 +233,8 @@ class AuditPipeline:
         await asyncio.to_thread(self.open)
 
     async def aclose(self) -> None:
-        """Stop accepting, spool everything queued, ship for a while, stop."""
+        """Stop accepting, spool everything queued, ship for up to ``close_timeout`` seconds
+        (what is left stays spooled for the next start), stop."""
         await asyncio.to_thread(self.close)
 
     async def ready(self) -> bool:
@@ -347,6 +353,7 @@ class AuditPipeline:
                 if self._stopping.is_set():
                     break
                 self._writer_busy = False
+                spool.sync_if_due()
                 self._report_drops()
                 self._wake_writer.wait(IDLE_WAIT)
                 continue
@@ -381,8 +388,7 @@ class AuditPipeline:
             except (SpoolFull, OSError):
                 self._set_full(True)
             if category not in self._blocking:
-                self._drops[category.value] += 1
-                self._unreported_drops[category.value] += 1
+                self._count_drop(category)
                 return
             self._wake_shipper.set()
             with self._space:
@@ -406,13 +412,15 @@ class AuditPipeline:
         spool = self._spool
         if spool is not None and spool.live_bytes > spool.max_bytes * RESUME_RATIO:
             return
-        counts = dict(self._unreported_drops)
-        self._unreported_drops.clear()
+        with self._drop_lock:
+            counts = dict(self._unreported_drops)
+            self._unreported_drops.clear()
         labels = {f"dropped_{category}": str(n) for category, n in counts.items()}
         try:
             self.emit({"event.action": Action.AUDIT_EVENTS_DROPPED, "labels": labels})
         except AuditUnavailable:
-            self._unreported_drops.update(counts)
+            with self._drop_lock:
+                self._unreported_drops.update(counts)
 
     # --- shipper: spool → store ------------------------------------------------------------
 
@@ -466,6 +474,8 @@ class AuditPipeline:
                 self._backoff(attempt)
                 attempt += 1
         while True:
+            if self._giving_up():  # closing: a backlog stays spooled for the next start
+                return
             batch = spool.read(max_records=self._batch_size, max_bytes=self._batch_bytes)
             if not batch.records and not batch.corrupt:
                 self._head_ns = None

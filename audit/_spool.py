@@ -103,6 +103,7 @@ class Spool:
         self._fsync = fsync
         self._fsync_interval = fsync_interval
         self._last_sync = time.monotonic()
+        self._dirty = False
         self._lock = threading.Lock()
         self._sizes: dict[int, int] = {}  # live segment number -> bytes
         self._cursor = self._recover()
@@ -191,13 +192,25 @@ class Spool:
             _fsync_dir(self.directory)
 
     def _maybe_sync(self, fd: int) -> None:
+        self._dirty = True
         if self._fsync == "always":
             os.fsync(fd)
+            self._dirty = False
         elif self._fsync == "interval":
             now = time.monotonic()
             if now - self._last_sync >= self._fsync_interval:
                 os.fsync(fd)
-                self._last_sync = now
+                self._last_sync, self._dirty = now, False
+
+    def sync_if_due(self) -> None:
+        """Under ``interval``: flush records appended since the last sync once the interval
+        has passed, also when no further append comes (the writer calls this when idle)."""
+        with self._lock:
+            if self._fsync == "interval" and self._dirty and self._fd >= 0:
+                now = time.monotonic()
+                if now - self._last_sync >= self._fsync_interval:
+                    os.fsync(self._fd)
+                    self._last_sync, self._dirty = now, False
 
     # --- reading ---------------------------------------------------------------------------
 

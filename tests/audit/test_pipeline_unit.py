@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -196,3 +197,31 @@ class TestPseudonyms:
         pipeline.close()
         [doc] = store.search(Scope())
         assert doc["user.target.id"] == pseudonymiser.pseudonym("pupil-9")
+
+
+class _Slow(SQLiteStore):
+    """Takes its time per bulk write, like a busy cluster."""
+
+    def write(self, records: Sequence[Record]) -> list[ItemResult]:
+        time.sleep(0.05)
+        return super().write(records)
+
+
+class TestCloseWithBacklog:
+    def test_backlog_stays_spooled_and_ships_next_start(self, tmp_path: Path) -> None:
+        """close() does not wait for a long backlog: the rest ships on the next start, once."""
+        store = _Slow(path=tmp_path / "audit.db")
+        store.ensure_schema()
+        first = fast_pipeline(store, tmp_path / "spool", batch_size=100, close_timeout=0.1)
+        for seq in range(2000):
+            first.emit(event(seq))
+        first.open()
+        first.close()
+        assert first.metrics().spool_bytes > 0
+        assert store.count(Scope()) < 2000
+        second = fast_pipeline(store, tmp_path / "spool", batch_size=500)
+        second.open()
+        assert second.wait_idle(60)
+        second.close()
+        stored = sorted(int(d["labels"]["seq"]) for d in store.search(Scope(), size=5000))
+        assert stored == list(range(2000))
