@@ -198,14 +198,23 @@ class Gateway:
     """A whole gateway (built per test: caches live on the OIDC component) and a browser."""
 
     def __init__(
-        self, tmp_path: Path, *, clock: Clock | None = None, oidc_settings: Settings | None = None
+        self,
+        tmp_path: Path,
+        *,
+        clock: Clock | None = None,
+        oidc_settings: Settings | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.sink = MemorySink()
         self.clock = clock or Clock(time.time())
         self.monotonic = Clock(1000.0)
         self.settings = oidc_settings or settings(tmp_path)
         self.oidc = OIDC(
-            settings=self.settings, sink=self.sink, clock=self.clock, monotonic=self.monotonic
+            settings=self.settings,
+            sink=self.sink,
+            clock=self.clock,
+            monotonic=self.monotonic,
+            transport=transport,
         )
         self.upstream = Recorder()
         self.app: GatewayApp = create_app(
