@@ -247,6 +247,11 @@ class Login:
             provider = self._providers.get(idp)
             if provider is None:
                 raise UnknownIssuer(f"issuer {idp!r} no longer configured")
+            metadata = await provider.metadata()
+            returned_issuer = request.query_params.get("iss")
+            if returned_issuer is not None and returned_issuer != metadata.issuer:
+                # RFC 9207: the response names another issuer (a mix-up attack).
+                raise UnknownIssuer("authorization response from another issuer")
             error = request.query_params.get("error")
             if error is not None:
                 shown = error if _ERROR_CODE.fullmatch(error) else "other"
@@ -285,6 +290,12 @@ class Login:
             value = self._codec.encode(session)
         except OIDCError as exc:
             return self._fail(request, exc, idp=idp, user_id=user_id, remaining=remaining)
+        previous = state(request.scope).identity
+        if previous is not None and previous.method == "session" and previous.session_id:
+            # The session this browser had before is replaced, not left usable alongside.
+            self._revocations.revoke_session(
+                previous.session_id, until=self._clock() + self._codec.absolute_timeout
+            )
         self._sink.emit(
             login_event(
                 request.scope,

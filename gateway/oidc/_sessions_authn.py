@@ -106,11 +106,17 @@ class SessionCookieStage:
         async def send_with_cookies(message: Message) -> None:
             if message["type"] == "http.response.start":
                 cookies: list[Any] = state(scope).extra.pop(SET_COOKIE_KEY, [])
-                if cookies:
-                    message["headers"] = [
-                        *message.get("headers", ()),
-                        *((b"set-cookie", value) for value in cookies),
-                    ]
+                headers = list(message.get("headers", ()))
+                # A cookie the response sets itself (a new login, a logout) wins over a
+                # refresh of the request's old session.
+                own = {
+                    bytes(value).split(b"=", 1)[0].strip()
+                    for name, value in headers
+                    if name.lower() == b"set-cookie"
+                }
+                extra = [value for value in cookies if value.split(b"=", 1)[0] not in own]
+                if extra:
+                    message["headers"] = [*headers, *((b"set-cookie", v) for v in extra)]
             await send(message)
 
         await self.app(scope, receive, send_with_cookies)

@@ -142,12 +142,36 @@ class TestCallbackSuccess:
         response = await gw.browser.get("/schools/school-b/home")
         assert response.status_code == 403
 
-    async def test_new_session_id_each_login(self, gw: Gateway, idp: FakeIdP) -> None:
-        """Logging in again gives a new session id."""
+    async def test_relogin_with_stale_session_keeps_new_one(
+        self, gw: Gateway, idp: FakeIdP
+    ) -> None:
+        """Logging in again while the old session is due a refresh still yields the new one."""
         await gw.login(idp)
         await gw.browser.get("/home")
         first = gw.upstream.state.identity
+        location = await gw.start_login()
+        code = idp.authorize(location)
+        idp.clock.advance(400)  # the callback request itself carries a session due a refresh
+        callback = await gw.browser.get(
+            "/_gateway/callback", params={"state": _query(location)["state"], "code": code}
+        )
+        assert callback.status_code == 303
+        await gw.browser.get("/home")
+        second = gw.upstream.state.identity
+        assert first is not None and second is not None
+        assert first.session_id != second.session_id
+
+    async def test_new_session_id_each_login(self, gw: Gateway, idp: FakeIdP) -> None:
+        """Logging in again gives a new session id; the previous session stops working."""
         await gw.login(idp)
+        old_cookie = gw.browser.cookies.get("__Host-gw_session")
+        await gw.browser.get("/home")
+        first = gw.upstream.state.identity
+        await gw.login(idp)
+        replay = gw.client()
+        replay.cookies.set("__Host-gw_session", old_cookie or "", domain=HOST)
+        assert (await replay.get("/home")).status_code == 303
+        await replay.aclose()
         await gw.browser.get("/home")
         second = gw.upstream.state.identity
         assert first is not None and second is not None
@@ -230,6 +254,28 @@ class TestStateRules:
 
 
 class TestProviderErrors:
+    async def test_mixup_iss_parameter(self, gw: Gateway, idp: FakeIdP) -> None:
+        """An authorization response naming another issuer (RFC 9207) is refused."""
+        location = await gw.start_login()
+        code = idp.authorize(location)
+        response = await gw.browser.get(
+            "/_gateway/callback",
+            params={"state": _query(location)["state"], "code": code, "iss": "https://evil.test"},
+        )
+        assert response.status_code == 401
+        assert gw.reasons("login_failed") == ["unknown_issuer"]
+        assert idp.token.call_count == 0
+
+    async def test_matching_iss_parameter_accepted(self, gw: Gateway, idp: FakeIdP) -> None:
+        """The provider's own iss parameter is fine."""
+        location = await gw.start_login()
+        code = idp.authorize(location)
+        response = await gw.browser.get(
+            "/_gateway/callback",
+            params={"state": _query(location)["state"], "code": code, "iss": ISSUER},
+        )
+        assert response.status_code == 303
+
     async def test_error_from_authorize(self, gw: Gateway) -> None:
         """?error= on the callback is an idp_error event (the user refused, say)."""
         location = await gw.start_login()

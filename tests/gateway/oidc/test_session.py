@@ -255,3 +255,15 @@ class TestSessionCookieStage:
 
         result = await call(SessionCookieStage(inner), with_state(http_scope("/")))
         assert result.header_values("set-cookie") == ["a=1"]
+
+    async def test_response_cookie_wins(self) -> None:
+        """A refresh of the old session never overrides a cookie the response sets (login)."""
+
+        async def inner(scope, receive, send):  # type: ignore[no-untyped-def]
+            scope["gateway"].extra["oidc.set_cookie"] = [b"__Host-gw_session=old", b"b=2"]
+            await Recorder(headers=[(b"set-cookie", b"__Host-gw_session=new")])(
+                scope, receive, send
+            )
+
+        result = await call(SessionCookieStage(inner), with_state(http_scope("/")))
+        assert result.header_values("set-cookie") == ["__Host-gw_session=new", "b=2"]
