@@ -229,9 +229,9 @@ class Gateway:
         _insert_stages(self.app, self.oidc)
         self.browser = self.client()
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self, address: str = "198.51.100.9") -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app, client=("198.51.100.9", 4000)),
+            transport=httpx.ASGITransport(app=self.app, client=(address, 4000)),
             base_url=f"https://{HOST}",
             headers={"accept": "text/html"},
         )

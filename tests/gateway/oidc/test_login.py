@@ -432,6 +432,15 @@ class TestKeys:
         assert idp.discovery.call_count == 2
 
 
+class TestOversizedSession:
+    async def test_refused_and_audited(self, gw: Gateway, idp: FakeIdP) -> None:
+        """A session too large for a cookie is refused (session_too_large), never dropped."""
+        idp.subject = "x" * 4000
+        response = await gw.login(idp)
+        assert response.status_code == 401
+        assert gw.reasons("login_failed") == ["session_too_large"]
+
+
 class TestNoRoleMapping:
     async def test_refused(self, gw: Gateway, idp: FakeIdP) -> None:
         """Claims mapping to no role and no grant: login refused with no_role_mapping."""
@@ -487,4 +496,19 @@ class TestThrottle:
         assert (await gw.browser.get("/_gateway/login")).status_code == 429
         gw.monotonic.advance(15 * 60 + 1)
         assert (await gw.browser.get("/_gateway/login")).status_code == 303
+        await gw.aclose()
+
+    async def test_subject_throttled_across_addresses(self, tmp_path: Path, idp: FakeIdP) -> None:
+        """Failures of one subject from many addresses block that subject (429 at callback)."""
+        cfg = settings(tmp_path, **{"THROTTLE__MAX_FAILURES": "2"})
+        gw = Gateway(tmp_path, clock=idp.clock, oidc_settings=cfg)
+        idp.claims = {"roles": ["janitor"]}
+        for address in ("192.0.2.1", "192.0.2.2"):
+            gw.browser = gw.client(address)
+            assert (await gw.login(idp)).status_code == 401
+        idp.claims = {"roles": ["teacher"], "tenant": "school-a"}
+        gw.browser = gw.client("192.0.2.3")
+        response = await gw.login(idp)
+        assert response.status_code == 429
+        assert gw.reasons("login_failed")[-1] == "throttled"
         await gw.aclose()
