@@ -180,6 +180,7 @@ DEFAULT_REFRESH_INTERVAL = Duration(5 * 60)
 DEFAULT_THROTTLE_WINDOW = Duration(5 * 60)
 DEFAULT_THROTTLE_BLOCK = Duration(15 * 60)
 _ISSUER_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_ORIGIN = re.compile(r"https://[a-z0-9.-]+(:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,9 @@ class OIDCSettings:
     claims_file: Path = Path("policies/claims.toml")
     #: Locally granted roles keyed on (issuer, subject) and tenant; reloaded on change.
     grants_file: Path = Path("policies/grants.toml")
+    #: Origins (``https://host[:port]``, exactly) that login and logout may return to besides
+    #: this gateway's own paths.
+    return_origins: tuple[str, ...] = ()
     #: Clock skew allowed on exp/iat/nbf.
     leeway: Duration = DEFAULT_LEEWAY
     #: How long a login (state, nonce, PKCE verifier) may take.
@@ -639,6 +643,11 @@ def _validate_oidc(oidc: OIDCSettings) -> None:
         raise SettingsError("oidc.leeway: at most 5m")
     if oidc.http_timeout <= 0:
         raise SettingsError("oidc.http_timeout: must be positive")
+    for origin in oidc.return_origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise SettingsError(
+                f"oidc.return_origins: {origin!r} is not an https://host[:port] origin"
+            )
 
 
 def _validate_issuer(prefix: str, issuer: IssuerSettings) -> None:

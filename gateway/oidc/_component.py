@@ -107,6 +107,7 @@ class OIDC:
             sink=sink,
             login_timeout=float(oidc.login_timeout),
             leeway=float(oidc.leeway),
+            return_origins=oidc.return_origins,
             clock=clock,
         )
         self.session_authenticator = SessionAuthenticator(

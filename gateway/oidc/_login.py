@@ -23,7 +23,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote_plus, urlencode
@@ -129,6 +129,7 @@ class Login:
         sink: AuditSink,
         login_timeout: float,
         leeway: float,
+        return_origins: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         for name, provider in providers.items():
@@ -147,6 +148,7 @@ class Login:
         self._login_timeout = login_timeout
         self._leeway = leeway
         self._clock = clock
+        self._return_origins = frozenset(return_origins)
         self._used: OrderedDict[str, float] = OrderedDict()
 
     def routes(self) -> list[Route]:
@@ -161,7 +163,7 @@ class Login:
     # --- login ---------------------------------------------------------------------------
 
     async def login(self, request: Request) -> Response:
-        next_path = safe_next(request.query_params.get("next"))
+        next_path = safe_next(request.query_params.get("next"), self._return_origins)
         idp = request.query_params.get("idp")
         if idp is None and len(self._providers) == 1:
             idp = next(iter(self._providers))

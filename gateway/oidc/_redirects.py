@@ -1,4 +1,5 @@
-"""Where the gateway may send a browser after login or logout: only a relative path on itself.
+"""Where the gateway may send a browser after login or logout: a relative path on itself, or a
+URL on an exactly allow-listed origin (``oidc.return_origins``).
 
 A return path is accepted when, decoded any number of times, it still starts with exactly one
 ``/`` followed by something other than ``/`` or ``\\``, and contains no control characters,
@@ -9,6 +10,7 @@ original text (never the decoded one), so what is checked is what is sent.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_TARGET = "/"
@@ -16,11 +18,33 @@ MAX_TARGET_LENGTH = 2048
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def safe_next(candidate: str | None) -> str:
-    """``candidate`` when it is a safe relative path on this gateway, else ``/``."""
+def safe_next(candidate: str | None, origins: Collection[str] = ()) -> str:
+    """``candidate`` when it is a safe relative path on this gateway or a URL on one of
+    ``origins`` (exact ``https://host[:port]`` strings), else ``/``."""
     if not candidate or len(candidate) > MAX_TARGET_LENGTH:
         return DEFAULT_TARGET
-    return candidate if is_safe_relative(candidate) else DEFAULT_TARGET
+    if is_safe_relative(candidate) or (origins and _on_allowed_origin(candidate, origins)):
+        return candidate
+    return DEFAULT_TARGET
+
+
+def _on_allowed_origin(candidate: str, origins: Collection[str]) -> bool:
+    if any(char.isspace() for char in candidate) or _CONTROL.search(candidate):
+        return False
+    if "\\" in candidate:
+        return False
+    try:
+        parts = urlsplit(candidate)
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme != "https" or "%" in parts.netloc or "@" in parts.netloc:
+        return False
+    if not parts.hostname:
+        return False
+    origin = f"https://{parts.hostname}" + (f":{port}" if port is not None else "")
+    rest = candidate[len(f"{parts.scheme}://{parts.netloc}") :]
+    return origin in origins and (rest == "" or rest.startswith(("/", "?")))
 
 
 def is_safe_relative(candidate: str) -> bool:

@@ -409,3 +409,21 @@ class TestSessionSettings:
         """Each bad session or throttle setting is an error naming it."""
         with pytest.raises(SettingsError, match=message):
             load_settings(_file(tmp_path), environ=environ)
+
+
+class TestReturnOrigins:
+    def test_valid(self, tmp_path: Path) -> None:
+        """Exact https origins are accepted."""
+        settings = load_settings(
+            _file(tmp_path),
+            environ={"GATEWAY_OIDC__RETURN_ORIGINS": "https://app.example.nl,https://a.nl:8443"},
+        )
+        assert settings.oidc.return_origins == ("https://app.example.nl", "https://a.nl:8443")
+
+    @pytest.mark.parametrize(
+        "origin", ["http://app.example.nl", "https://app.example.nl/", "https://*.example.nl"]
+    )
+    def test_invalid(self, tmp_path: Path, origin: str) -> None:
+        """Anything but an exact https://host[:port] is refused."""
+        with pytest.raises(SettingsError, match=r"oidc\.return_origins"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_OIDC__RETURN_ORIGINS": origin})

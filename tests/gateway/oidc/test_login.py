@@ -480,6 +480,18 @@ class TestReturnPath:
         assert response.headers["location"] == target
 
 
+class TestReturnOrigin:
+    async def test_allow_listed_origin(self, tmp_path: Path, idp: FakeIdP) -> None:
+        """A URL on an allow-listed origin is a valid return target; others are not."""
+        cfg = settings(tmp_path, **{"OIDC__RETURN_ORIGINS": "https://app.example.nl"})
+        gw = Gateway(tmp_path, clock=idp.clock, oidc_settings=cfg)
+        ok = await gw.login(idp, next_path="https://app.example.nl/start")
+        assert ok.headers["location"] == "https://app.example.nl/start"
+        other = await gw.login(idp, next_path="https://evil.test/start")
+        assert other.headers["location"] == "/"
+        await gw.aclose()
+
+
 class TestThrottle:
     async def test_repeated_failures_throttled(self, tmp_path: Path, idp: FakeIdP) -> None:
         """After max_failures failed callbacks from one IP: 429 with Retry-After and an alert."""

@@ -52,3 +52,47 @@ class TestSafeNext:
     def test_none(self) -> None:
         """No target at all: /."""
         assert safe_next(None) == "/"
+
+
+ORIGINS = frozenset({"https://app.example.nl", "https://admin.example.nl:8443"})
+
+
+class TestAllowedOrigins:
+    @pytest.mark.parametrize(
+        "target",
+        [
+            "https://app.example.nl",
+            "https://app.example.nl/",
+            "https://app.example.nl/dashboard?x=1",
+            "https://admin.example.nl:8443/x",
+        ],
+    )
+    def test_exact_origin_kept(self, target: str) -> None:
+        """A URL on an exactly allow-listed origin is kept."""
+        assert safe_next(target, ORIGINS) == target
+
+    @pytest.mark.parametrize(
+        "target",
+        [
+            "http://app.example.nl/",
+            "https://app.example.nl.evil.test/",
+            "https://app.example.nl@evil.test/",
+            "https://evil.test@app.example.nl/",
+            "https://app.example.nl:444/",
+            "https://admin.example.nl/",
+            "https://app%2eexample.nl/",
+            "https://app.example.nl\\@evil.test/",
+            "https://app.example.nl/a b",
+            "https://app.example.nl/\nx",
+            "https:app.example.nl",
+            "https:",
+            "//app.example.nl/",
+        ],
+    )
+    def test_other_urls_refused(self, target: str) -> None:
+        """Anything not exactly on an allowed origin becomes /."""
+        assert safe_next(target, ORIGINS) == "/"
+
+    def test_absolute_url_refused_without_origins(self) -> None:
+        """With no allow-listed origins, absolute URLs are never accepted."""
+        assert safe_next("https://app.example.nl/") == "/"
