@@ -200,6 +200,10 @@ class IssuerSettings:
     #: Audiences accepted in bearer access tokens; empty: no bearer tokens from this issuer.
     audiences: tuple[str, ...] = ()
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    #: Opaque (non-JWT) bearer tokens are checked at this issuer's RFC 7662 introspection
+    #: endpoint. At most one issuer may have it: an opaque token names no issuer, and it must
+    #: never be shown to another one.
+    introspection: bool = False
 
 
 def _no_issuers() -> Mapping[str, IssuerSettings]:
@@ -636,6 +640,17 @@ def _validate(settings: Settings) -> None:
 def _validate_oidc(oidc: OIDCSettings) -> None:
     for name, issuer in oidc.issuers.items():
         _validate_issuer(f"oidc.issuers.{name}", issuer)
+    introspecting = sorted(name for name, i in oidc.issuers.items() if i.introspection)
+    if len(introspecting) > 1:
+        raise SettingsError(
+            f"oidc.issuers.*.introspection: on for {', '.join(introspecting)}; at most one issuer"
+        )
+    for name in introspecting:
+        issuer = oidc.issuers[name]
+        if issuer.client_secret is None or not issuer.audiences:
+            raise SettingsError(
+                f"oidc.issuers.{name}.introspection: needs client_secret and audiences"
+            )
     for name in ("leeway", "login_timeout", "metadata_ttl", "jwks_refetch_cooldown"):
         if getattr(oidc, name) < 0:
             raise SettingsError(f"oidc.{name}: must not be negative")

@@ -9,6 +9,10 @@ Verified tokens are cached by (issuer, audience, SHA-256 of the token), never pa
 ``exp`` nor for more than ``CACHE_TTL``, in a bounded LRU. A rejection is a 401 with
 ``WWW-Authenticate`` (the authenticate stage answers it and records ``authentication_failed``)
 and a ``bearer_token_rejected`` event with the rule that failed and the token's hash only.
+
+An opaque (non-JWT) token is checked at the one issuer configured with ``introspection``
+(RFC 7662; ``active``, ``aud``, ``exp``, ``iss`` checked the same way), cached for at most a
+minute so a token revoked at the provider stops working within that time.
 """
 
 from __future__ import annotations
@@ -25,12 +29,19 @@ from gateway.errors import TooManyRequests
 from gateway.oidc._claims import ClaimMapping, Grants
 from gateway.oidc._provider import Provider
 from gateway.oidc._throttle import Throttle
-from gateway.oidc._tokens import peek, token_hash, validate_jwt
-from gateway.oidc.errors import NoRoleMapping, OIDCError, ProviderUnavailable, UnknownIssuer
+from gateway.oidc._tokens import check_claims, peek, token_hash, validate_jwt
+from gateway.oidc.errors import (
+    InvalidToken,
+    NoRoleMapping,
+    OIDCError,
+    ProviderUnavailable,
+    UnknownIssuer,
+)
 from gateway.pages import send_error
 from gateway.types import ASGIApp, Identity, Receive, Scope, Send, state
 
 CACHE_TTL = 300.0
+INTROSPECTION_CACHE_TTL = 60.0
 CACHE_SIZE = 10_000
 BEARER_ACTION = "bearer_token_rejected"
 
@@ -69,6 +80,8 @@ class BearerAuthenticator:
         self._leeway = leeway
         self._clock = clock
         self._cache: OrderedDict[tuple[str, str, str], tuple[Identity, float]] = OrderedDict()
+        introspecting = [(n, p) for n, p in self._providers.items() if p.settings.introspection]
+        self._introspector = introspecting[0] if introspecting else None
 
     async def authenticate(self, scope: Scope) -> Identity | None:
         token = bearer_token(scope)
@@ -76,6 +89,8 @@ class BearerAuthenticator:
             return None
         hashed = token_hash(token)
         idp: str | None = None
+        if self._introspector is not None and token.count(".") != 2:
+            return await self._introspected(scope, token, hashed)
         try:
             _, unverified = peek(token)
             issuer, audience = unverified.get("iss"), unverified.get("aud")
@@ -112,6 +127,56 @@ class BearerAuthenticator:
             method="bearer",
         )
         self._remember(key, who, min(float(claims["exp"]), now + CACHE_TTL))
+        return who
+
+    async def _introspected(self, scope: Scope, token: str, hashed: str) -> Identity:
+        """An opaque token, checked at the one issuer configured for introspection.
+
+        Results are cached for at most ``INTROSPECTION_CACHE_TTL`` (a token revoked at the
+        provider stops working within that time) and never past the token's ``exp``.
+        """
+        assert self._introspector is not None  # noqa: S101 - checked by the caller
+        idp, provider = self._introspector
+        key = (idp, "introspected", hashed)
+        now = self._clock()
+        cached = self._cache.get(key)
+        if cached is not None and cached[1] > now:
+            self._cache.move_to_end(key)
+            return cached[0]
+        try:
+            claims = dict(await provider.introspect(token))
+            if claims.get("active") is not True:
+                raise InvalidToken("inactive_token")
+            if claims.get("token_type") == "refresh_token":
+                raise InvalidToken("refresh_token_used_as_access_token")
+            metadata = await provider.metadata()
+            claims.setdefault("iss", metadata.issuer)
+            check_claims(
+                claims,
+                issuer=metadata.issuer,
+                audiences=provider.settings.audiences,
+                now=now,
+                leeway=self._leeway,
+                nonce=None,
+                client_id=None,
+                require_iat=False,
+            )
+            mapping = self._mappings[provider.settings.claims or idp]
+            federated, tenant = mapping.map(claims)
+            roles = federated | self._grants.roles_for(idp, claims["sub"], tenant)
+            if not roles:
+                raise NoRoleMapping("token maps to no role")
+        except OIDCError as exc:
+            self._reject(scope, exc, hashed, idp)
+            raise AuthenticationFailed(exc.reason) from exc
+        who = Identity(
+            issuer=metadata.issuer,
+            subject=claims["sub"],
+            roles=roles,
+            tenant=tenant,
+            method="bearer",
+        )
+        self._remember(key, who, min(float(claims["exp"]), now + INTROSPECTION_CACHE_TTL))
         return who
 
     async def _provider_for(self, issuer: object) -> tuple[str, Provider]:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import httpx
 from joserfc.errors import JoseError
@@ -38,6 +38,7 @@ class Metadata:
     jwks_uri: str
     end_session_endpoint: str | None
     userinfo_endpoint: str | None
+    introspection_endpoint: str | None
     raw: Mapping[str, Any]
 
 
@@ -103,7 +104,7 @@ class Provider:
             if not isinstance(value, str) or not _is_secure_url(value):
                 raise ProviderUnavailable(f"discovery {name} missing or not https")
             urls[name] = value
-        for name in ("end_session_endpoint", "userinfo_endpoint"):
+        for name in ("end_session_endpoint", "userinfo_endpoint", "introspection_endpoint"):
             value = doc.get(name)
             urls[name] = value if isinstance(value, str) and _is_secure_url(value) else None
         return Metadata(
@@ -113,6 +114,7 @@ class Provider:
             jwks_uri=str(urls["jwks_uri"]),
             end_session_endpoint=urls["end_session_endpoint"],
             userinfo_endpoint=urls["userinfo_endpoint"],
+            introspection_endpoint=urls["introspection_endpoint"],
             raw=dict(doc),
         )
 
@@ -160,11 +162,34 @@ class Provider:
                 raise ProviderUnavailable("JWKS could not be parsed") from exc
             self._keys_at = self._clock()
 
+    async def introspect(self, token: str) -> Mapping[str, Any]:
+        """RFC 7662: what the provider says about an opaque token (client authenticated)."""
+        metadata = await self.metadata()
+        secret = self.settings.client_secret
+        if metadata.introspection_endpoint is None or secret is None:
+            raise ProviderUnavailable("no introspection endpoint")
+        try:
+            response = await self._client.post(
+                metadata.introspection_endpoint,
+                data={"token": token, "token_type_hint": "access_token"},
+                auth=httpx.BasicAuth(
+                    quote_plus(self.settings.client_id), quote_plus(secret.reveal())
+                ),
+                headers={"accept": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"{type(exc).__name__} calling introspection") from exc
+        return self._parse_json(response)
+
     async def _get_json(self, url: str) -> Mapping[str, Any]:
         try:
             response = await self._client.get(url, headers={"accept": "application/json"})
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(f"{type(exc).__name__} fetching provider metadata") from exc
+        return self._parse_json(response)
+
+    @staticmethod
+    def _parse_json(response: httpx.Response) -> Mapping[str, Any]:
         if response.status_code != 200:
             raise ProviderUnavailable(f"provider answered {response.status_code}")
         if len(response.content) > MAX_DOCUMENT_BYTES:

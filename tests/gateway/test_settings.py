@@ -427,3 +427,23 @@ class TestReturnOrigins:
         """Anything but an exact https://host[:port] is refused."""
         with pytest.raises(SettingsError, match=r"oidc\.return_origins"):
             load_settings(_file(tmp_path), environ={"GATEWAY_OIDC__RETURN_ORIGINS": origin})
+
+
+class TestIntrospectionSetting:
+    def test_at_most_one_issuer(self, tmp_path: Path) -> None:
+        """Opaque tokens name no issuer: introspection on two issuers is refused."""
+        environ = {
+            "GATEWAY_OIDC__ISSUERS__SURF__INTROSPECTION": "true",
+            "GATEWAY_OIDC__ISSUERS__STAFF__INTROSPECTION": "true",
+            "GATEWAY_OIDC__ISSUERS__STAFF__CLIENT_SECRET": "x",
+        }
+        with pytest.raises(SettingsError, match="at most one issuer"):
+            load_settings(_file(tmp_path, ISSUERS), environ=environ)
+
+    def test_needs_secret_and_audiences(self, tmp_path: Path) -> None:
+        """Introspection needs client credentials and accepted audiences."""
+        with pytest.raises(SettingsError, match="needs client_secret and audiences"):
+            load_settings(
+                _file(tmp_path, ISSUERS),
+                environ={"GATEWAY_OIDC__ISSUERS__SURF__INTROSPECTION": "true"},
+            )

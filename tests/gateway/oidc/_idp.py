@@ -63,6 +63,9 @@ class FakeIdP:
         )
         self.jwks = router.get(f"{issuer}/jwks").mock(side_effect=self._jwks)
         self.token = router.post(f"{issuer}/token").mock(side_effect=self._token)
+        #: What the introspection endpoint answers (RFC 7662).
+        self.introspection_body: dict[str, Any] = {"active": False}
+        self.introspection = router.post(f"{issuer}/introspect").mock(side_effect=self._introspect)
 
     # --- endpoints -------------------------------------------------------------------------
 
@@ -76,7 +79,13 @@ class FakeIdP:
         }
         if self.end_session:
             doc["end_session_endpoint"] = f"{self.issuer}/logout"
+        doc["introspection_endpoint"] = f"{self.issuer}/introspect"
         return httpx.Response(200, json=doc)
+
+    def _introspect(self, request: httpx.Request) -> httpx.Response:
+        if not request.headers.get("authorization", "").startswith("Basic "):
+            return httpx.Response(401, json={"error": "invalid_client"})
+        return httpx.Response(200, json=self.introspection_body)
 
     def _jwks(self, request: httpx.Request) -> httpx.Response:
         return httpx.Response(

@@ -142,3 +142,89 @@ class TestBearerThrottle:
         gw.monotonic.advance(15 * 60 + 1)
         assert (await _call(gw, _token(idp))).status_code == 200
         await gw.aclose()
+
+
+OPAQUE = "opaque-access-token-0123456789"
+
+
+def _active(**claims: Any) -> dict[str, Any]:
+    now = int(time.time())
+    body = {
+        "active": True,
+        "sub": "supplier-system",
+        "aud": "platform-api",
+        "exp": now + 300,
+        "roles": ["supplier"],
+        "tenant": "org-x",
+        **claims,
+    }
+    return {k: v for k, v in body.items() if v is not None}
+
+
+@pytest.fixture
+async def introspecting(tmp_path: Path, idp: FakeIdP) -> AsyncIterator[Gateway]:
+    cfg = settings(tmp_path, **{"OIDC__ISSUERS__TESTIDP__INTROSPECTION": "true"})
+    gateway = Gateway(tmp_path, clock=idp.clock, oidc_settings=cfg)
+    yield gateway
+    await gateway.aclose()
+
+
+class TestIntrospection:
+    async def test_active_token(self, introspecting: Gateway, idp: FakeIdP) -> None:
+        """An opaque token the provider calls active is an identity, client-authenticated."""
+        idp.introspection_body = _active()
+        response = await _call(introspecting, OPAQUE)
+        assert response.status_code == 200
+        who = introspecting.upstream.state.identity
+        assert who is not None
+        assert who.roles == {"supplier"}
+        assert who.issuer == ISSUER
+        sent = idp.introspection.calls.last.request
+        assert sent.headers["authorization"].startswith("Basic ")
+        assert b"token=opaque-access-token" in sent.content
+
+    @pytest.mark.parametrize(
+        ("body", "reason"),
+        [
+            ({"active": False}, "invalid_token"),
+            (_active(aud="other"), "invalid_token"),
+            (_active(iss="https://evil.test"), "invalid_token"),
+            (_active(exp=int(time.time()) - 3600), "token_expired"),
+            (_active(exp=None), "invalid_token"),
+            (_active(token_type="refresh_token"), "invalid_token"),
+            (_active(roles=["janitor"]), "no_role_mapping"),
+        ],
+    )
+    async def test_refused(
+        self, introspecting: Gateway, idp: FakeIdP, body: dict[str, Any], reason: str
+    ) -> None:
+        """Inactive or unfit tokens are 401 with the reason audited."""
+        idp.introspection_body = body
+        assert (await _call(introspecting, OPAQUE)).status_code == 401
+        assert introspecting.reasons("bearer_token_rejected") == [reason]
+
+    async def test_provider_failure(self, introspecting: Gateway, idp: FakeIdP) -> None:
+        """An introspection endpoint that fails is idp_error, not a 500."""
+        idp.introspection.mock(return_value=httpx.Response(500))
+        assert (await _call(introspecting, OPAQUE)).status_code == 401
+        assert introspecting.reasons("bearer_token_rejected") == ["idp_error"]
+
+    async def test_cached_for_a_minute(self, introspecting: Gateway, idp: FakeIdP) -> None:
+        """The answer is reused for at most a minute, then asked again."""
+        idp.introspection_body = _active()
+        await _call(introspecting, OPAQUE)
+        await _call(introspecting, OPAQUE)
+        assert idp.introspection.call_count == 1
+        introspecting.clock.advance(61)
+        await _call(introspecting, OPAQUE)
+        assert idp.introspection.call_count == 2
+
+    async def test_jwt_not_introspected(self, introspecting: Gateway, idp: FakeIdP) -> None:
+        """JWTs are verified locally, never sent to introspection."""
+        assert (await _call(introspecting, _token(idp))).status_code == 200
+        assert idp.introspection.call_count == 0
+
+    async def test_opaque_refused_without_introspection(self, gw: Gateway, idp: FakeIdP) -> None:
+        """Without an introspecting issuer an opaque token is simply invalid."""
+        assert (await _call(gw, OPAQUE)).status_code == 401
+        assert idp.introspection.call_count == 0
