@@ -1,7 +1,7 @@
 """A dev identity provider (OIDC) for demo mode and tests; refuses to run anywhere else."""
 
 from devidp._people import PEOPLE, Person
-from devidp._server import API_AUDIENCE, DevClient, create_app
+from devidp._server import API_AUDIENCE, DevClient, create_app, for_gateway
 from devidp.errors import DevIdPError, ModeNotEnabled
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "ModeNotEnabled",
     "Person",
     "create_app",
+    "for_gateway",
 ]

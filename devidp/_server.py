@@ -379,6 +379,26 @@ def create_app(
     )
 
 
+def for_gateway(
+    *, port: int, gateway_origins: Sequence[str], client_secret: str, mode: str | None
+) -> Starlette:
+    """The provider on ``http://127.0.0.1:PORT`` with one client, ``gateway``, for a gateway
+    served at ``gateway_origins`` (e.g. ``https://localhost:8443``): what demo mode runs."""
+    origins = [origin.rstrip("/") for origin in gateway_origins]
+    return create_app(
+        issuer=f"http://127.0.0.1:{port}",
+        mode=mode,
+        clients=[
+            DevClient(
+                client_id="gateway",
+                client_secret=client_secret,
+                redirect_uris=[f"{origin}/_gateway/callback" for origin in origins],
+                post_logout_redirect_uris=[f"{origin}/" for origin in origins],
+            )
+        ],
+    )
+
+
 def _chooser(query: str) -> str:
     buttons = "".join(
         f'<li><button name="person" value="{html.escape(p.subject)}">'
@@ -397,4 +417,4 @@ def _chooser(query: str) -> str:
     )
 
 
-__all__ = ["API_AUDIENCE", "DevClient", "create_app"]
+__all__ = ["API_AUDIENCE", "DevClient", "create_app", "for_gateway"]

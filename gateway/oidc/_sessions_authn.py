@@ -61,10 +61,7 @@ class SessionAuthenticator:
         if not roles:
             self._reject(scope, "no_role_mapping")
             return None
-        if self._codec.needs_refresh(session):
-            refreshed = self._codec.refreshed(session)
-            add_set_cookie(scope, self._codec.set_cookie(self._codec.encode(refreshed)))
-        return Identity(
+        who = Identity(
             issuer=session.issuer,
             subject=session.subject,
             roles=roles,
@@ -72,6 +69,22 @@ class SessionAuthenticator:
             method="session",
             session_id=session.session_id,
         )
+        if self._codec.needs_refresh(session):
+            refreshed = self._codec.refreshed(session)
+            add_set_cookie(scope, self._codec.set_cookie(self._codec.encode(refreshed)))
+            event = request_event(
+                scope,
+                action="session_refreshed",
+                category=["authentication", "session"],
+                event_type=["change"],
+                outcome="success",
+            )
+            event["user.id"] = who.user_id
+            event["user.roles"] = sorted(roles)
+            if who.tenant is not None:
+                event["organization.id"] = who.tenant
+            self._sink.emit(event)
+        return who
 
     def _reject(self, scope: Scope, reason: str) -> None:
         add_set_cookie(scope, self._codec.clear_cookie())

@@ -13,7 +13,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from devidp import PEOPLE, DevClient, ModeNotEnabled, create_app
+from devidp import PEOPLE, DevClient, ModeNotEnabled, create_app, for_gateway
 from devidp.__main__ import main
 
 ISSUER = "http://127.0.0.1:9400"
@@ -184,3 +184,34 @@ class TestEndpoints:
             "/logout", params={"client_id": "gw", "post_logout_redirect_uri": "https://evil.test/"}
         )
         assert bad.status_code == 200
+
+
+class TestForGateway:
+    async def test_registers_gateway_client(self) -> None:
+        """for_gateway registers the gateway's callback and post-logout URIs for each origin."""
+
+        app = for_gateway(
+            port=9400,
+            gateway_origins=["https://localhost:8443", "https://127.0.0.1:8443/"],
+            client_secret="x",
+            mode="demo",
+        )
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER) as c:
+            query = _authorize_query(
+                client_id="gateway", redirect_uri="https://127.0.0.1:8443/_gateway/callback"
+            )
+            assert (await c.get(f"/authorize?{query}")).status_code == 200
+            logout = await c.get(
+                "/logout",
+                params={
+                    "client_id": "gateway",
+                    "post_logout_redirect_uri": "https://localhost:8443/",
+                },
+            )
+            assert logout.status_code == 302
+
+    def test_refuses_without_mode(self) -> None:
+        """for_gateway refuses too unless demo or test mode is on."""
+
+        with pytest.raises(ModeNotEnabled):
+            for_gateway(port=1, gateway_origins=["https://x"], client_secret="x", mode=None)

@@ -244,6 +244,19 @@ class TestSessionAuthenticator:
         assert decoded is not None
         assert decoded.refreshed_at == clock()
 
+    async def test_refresh_audited(self, tmp_path: Path) -> None:
+        """A re-issued session is a session_refreshed event with the current roles."""
+        clock = Clock()
+        auth, c, _, sink = self._auth(tmp_path, clock)
+        value = c.encode(_new(c))
+        assert await auth.authenticate(_scope(value)) is not None
+        assert sink.actions() == []
+        clock.advance(400)
+        assert await auth.authenticate(_scope(value)) is not None
+        assert sink.actions() == ["session_refreshed"]
+        assert sink.events[0]["user.roles"] == ["teacher"]
+        assert sink.events[0]["organization.id"] == "school-a"
+
 
 class TestSessionCookieStage:
     async def test_adds_requested_cookies(self) -> None:
