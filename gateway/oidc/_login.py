@@ -37,6 +37,7 @@ from starlette.routing import Route
 
 from audit import AuditSink
 from gateway.errors import (
+    AccessDenied,
     AuthenticationRequired,
     BadRequest,
     GatewayError,
@@ -380,11 +381,11 @@ class Login:
             )
             provider, end_session = self._end_session_for(who.issuer)
             if provider is not None and end_session is not None:
-                host = state(request.scope).host or ""
+                gateway = state(request.scope)
                 query = urlencode(
                     {
                         "client_id": provider.settings.client_id,
-                        "post_logout_redirect_uri": f"https://{host}/",
+                        "post_logout_redirect_uri": f"{gateway.scheme}://{gateway.host}/",
                     }
                 )
                 response_target = f"{end_session}{'&' if '?' in end_session else '?'}{query}"
@@ -440,6 +441,8 @@ class Login:
                 raise InvalidToken("not a logout token (events)")
             if "nonce" in claims:
                 raise InvalidToken("logout token with a nonce")
+            if not isinstance(claims.get("jti"), str):
+                raise InvalidToken("logout token without jti")
         except OIDCError as exc:
             self._sink.emit(
                 login_event(
@@ -473,8 +476,10 @@ class Login:
     async def revoke_subject(self, request: Request) -> Response:
         """Incident response: end every session of one user (``{"user_id": "iss|sub"}``)."""
         who = state(request.scope).identity
-        if who is None or REVOKER_ROLE not in who.roles:
+        if who is None or who.is_anonymous:
             return self._error(request, AuthenticationRequired("not_incident_responder"))
+        if REVOKER_ROLE not in who.roles:
+            return self._error(request, AccessDenied("not_incident_responder"))
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return self._error(request, BadRequest("expected_json"))
         try:
@@ -589,8 +594,12 @@ class Login:
                 status=error.status_code,
             )
         )
-        client_key = f"ip:{state(request.scope).client_ip}"
-        newly_blocked = [k for k in [client_key] if self._throttle.failure(k)]
+        newly_blocked: list[str] = []
+        if not isinstance(exc, ProviderUnavailable):
+            # A provider outage is nobody's attempt: it never counts towards a block.
+            client_key = f"ip:{state(request.scope).client_ip}"
+            if self._throttle.failure(client_key):
+                newly_blocked.append(client_key)
         if user_id is not None and self._throttle.failure(f"sub:{user_id}"):
             newly_blocked.append(f"sub:{hashlib.sha256(user_id.encode()).hexdigest()[:16]}")
         for key in newly_blocked:

@@ -480,6 +480,18 @@ class TestReturnPath:
         assert response.headers["location"] == target
 
 
+class TestOutageNotThrottled:
+    async def test_provider_outage_never_blocks(self, tmp_path: Path, idp: FakeIdP) -> None:
+        """Failures caused by a provider outage do not count towards a block."""
+        cfg = settings(tmp_path, **{"THROTTLE__MAX_FAILURES": "2"})
+        gw = Gateway(tmp_path, clock=idp.clock, oidc_settings=cfg)
+        idp.discovery.mock(return_value=httpx.Response(503))
+        for _ in range(4):
+            assert (await gw.browser.get("/_gateway/login")).status_code == 502
+        assert not [e for e in gw.sink.events if e["event.kind"] == "alert"]
+        await gw.aclose()
+
+
 class TestReturnOrigin:
     async def test_allow_listed_origin(self, tmp_path: Path, idp: FakeIdP) -> None:
         """A URL on an allow-listed origin is a valid return target; others are not."""
