@@ -9,12 +9,13 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint typecheck pytest opensearch lock clean
+.PHONY: help run test lint typecheck pytest opensearch lock clean policy-report
 
 help:
 	@echo "make run    start the gateway in demo mode (no outside services needed)"
 	@echo "make test   ruff, mypy and pytest, with an OpenSearch node started for the run"
 	@echo "make opensearch   start a node for development and print its URL"
+	@echo "make policy-report   regenerate policies/report/ from the policy (commit the result)"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,10 @@ test: lint typecheck pytest
 
 opensearch: $(STAMP)
 	$(BIN)/python tools/opensearch_node.py serve
+
+# The compliance review outputs committed under policies/report/ (a test checks they are current).
+policy-report: $(STAMP)
+	$(BIN)/python -m policies review report
 
 # Regenerate the exact versions from the lower bounds in pyproject.toml.
 lock:

@@ -1,6 +1,38 @@
-"""Audit events for the Onderwijs & Regio gateway and their shipping to OpenSearch."""
+"""Audit events for the Onderwijs & Regio gateway and their shipping to OpenSearch.
 
+The request path calls ``sink.emit({...})`` (see ``audit/_sink.py``). The gateway builds one
+:class:`AuditPipeline` at start-up (``await start()`` / ``await aclose()`` in its lifespan,
+``await ready()`` for health, ``metrics()`` for Prometheus) over a store from
+:func:`opensearch_store` or :func:`sqlite_store`.
+"""
+
+from audit._opensearch import OpenSearchStore
+from audit._pipeline import DEFAULT_FULL_POLICY, AuditPipeline, Metrics
 from audit._sink import AuditSink, Event, MemorySink
+from audit._sqlite import SQLiteStore
+from audit._store import AuditStore, ItemResult, Record, Scope
+from audit._stores import opensearch_store, sqlite_store
 from audit.errors import AuditError, AuditUnavailable
+from audit.events import Action, Category, LoginFailure
 
-__all__ = ["AuditError", "AuditSink", "AuditUnavailable", "Event", "MemorySink"]
+__all__ = [
+    "DEFAULT_FULL_POLICY",
+    "Action",
+    "AuditError",
+    "AuditPipeline",
+    "AuditSink",
+    "AuditStore",
+    "AuditUnavailable",
+    "Category",
+    "Event",
+    "ItemResult",
+    "LoginFailure",
+    "MemorySink",
+    "Metrics",
+    "OpenSearchStore",
+    "Record",
+    "SQLiteStore",
+    "Scope",
+    "opensearch_store",
+    "sqlite_store",
+]

@@ -1,8 +1,13 @@
 """Errors of the audit package.
 
 AuditError                 base class
-└── AuditUnavailable       an event could not be recorded and its category's spool policy
-                           is ``block``: the request that produced it must be refused (503)
+├── AuditUnavailable       an event could not be recorded and its category's spool policy
+│                          is ``block``: the request that produced it must be refused (503)
+├── SpoolFull              the spool has no room (byte bound reached or the disk is full)
+├── SpoolLocked            another pipeline (process) already uses this spool directory
+└── StoreError             the audit store failed
+    └── StoreUnavailable   the store cannot be reached or is overloaded (connection error,
+                           timeout, 429, 5xx): retry later, nothing was rejected
 """
 
 from __future__ import annotations
@@ -19,4 +24,30 @@ class AuditUnavailable(AuditError):
     """The event cannot be recorded now and must not be dropped: fail closed."""
 
     code = "audit_unavailable"
+    status_code = 503
+
+
+class SpoolFull(AuditError):
+    """The spool cannot take the record: its byte bound is reached or the disk is full."""
+
+    code = "audit_spool_full"
+    status_code = 503
+
+
+class SpoolLocked(AuditError):
+    """Each gateway process needs its own spool directory; this one is taken."""
+
+    code = "audit_spool_locked"
+
+
+class StoreError(AuditError):
+    """The audit store failed to do what was asked."""
+
+    code = "audit_store_error"
+
+
+class StoreUnavailable(StoreError):
+    """The store is unreachable or overloaded; the whole request may be retried."""
+
+    code = "audit_store_unavailable"
     status_code = 503

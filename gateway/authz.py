@@ -12,8 +12,8 @@ personal data are recorded as ``personal_data_access`` events.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode
 
 from audit import AuditSink
@@ -22,11 +22,14 @@ from gateway.errors import AccessDenied, AuthenticationRequired
 from gateway.pages import send_error, wants_json
 from gateway.paths import encode_path
 from gateway.types import ASGIApp, Decision, Receive, Scope, Send, StageMissing, state
-from policies import Authorizer
 
-#: Given (method, canonical path): the data categories a route exposes when it exposes
-#: personal data of someone other than the caller, else None.
-PersonalDataClassifier = Callable[[str, str], list[str] | None]
+#: Given (method, canonical path): the audit fields describing what the route exposes when it
+#: exposes personal data of someone other than the caller (``audit.data_categories``...),
+#: else None.
+PersonalDataClassifier = Callable[[str, str], Mapping[str, Any] | None]
+
+if TYPE_CHECKING:
+    from policies import Authorizer
 
 LOGIN_NEXT_PARAM = "next"
 logger = logging.getLogger(__name__)
@@ -80,8 +83,8 @@ class AuthorizeStage:
     def _record_personal_data_access(self, scope: Scope, method: str, path: str) -> None:
         if self._personal_data is None:
             return
-        categories = self._personal_data(method, path)
-        if categories:
+        exposed = self._personal_data(method, path)
+        if exposed:
             self._sink.emit(
                 request_event(
                     scope,
@@ -89,7 +92,7 @@ class AuthorizeStage:
                     category=["web"],
                     event_type=["access"],
                     outcome="success",
-                    labels={"data_categories": ",".join(categories)},
+                    **exposed,
                 )
             )
 

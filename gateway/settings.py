@@ -112,6 +112,7 @@ ONE_YEAR = Duration(365 * 86400)
 DEFAULT_GRACEFUL_TIMEOUT = Duration(30)
 DEFAULT_CONNECT_TIMEOUT = Duration(5)
 DEFAULT_READ_TIMEOUT = Duration(30)
+DEFAULT_ASSERTION_LIFETIME = Duration(60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,67 @@ class UpstreamSettings:
     read_timeout: Duration = DEFAULT_READ_TIMEOUT
     #: Relaxation: plain http:// to a host that is not on this machine.
     allow_plain_http_remote: bool = False
+    #: The client library: aiohttp (measured fastest here, bench/gateway.py) or httpx.
+    client: Literal["aiohttp", "httpx"] = "aiohttp"
+    pool_size: int = 100
+    #: Methods forwarded; TRACE and CONNECT are refused unless listed.
+    methods: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@dataclass(frozen=True, slots=True)
+class AssertionSettings:
+    """The signed identity assertion (``X-Gateway-Assertion``) the upstream can verify."""
+
+    #: PEM private keys (P-256 or Ed25519); the first signs, all are published in the JWKS.
+    #: Every gateway instance needs the same keys. Required outside demo mode.
+    key_files: tuple[Path, ...] = ()
+    #: Defaults to ``https://`` + the first public host.
+    issuer: str | None = None
+    audience: str = "onderwijs-regio-platform"
+    lifetime: Duration = DEFAULT_ASSERTION_LIFETIME
+
+
+AUDIT_CATEGORIES = ("authentication", "access_denied", "personal_data_access", "errors", "backbone")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """Where audit events go: the spool on local disk, then the store."""
+
+    store: Literal["sqlite", "opensearch"] = "sqlite"
+    sqlite_path: Path = Path("var/audit/audit.db")
+    opensearch_urls: tuple[str, ...] = ()
+    opensearch_username: str | None = None
+    #: Secret (or ``opensearch_password_file``).
+    opensearch_password: Secret | None = None
+    opensearch_ca_file: Path | None = None
+    index_prefix: str = ""
+    shards: int = 1
+    replicas: int = 1
+    spool_dir: Path = Path("var/audit/spool")
+    spool_max_bytes: int = 256 * 1024 * 1024
+    fsync: Literal["always", "interval", "never"] = "interval"
+    #: Overrides of the spool-full policy per category, e.g. ``["authentication=drop"]``.
+    spool_full_policy: tuple[str, ...] = ()
+    #: Secret of at least 32 bytes (or ``pseudonym_key_file``) for keyed pseudonyms.
+    pseudonym_key: Secret | None = None
+    pseudonymise_fields: tuple[str, ...] = ()
+
+    def full_policy(self) -> dict[str, str]:
+        """The per-category overrides as a mapping (validated at load)."""
+        return dict(item.split("=", 1) for item in self.spool_full_policy)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """The Casbin files the authorize stage enforces (the shipped ones by default)."""
+
+    model_file: Path | None = None
+    policy_file: Path | None = None
+    resources_file: Path | None = None
+    tests_file: Path | None = None
+    #: Reload when a file changes (SIGHUP always reloads).
+    watch: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +328,9 @@ class ThrottleSettings:
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    assertion: AssertionSettings = field(default_factory=AssertionSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     oidc: OIDCSettings = field(default_factory=OIDCSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
@@ -274,7 +339,13 @@ class Settings:
     #: Settings whose values are secrets (``section.key``), accepted with a ``_file`` variant.
     #: ``*`` stands for the name of an entry of a table such as ``[oidc.issuers.NAME]``.
     SECRETS: ClassVar[frozenset[str]] = frozenset(
-        {"server.tls_key_password", "oidc.issuers.*.client_secret", "session.keys"}
+        {
+            "server.tls_key_password",
+            "audit.opensearch_password",
+            "audit.pseudonym_key",
+            "oidc.issuers.*.client_secret",
+            "session.keys",
+        }
     )
 
     def relaxations(self) -> list[str]:
@@ -603,14 +674,28 @@ def normalise_host(host: str) -> str:
 
 
 def _validate(settings: Settings) -> None:
-    server, upstream = settings.server, settings.upstream
+    _validate_server(settings.server, demo=settings.demo.enabled)
+    _validate_upstream(settings.upstream)
+    if not settings.assertion.key_files and not settings.demo.enabled:
+        raise SettingsError(
+            "assertion.key_files: at least one signing key (PEM, P-256 or Ed25519) is required"
+        )
+    if not 5 <= settings.assertion.lifetime <= 600:
+        raise SettingsError("assertion.lifetime: between 5s and 10m")
+    _validate_audit(settings.audit)
+    _validate_oidc(settings.oidc)
+    _validate_session(settings.session, needed=bool(settings.oidc.issuers))
+    _validate_throttle(settings.throttle)
+
+
+def _validate_server(server: ServerSettings, *, demo: bool) -> None:
     for name in ("https_port", "http_port", "metrics_port"):
         port = getattr(server, name)
         if not 0 <= port <= 65535 or (name == "https_port" and port == 0):
             raise SettingsError(f"server.{name}: {port} is not a valid port")
-    if not server.public_hosts and not settings.demo.enabled:
+    if not server.public_hosts and not demo:
         raise SettingsError("server.public_hosts: at least one public host name is required")
-    if not settings.demo.enabled and not server.allow_plain_http:
+    if not demo and not server.allow_plain_http:
         for name in ("tls_cert_file", "tls_key_file"):
             if getattr(server, name) is None:
                 raise SettingsError(
@@ -619,6 +704,9 @@ def _validate(settings: Settings) -> None:
                 )
     if server.hsts_max_age < ONE_YEAR:
         raise SettingsError("server.hsts_max_age: must be at least one year (365d)")
+
+
+def _validate_upstream(upstream: UpstreamSettings) -> None:
     parts = urlsplit(upstream.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"upstream.url: expected an http(s) URL, got {upstream.url!r}")
@@ -632,9 +720,32 @@ def _validate(settings: Settings) -> None:
     for name in ("connect_timeout", "read_timeout"):
         if getattr(upstream, name) <= 0:
             raise SettingsError(f"upstream.{name}: must be positive")
-    _validate_oidc(settings.oidc)
-    _validate_session(settings.session, needed=bool(settings.oidc.issuers))
-    _validate_throttle(settings.throttle)
+    if upstream.pool_size < 1:
+        raise SettingsError("upstream.pool_size: must be at least 1")
+    if not upstream.methods or any(not m.isalpha() or m != m.upper() for m in upstream.methods):
+        raise SettingsError("upstream.methods: upper-case HTTP method names, at least one")
+
+
+def _validate_audit(audit: AuditSettings) -> None:
+    if audit.store == "opensearch":
+        if not audit.opensearch_urls:
+            raise SettingsError("audit.opensearch_urls: required when audit.store is opensearch")
+        for url in audit.opensearch_urls:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise SettingsError(f"audit.opensearch_urls: not an http(s) URL: {url!r}")
+    for item in audit.spool_full_policy:
+        category, sep, policy = item.partition("=")
+        if not sep or category not in AUDIT_CATEGORIES or policy not in ("block", "drop"):
+            raise SettingsError(
+                f"audit.spool_full_policy: {item!r} is not CATEGORY=block|drop "
+                f"(categories: {', '.join(AUDIT_CATEGORIES)})"
+            )
+    if audit.pseudonym_key is not None and len(audit.pseudonym_key.reveal().encode()) < 32:
+        raise SettingsError("audit.pseudonym_key: must be at least 32 bytes")
+    if audit.pseudonymise_fields and audit.pseudonym_key is None:
+        raise SettingsError("audit.pseudonymise_fields: needs audit.pseudonym_key")
+    if audit.spool_max_bytes < 1024 * 1024:
+        raise SettingsError("audit.spool_max_bytes: must be at least 1 MiB")
 
 
 def _validate_oidc(oidc: OIDCSettings) -> None:

@@ -139,11 +139,13 @@ class TestPersonalData:
                 ("GET", "/api/schools/school-a/students"), ("GET", "/activities")
             ),
             sink=sink,
-            personal_data=lambda method, path: ["a", "b"] if "students" in path else None,
+            personal_data=lambda method, path: (
+                {"audit.data_categories": ["a", "b"]} if "students" in path else None
+            ),
         )
         await call(stage, _scope("/api/schools/school-a/students"))
         await call(stage, _scope("/activities"))
         [event] = sink.events
         assert event["event.action"] == "personal_data_access"
-        assert event["labels"] == {"data_categories": "a,b"}
+        assert event["audit.data_categories"] == ["a", "b"]
         assert event["rule.name"] == "p, teacher, ..."

@@ -21,6 +21,9 @@ BASE = """
 public_hosts = ["platform.example.nl"]
 tls_cert_file = "/etc/gateway/cert.pem"
 tls_key_file = "/etc/gateway/key.pem"
+
+[assertion]
+key_files = ["/etc/gateway/assertion-key.pem"]
 """
 
 
@@ -100,7 +103,7 @@ class TestErrorsNameTheSetting:
 
     def test_unknown_key_in_file(self, tmp_path: Path) -> None:
         """A misspelt key in the file is an error, not silently ignored."""
-        path = _file(tmp_path, BASE + "hsts_maxage = '400d'\n")
+        path = _file(tmp_path, BASE.replace("[assertion]", "hsts_maxage = '400d'\n[assertion]"))
         with pytest.raises(SettingsError, match=r"server\.hsts_maxage: unknown setting"):
             load_settings(path, environ={})
 
@@ -122,7 +125,10 @@ class TestErrorsNameTheSetting:
 
     def test_tls_files_required(self, tmp_path: Path) -> None:
         """HTTPS needs a certificate and key unless plain HTTP is explicitly allowed."""
-        path = _file(tmp_path, '[server]\npublic_hosts = ["a.example"]\n')
+        path = _file(
+            tmp_path,
+            '[server]\npublic_hosts = ["a.example"]\n[assertion]\nkey_files = ["/k.pem"]\n',
+        )
         with pytest.raises(SettingsError, match=r"server\.tls_cert_file: required"):
             load_settings(path, environ={})
         relaxed = load_settings(path, environ={"GATEWAY_SERVER__ALLOW_PLAIN_HTTP": "true"})
@@ -447,3 +453,57 @@ class TestIntrospectionSetting:
                 _file(tmp_path, ISSUERS),
                 environ={"GATEWAY_OIDC__ISSUERS__SURF__INTROSPECTION": "true"},
             )
+
+
+class TestAuditSettings:
+    def test_defaults_are_the_embedded_store(self, tmp_path: Path) -> None:
+        """Without settings, audit events go to SQLite through a local spool."""
+        settings = load_settings(_file(tmp_path), environ={})
+        assert settings.audit.store == "sqlite"
+        assert settings.audit.full_policy() == {}
+
+    def test_opensearch_needs_urls(self, tmp_path: Path) -> None:
+        """Choosing OpenSearch without a URL is an error naming the setting."""
+        with pytest.raises(SettingsError, match=r"audit\.opensearch_urls: required"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__STORE": "opensearch"})
+
+    def test_unknown_store(self, tmp_path: Path) -> None:
+        """Only the two stores exist."""
+        with pytest.raises(SettingsError, match=r"audit\.store: expected one of"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__STORE": "elastic"})
+
+    @pytest.mark.parametrize("item", ["authentication", "logins=drop", "errors=maybe"])
+    def test_bad_full_policy(self, tmp_path: Path, item: str) -> None:
+        """Spool-full overrides must name a category and block or drop."""
+        with pytest.raises(SettingsError, match=r"audit\.spool_full_policy"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__SPOOL_FULL_POLICY": item})
+
+    def test_full_policy_override(self, tmp_path: Path) -> None:
+        """A valid override is returned as a mapping."""
+        settings = load_settings(
+            _file(tmp_path), environ={"GATEWAY_AUDIT__SPOOL_FULL_POLICY": "authentication=drop"}
+        )
+        assert settings.audit.full_policy() == {"authentication": "drop"}
+
+    def test_short_pseudonym_key(self, tmp_path: Path) -> None:
+        """A pseudonymisation key shorter than 32 bytes is refused."""
+        with pytest.raises(SettingsError, match=r"audit\.pseudonym_key: must be at least"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__PSEUDONYM_KEY": "short"})
+
+
+class TestAssertionSettings:
+    def test_signing_key_required(self, tmp_path: Path) -> None:
+        """Outside demo mode the identity assertion needs a configured key."""
+        path = _file(tmp_path, BASE.replace('key_files = ["/etc/gateway/assertion-key.pem"]', ""))
+        with pytest.raises(SettingsError, match=r"assertion\.key_files: at least one"):
+            load_settings(path, environ={})
+
+    def test_lifetime_bounds(self, tmp_path: Path) -> None:
+        """An assertion lives between 5 seconds and 10 minutes."""
+        with pytest.raises(SettingsError, match=r"assertion\.lifetime"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_ASSERTION__LIFETIME": "1h"})
+
+    def test_methods_are_checked(self, tmp_path: Path) -> None:
+        """Forwarded methods are upper-case names."""
+        with pytest.raises(SettingsError, match=r"upstream\.methods"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_UPSTREAM__METHODS": "get"})

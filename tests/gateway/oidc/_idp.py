@@ -188,6 +188,8 @@ def settings(tmp_path: Path, **environ: str) -> Settings:
         environ={
             "GATEWAY_SERVER__PUBLIC_HOSTS": HOST,
             "GATEWAY_SERVER__ALLOW_PLAIN_HTTP": "true",
+            # Required outside demo mode; the identity assertion is not part of these tests.
+            "GATEWAY_ASSERTION__KEY_FILES": str(tmp_path / "unused-assertion-key.pem"),
             "GATEWAY_OIDC__ISSUERS__TESTIDP__DISCOVERY_URL": (
                 f"{ISSUER}/.well-known/openid-configuration"
             ),

@@ -1,0 +1,413 @@
+"""The production store: OpenSearch, daily indices behind a strict index template.
+
+Writes are one ``_bulk`` request per batch with ``create`` actions whose ``_id`` is the event
+id, each routed to the daily index of the event's own ``@timestamp``: a retried batch never
+duplicates (409 means already stored). The client's own retries are off (``max_retries=0``);
+the pipeline runs the retry loop (PITFALLS.md: the bulk helpers retry too little).
+
+Deletion and minimisation select ids with ``search`` (``search_after`` paging) and then send
+``_bulk`` ``delete`` or partial-document ``update`` actions: core APIs only. We do not use
+``delete_by_query``/``update_by_query``: they need the reindex module (absent from the
+integration-test distribution the tests run against) and, for minimisation, painless; and
+PITFALLS.md notes ``delete_by_query`` only marks documents and costs merges. Dropping whole
+daily indices (the cheap path for retention) is left to the retention job, which knows holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import orjson
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import TransportError
+
+from audit._store import ItemResult, Record, Scope, require_until, truncate_ip
+from audit.errors import StoreError, StoreUnavailable
+from audit.events import (
+    DEADLETTER_INDEX,
+    INDEX_BASE,
+    deadletter_index_template,
+    index_name,
+    index_pattern,
+    index_template,
+)
+
+__all__ = ["OpenSearchStore"]
+
+DEFAULT_TIMEOUT: Final = 30.0
+DEFAULT_POOL_SIZE: Final = 4
+PAGE_SIZE: Final = 1000
+_FILTER_PATH: Final = "errors,items.*.status,items.*.error.type,items.*.error.reason"
+#: Per-item statuses that mean "the document itself is wrong": dead letter, never retry.
+_REJECT_STATUSES: Final = frozenset({400})
+
+
+class _OrjsonSerializer:
+    """opensearch-py serializer on orjson: parsing big bulk responses is the shipper's hot path."""
+
+    mimetype = "application/json"
+
+    def loads(self, s: str | bytes) -> Any:
+        return orjson.loads(s)
+
+    def dumps(self, data: Any) -> str:
+        if isinstance(data, str | bytes):
+            return data if isinstance(data, str) else data.decode()
+        return orjson.dumps(data, default=str).decode()
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Map opensearch-py errors to ours: unavailable (retry) or a plain store error."""
+    try:
+        yield
+    except OSConnectionError as exc:
+        raise StoreUnavailable(f"OpenSearch unreachable: {type(exc).__name__}") from exc
+    except TransportError as exc:
+        status = exc.status_code if isinstance(exc.status_code, int) else 0
+        if status == 429 or status >= 500 or status in (401, 403):
+            raise StoreUnavailable(f"OpenSearch answered {status}: {exc.error}") from exc
+        raise StoreError(f"OpenSearch answered {status}: {exc.error}") from exc
+
+
+class OpenSearchStore:
+    """Audit events in OpenSearch. ``url`` may list several nodes of one cluster.
+
+    Basic auth is only sent over https (refused over plain http); ``ca_certs`` pins the CA of
+    a private cluster. ``shards``/``replicas`` go into the index template.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | Sequence[str],
+        index_prefix: str = "",
+        username: str | None = None,
+        password: str | None = None,
+        ca_certs: str | None = None,
+        verify_certs: bool = True,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        shards: int = 1,
+        replicas: int = 1,
+        timeout: float = DEFAULT_TIMEOUT,
+        pool_size: int = DEFAULT_POOL_SIZE,
+    ) -> None:
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("OpenSearchStore needs at least one node URL")
+        schemes = {urlsplit(u).scheme for u in urls}
+        if not schemes <= {"http", "https"} or len(schemes) != 1:
+            raise ValueError("node URLs must all be http:// or all https://")
+        if (username is None) != (password is None):
+            raise ValueError("give both username and password, or neither")
+        if username is not None and schemes != {"https"}:
+            raise ValueError("basic auth over plain http would expose the password; use https")
+        if shards < 1 or replicas < 0:
+            raise ValueError("shards must be >= 1 and replicas >= 0")
+        if index_prefix and not index_prefix.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"index prefix may hold letters, digits, - and _: {index_prefix!r}")
+        self.index_prefix = index_prefix.lower()
+        self._shards, self._replicas = shards, replicas
+        self._pattern = index_pattern(self.index_prefix)
+        self._deadletter = f"{self.index_prefix}{DEADLETTER_INDEX}"
+        self._client = OpenSearch(
+            hosts=urls,
+            http_auth=(username, password) if username is not None else None,
+            use_ssl=schemes == {"https"},
+            verify_certs=verify_certs,
+            ca_certs=ca_certs,
+            client_cert=client_cert,
+            client_key=client_key,
+            timeout=timeout,
+            max_retries=0,  # our own loop retries, with backoff and jitter
+            retry_on_timeout=False,
+            maxsize=pool_size,
+            serializer=_OrjsonSerializer(),
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        with _translated():
+            self._client.indices.put_index_template(
+                name=f"{self.index_prefix}{INDEX_BASE}",
+                body=index_template(
+                    self.index_prefix, shards=self._shards, replicas=self._replicas
+                ),
+            )
+            self._client.indices.put_index_template(
+                name=self._deadletter,
+                body=deadletter_index_template(
+                    self.index_prefix, shards=self._shards, replicas=self._replicas
+                ),
+            )
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._client.ping())
+        except Exception:  # a health check answers, it does not raise
+            return False
+
+    def refresh(self) -> None:
+        """Make everything written so far visible to search and count."""
+        with _translated():
+            self._client.indices.refresh(
+                index=f"{self._pattern},{self._deadletter}",
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- shipping --------------------------------------------------------------------------
+
+    def write(self, records: Sequence[Record]) -> list[ItemResult]:
+        results: list[ItemResult | None] = [None] * len(records)
+        lines: list[bytes] = []
+        sent: list[int] = []
+        heads: dict[str, bytes] = {}  # the action line's start, per UTC day (by timestamp)
+        for position, record in enumerate(records):
+            day = record.timestamp[:10] if record.timestamp.endswith("Z") else record.timestamp
+            head = heads.get(day)
+            if head is None:
+                try:
+                    index = index_name(self.index_prefix, record.timestamp)
+                except ValueError as exc:
+                    reason = f"bad @timestamp: {exc}"
+                    results[position] = ItemResult("rejected", reason, "timestamp")
+                    continue
+                head = heads[day] = b'{"create":{"_index":' + orjson.dumps(index) + b',"_id":'
+            lines.append(head + orjson.dumps(record.event_id) + b"}}")
+            lines.append(record.document)
+            sent.append(position)
+        if sent:
+            with _translated():
+                response = self._client.bulk(
+                    body=b"\n".join(lines) + b"\n", filter_path=_FILTER_PATH
+                )
+            items = response.get("items") or []
+            if len(items) != len(sent):
+                raise StoreUnavailable(f"bulk answered {len(items)} items for {len(sent)}")
+            for position, item in zip(sent, items, strict=True):
+                results[position] = _item_result(item)
+        return [r if r is not None else ItemResult("retry", "no answer") for r in results]
+
+    def write_deadletters(self, items: Sequence[tuple[Record, ItemResult]]) -> None:
+        lines: list[bytes] = []
+        now = datetime.now(UTC).isoformat()
+        for record, result in items:
+            lines.append(
+                orjson.dumps({"create": {"_index": self._deadletter, "_id": record.event_id}})
+            )
+            lines.append(
+                orjson.dumps(
+                    {
+                        "@timestamp": now,
+                        "event_id": record.event_id,
+                        "index": self._safe_index(record.timestamp),
+                        "reason": result.reason,
+                        "error_type": result.error_type,
+                        "document": record.document.decode(errors="replace"),
+                    }
+                )
+            )
+        if not lines:
+            return
+        with _translated():
+            response = self._client.bulk(body=b"\n".join(lines) + b"\n", filter_path=_FILTER_PATH)
+        for item in response.get("items") or []:
+            if _item_result(item).status not in ("stored", "duplicate"):
+                raise StoreUnavailable(f"dead letter not stored: {item}")
+
+    def _safe_index(self, timestamp: str) -> str:
+        try:
+            return index_name(self.index_prefix, timestamp)
+        except ValueError:
+            return ""
+
+    def deadletters(self) -> list[dict[str, Any]]:
+        """Every dead letter (for operators and tests), oldest first."""
+        with _translated():
+            response = self._client.search(
+                index=self._deadletter,
+                body={"query": {"match_all": {}}, "size": 10_000, "sort": [{"@timestamp": "asc"}]},
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+        return [hit["_source"] for hit in response["hits"]["hits"]]
+
+    # --- reading and maintenance -----------------------------------------------------------
+
+    def search(
+        self, scope: Scope, *, exclude: Sequence[Scope] = (), size: int = 100
+    ) -> list[dict[str, Any]]:
+        with _translated():
+            response = self._client.search(
+                index=self._pattern,
+                body={"query": _query(scope, exclude), "sort": _SORT, "size": size},
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+        return [hit["_source"] for hit in response["hits"]["hits"]]
+
+    def count(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
+        with _translated():
+            response = self._client.count(
+                index=self._pattern,
+                body={"query": _query(scope, exclude)},
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+        return int(response["count"])
+
+    def _hits(self, query: Mapping[str, Any], source: list[str] | bool) -> Iterator[dict[str, Any]]:
+        """Every matching hit, paged with search_after (no scroll context to leak)."""
+        after: list[Any] | None = None
+        while True:
+            body: dict[str, Any] = {
+                "query": query,
+                "sort": _SORT,
+                "size": PAGE_SIZE,
+                "_source": source,
+            }
+            if after is not None:
+                body["search_after"] = after
+            with _translated():
+                response = self._client.search(
+                    index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
+                )
+            hits = response["hits"]["hits"]
+            yield from hits
+            if len(hits) < PAGE_SIZE:
+                return
+            after = hits[-1]["sort"]
+
+    def _bulk_actions(self, lines: list[bytes]) -> int:
+        if not lines:
+            return 0
+        with _translated():
+            response = self._client.bulk(body=b"\n".join(lines) + b"\n", filter_path=_FILTER_PATH)
+        done = 0
+        for item in response.get("items") or []:
+            status = next(iter(item.values())).get("status", 0)
+            if 200 <= status < 300:
+                done += 1
+            elif status != 404:  # 404: already gone
+                raise StoreError(f"bulk maintenance item failed: {item}")
+        return done
+
+    def delete(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
+        require_until(scope)
+        self.refresh()
+        done, lines = 0, []
+        for hit in list(self._hits(_query(scope, exclude), source=False)):
+            lines.append(orjson.dumps({"delete": {"_index": hit["_index"], "_id": hit["_id"]}}))
+            if len(lines) >= PAGE_SIZE:
+                done += self._bulk_actions(lines)
+                lines = []
+        done += self._bulk_actions(lines)
+        self.refresh()
+        return done
+
+    def minimise(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
+        require_until(scope)
+        self.refresh()
+        query = _query(_replace_minimised(scope), exclude)
+        done, lines = 0, []
+        for hit in list(self._hits(query, source=["source.ip"])):
+            lines.append(orjson.dumps({"update": {"_index": hit["_index"], "_id": hit["_id"]}}))
+            lines.append(orjson.dumps({"doc": _minimised(hit.get("_source") or {})}))
+            if len(lines) >= 2 * PAGE_SIZE:
+                done += self._bulk_actions(lines)
+                lines = []
+        done += self._bulk_actions(lines)
+        self.refresh()
+        return done
+
+
+_SORT: Final = [{"@timestamp": "asc"}, {"event.id": "asc"}]
+
+
+def _item_result(item: Mapping[str, Any]) -> ItemResult:
+    answer = next(iter(item.values()))
+    status = int(answer.get("status", 0))
+    if 200 <= status < 300:
+        return ItemResult("stored")
+    if status == 409:
+        return ItemResult("duplicate")
+    error = answer.get("error") or {}
+    reason = f"{status} {error.get('type', '')}: {error.get('reason', '')}"
+    if status in _REJECT_STATUSES:
+        return ItemResult("rejected", reason, str(error.get("type", "")))
+    return ItemResult("retry", reason, str(error.get("type", "")))
+
+
+def _replace_minimised(scope: Scope) -> Scope:
+    return replace(scope, minimised=False)
+
+
+def _minimised(source: Mapping[str, Any]) -> dict[str, Any]:
+    ip = source.get("source.ip")
+    if ip is None:
+        ip = (source.get("source") or {}).get("ip")
+    doc: dict[str, Any] = {"user_agent.original": None, "audit.minimised": True}
+    if isinstance(ip, str):
+        doc["source.ip"] = truncate_ip(ip)
+    return doc
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def _filters(scope: Scope) -> list[dict[str, Any]]:
+    filters: list[dict[str, Any]] = []
+    for name, values in (
+        ("user.id", scope.user_ids),
+        ("organization.id", scope.organization_ids),
+        ("audit.category", scope.categories),
+        ("event.action", scope.actions),
+        ("event.id", scope.event_ids),
+    ):
+        if values:
+            filters.append({"terms": {name: list(values)}})
+    if scope.source_ips:
+        filters.append(
+            {
+                "bool": {
+                    "should": [{"term": {"source.ip": ip}} for ip in scope.source_ips],
+                    "minimum_should_match": 1,
+                }
+            }
+        )
+    if scope.since is not None or scope.until is not None:
+        bounds: dict[str, str] = {}
+        if scope.since is not None:
+            bounds["gte"] = _iso(scope.since)
+        if scope.until is not None:
+            bounds["lt"] = _iso(scope.until)
+        filters.append({"range": {"@timestamp": bounds}})
+    if scope.minimised is True:
+        filters.append({"term": {"audit.minimised": True}})
+    elif scope.minimised is False:
+        filters.append({"bool": {"must_not": [{"term": {"audit.minimised": True}}]}})
+    for key, value in scope.labels.items():
+        filters.append({"term": {f"labels.{key}": value}})
+    return filters
+
+
+def _query(scope: Scope, exclude: Sequence[Scope]) -> dict[str, Any]:
+    return {
+        "bool": {
+            "filter": _filters(scope),
+            "must_not": [{"bool": {"filter": _filters(held)}} for held in exclude],
+        }
+    }

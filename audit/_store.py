@@ -1,0 +1,121 @@
+"""What every audit store offers: the shipper's bulk write, and search, count, delete, minimise.
+
+Two stores implement :class:`AuditStore`: OpenSearch (production, ``audit/_opensearch.py``)
+and SQLite (embedded, ``audit/_sqlite.py``). One contract test suite runs against both.
+
+A :class:`Scope` selects events (all given conditions must hold; a condition left empty does
+not restrict). ``exclude`` scopes remove events from the selection: retention passes the
+active holds there, so a held event is never deleted or minimised. ``delete`` and ``minimise``
+refuse a scope without an upper time bound (``until``): nobody deletes audit events by hand.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+__all__ = ["AuditStore", "ItemResult", "Record", "Scope", "truncate_ip"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One rendered event on its way to the store: id, ``@timestamp``, and the JSON bytes."""
+
+    event_id: str
+    timestamp: str
+    document: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """The store's answer for one record of a bulk write.
+
+    ``stored``: written now; ``duplicate``: already there (a retried write; counts as stored);
+    ``retry``: a transient failure of this item (429, 5xx, a block); ``rejected``: the document
+    does not fit the mapping and never will (goes to the dead letters with ``reason``).
+    """
+
+    status: Literal["stored", "duplicate", "retry", "rejected"]
+    reason: str = ""
+    error_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """A selection of events; empty fields do not restrict. Times are aware datetimes."""
+
+    user_ids: Sequence[str] = ()
+    source_ips: Sequence[str] = ()  # addresses or CIDRs
+    organization_ids: Sequence[str] = ()
+    categories: Sequence[str] = ()  # audit.category (retention categories)
+    actions: Sequence[str] = ()
+    event_ids: Sequence[str] = ()
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+    minimised: bool | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for value in self.source_ips:
+            ipaddress.ip_network(value, strict=False)  # ValueError on a bad address
+        for moment in (self.since, self.until):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError("scope times must be timezone-aware")
+
+
+def truncate_ip(value: str) -> str:
+    """Minimise an address: IPv4 to its /24, IPv6 to its /48 (the network address)."""
+    address = ipaddress.ip_address(value)
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+
+
+class AuditStore(Protocol):
+    """The interface the pipeline, the audit search endpoint and retention use."""
+
+    def ensure_schema(self) -> None:
+        """Create the template/tables if missing (idempotent). Raises StoreUnavailable."""
+
+    def ping(self) -> bool:
+        """True when the store answers (for readiness checks); never raises."""
+
+    def write(self, records: Sequence[Record]) -> list[ItemResult]:
+        """Write each record once (``create`` by event id). One result per record, in order.
+
+        Raises :class:`audit.errors.StoreUnavailable` when the whole request failed.
+        """
+
+    def write_deadletters(self, items: Sequence[tuple[Record, ItemResult]]) -> None:
+        """Keep rejected records whole, with the reason. Raises StoreUnavailable."""
+
+    def deadletters(self) -> list[dict[str, Any]]:
+        """Every dead letter kept (``event_id``, ``reason``, ``error_type``, ``document``)."""
+
+    def refresh(self) -> None:
+        """Make everything written so far visible to search and count."""
+
+    def search(
+        self, scope: Scope, *, exclude: Sequence[Scope] = (), size: int = 100
+    ) -> list[dict[str, Any]]:
+        """Matching events as flat dicts, oldest first (by @timestamp, then event id)."""
+
+    def count(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
+        """How many events match."""
+
+    def delete(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
+        """Delete matching events; returns how many. ``scope.until`` is required."""
+
+    def minimise(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
+        """Apply each field's minimisation (IP truncated, user agent dropped) to matching
+        events not yet minimised; returns how many changed. ``scope.until`` is required."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def require_until(scope: Scope) -> None:
+    if scope.until is None:
+        raise ValueError("delete and minimise need an upper time bound (scope.until)")

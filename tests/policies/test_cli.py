@@ -1,0 +1,161 @@
+"""python -m policies: the committed report, check, lint, diff and test commands."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+from policies._cli import REPORT_DIR, main
+from policies._resources import Resources
+from policies._review import report_files
+from policies._source import PolicySource
+from tests.policies.conftest import MODEL, POLICY
+
+
+def _run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+class TestCommittedReport:
+    def test_is_up_to_date(self, shipped: PolicySource, resources: Resources) -> None:
+        """policies/report/ matches the shipped policy; regenerate with `make policy-report`."""
+        stale = [
+            name
+            for name, text in report_files(shipped, resources).items()
+            if not (REPORT_DIR / name).is_file()
+            or (REPORT_DIR / name).read_text(encoding="utf-8") != text
+        ]
+        assert stale == [], "run `make policy-report` and commit policies/report/"
+
+    def test_check_mode_reports_stale_files(self, tmp_path: Path) -> None:
+        """review report --check exits 1 and names files that differ."""
+        code, text = _run("review", "report", "--out", str(tmp_path), "--check")
+        assert code == 1
+        assert "out of date:" in text and "matrix.md" in text
+        assert _run("review", "report", "--out", str(tmp_path))[0] == 0
+        assert _run("review", "report", "--out", str(tmp_path), "--check") == (0, "")
+
+
+class TestCheck:
+    def test_explains_an_allow_with_line_route_and_reference(self) -> None:
+        """check names the deciding line, the route's categories and pycasbin's agreement."""
+        code, text = _run(
+            "check",
+            "--role",
+            "teacher",
+            "--tenant",
+            "school-a",
+            "GET",
+            "/api/schools/school-a/students/4",
+        )
+        assert code == 0
+        assert "decision: allow (allowed)" in text
+        assert "p, teacher, own, /api/schools/:tenant/students/:id, GET, allow" in text
+        assert "school_students" in text and "categories a, b" in text
+        assert "pycasbin Enforcer: allow (agrees)" in text
+
+    def test_explains_a_cross_tenant_denial(self) -> None:
+        """A teacher asking for another school is denied with no matching rule."""
+        _, text = _run(
+            "check",
+            "--role",
+            "teacher",
+            "--tenant",
+            "school-a",
+            "GET",
+            "/api/schools/school-b/students",
+        )
+        assert "decision: deny (no_matching_rule)" in text
+        assert "matching lines: none" in text
+
+
+class TestLintCommand:
+    def test_exits_zero_on_the_shipped_policy(self) -> None:
+        """The shipped policy passes lint."""
+        code, text = _run("review", "lint")
+        assert code == 0
+        assert text.splitlines()[-1].startswith("0 errors")
+
+    def test_exits_one_on_a_risky_grant(self, tmp_path: Path) -> None:
+        """A cross-tenant grant to a teacher fails lint, so CI can gate on it."""
+        risky = tmp_path / "policy.csv"
+        risky.write_text(
+            POLICY.read_text(encoding="utf-8")
+            + "p, teacher, all, /api/schools/:tenant/reports, GET, allow\n",
+            encoding="utf-8",
+        )
+        code, text = _run("--policy", str(risky), "review", "lint")
+        assert code == 1
+        assert "error cross_tenant_reach" in text
+
+
+class TestDiffCommand:
+    def test_between_two_files(self, tmp_path: Path) -> None:
+        """diff OLD NEW prints the changes in words."""
+        new = tmp_path / "new.csv"
+        new.write_text(
+            POLICY.read_text(encoding="utf-8").replace(
+                "p, platform_staff, all, /api/admin/newsletters, POST, allow\n", ""
+            ),
+            encoding="utf-8",
+        )
+        code, text = _run("review", "diff", str(POLICY), str(new))
+        assert code == 0
+        assert "revoked: platform_staff may POST /api/admin/newsletters" in text
+
+    def test_between_git_revisions(self, tmp_path: Path) -> None:
+        """diff --git REV REV2 reads the policy file at both revisions."""
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        policy = repo / "policy.csv"
+
+        def git(*args: str) -> None:
+            subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    str(repo),
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@example.org",
+                    *args,
+                ],
+                check=True,
+                capture_output=True,
+            )
+
+        git("init", "-q")
+        policy.write_text(POLICY.read_text(encoding="utf-8"), encoding="utf-8")
+        git("add", "policy.csv")
+        git("commit", "-qm", "one")
+        policy.write_text(
+            POLICY.read_text(encoding="utf-8") + "g, platform_admin, compliance_reviewer\n",
+            encoding="utf-8",
+        )
+        git("commit", "-qam", "two")
+        code, text = _run(
+            "--model",
+            str(MODEL),
+            "--policy",
+            str(policy),
+            "review",
+            "diff",
+            "--git",
+            "HEAD~1",
+            "HEAD",
+        )
+        assert code == 0, text
+        assert "platform_admin now inherits every permission of compliance_reviewer" in text
+        assert "platform_admin: GET /_gateway/stats (gateway_stats; b): — -> yes" in text
+
+
+class TestTestCommand:
+    def test_runs_the_table(self) -> None:
+        """python -m policies test runs every row and says how many pass."""
+        code, text = _run("test")
+        assert code == 0
+        assert text.endswith("policy tests pass\n")
