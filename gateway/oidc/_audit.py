@@ -1,4 +1,9 @@
-"""Audit events of login, logout and tokens (flat ECS keys; never a token, code or cookie)."""
+"""Audit events of login, logout and tokens (flat ECS keys; never a token, code or cookie).
+
+Action names follow the taxonomy in ``audit/events.py`` (``login_success``, ``login_failure``,
+``logout``, ``session_refresh``, ``bearer_token_rejected``, ``role_granted``/``role_revoked``)
+so the events land in the authentication retention category.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ def login_event(
     detail: str | None = None,
     status: int | None = None,
     kind: str = "event",
+    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     event = request_event(
         scope,
@@ -31,8 +37,11 @@ def login_event(
         reason=reason,
     )
     event["event.kind"] = kind
+    found = dict(labels or {})
     if idp is not None:
-        event["labels"] = {"idp": idp}
+        found["idp"] = idp
+    if found:
+        event["labels"] = found
     if user_id is not None:
         event["user.id"] = user_id
     if roles is not None:

@@ -175,7 +175,7 @@ class Login:
             self._sink.emit(
                 login_event(
                     request.scope,
-                    action="login_failed",
+                    action="login_failure",
                     outcome="failure",
                     reason=UnknownIssuer.reason,
                     status=400,
@@ -302,7 +302,7 @@ class Login:
         self._sink.emit(
             login_event(
                 request.scope,
-                action="login_succeeded",
+                action="login_success",
                 outcome="success",
                 idp=idp,
                 user_id=session.user_id,
@@ -377,6 +377,7 @@ class Login:
                     outcome="success",
                     user_id=who.user_id,
                     status=303,
+                    labels={"logout_kind": "user"},
                 )
             )
             provider, end_session = self._end_session_for(who.issuer)
@@ -447,12 +448,13 @@ class Login:
             self._sink.emit(
                 login_event(
                     request.scope,
-                    action="backchannel_logout",
+                    action="logout",
                     outcome="failure",
                     reason=exc.reason,
                     detail=exc.detail,
                     idp=idp,
                     status=400,
+                    labels={"logout_kind": "backchannel"},
                 )
             )
             return JSONResponse({"error": "invalid_request"}, status_code=400)
@@ -464,11 +466,12 @@ class Login:
         self._sink.emit(
             login_event(
                 request.scope,
-                action="backchannel_logout",
+                action="logout",
                 outcome="success",
                 idp=idp,
                 user_id=user_id,
                 status=200,
+                labels={"logout_kind": "backchannel"},
             )
         )
         return Response(status_code=200, headers={"cache-control": "no-store"})
@@ -552,7 +555,7 @@ class Login:
         self._sink.emit(
             login_event(
                 request.scope,
-                action="login_failed",
+                action="login_failure",
                 outcome="failure",
                 reason="throttled",
                 idp=idp,
@@ -585,7 +588,7 @@ class Login:
         self._sink.emit(
             login_event(
                 request.scope,
-                action="login_failed",
+                action="login_failure",
                 outcome="failure",
                 reason=exc.reason,
                 detail=exc.detail,

@@ -74,7 +74,7 @@ class SessionAuthenticator:
             add_set_cookie(scope, self._codec.set_cookie(self._codec.encode(refreshed)))
             event = request_event(
                 scope,
-                action="session_refreshed",
+                action="session_refresh",
                 category=["authentication", "session"],
                 event_type=["change"],
                 outcome="success",

@@ -13,7 +13,7 @@
     └── ConfigError               a claims or grants file is invalid (raised at start-up/reload)
 
 ``reason`` values are those of DESIGN.md §3: ``state_mismatch``, ``idp_error``,
-``invalid_token``, ``token_expired``, ``unknown_issuer``, ``no_role_mapping``, ``throttled``.
+``invalid_token``, ``expired``, ``unknown_issuer``, ``no_role_mapping``, ``throttled``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class OIDCError(Exception):
 class LoginFailed(OIDCError):
     """A login attempt is refused."""
 
-    reason = "login_failed"
+    reason = "login_failure"
 
 
 class StateMismatch(LoginFailed):
@@ -59,7 +59,7 @@ class InvalidToken(LoginFailed):
 class TokenExpired(InvalidToken):
     """A token is past ``exp`` (or not yet valid)."""
 
-    reason = "token_expired"
+    reason = "expired"
 
 
 class UnknownIssuer(LoginFailed):

@@ -104,7 +104,7 @@ async def test_every_role_logs_in_and_out(
     assert (await replay.get(_home(person))).status_code == 303
     await replay.aclose()
     actions = gw.sink.actions()
-    assert actions.count("login_succeeded") == 1
+    assert actions.count("login_success") == 1
     assert "logout" in actions
     assert "session_revoked" in gw.reasons("session_rejected")
 

@@ -101,7 +101,7 @@ async def test_keycloak_login_tenant_logout(
     replay.cookies.set("__Host-gw_session", old or "", domain=HOST)
     assert (await replay.get("/schools/school-a/home")).status_code == 303
     await replay.aclose()
-    succeeded = [e for e in gw.sink.events if e["event.action"] == "login_succeeded"]
+    succeeded = [e for e in gw.sink.events if e["event.action"] == "login_success"]
     assert len(succeeded) == 1
     assert succeeded[0]["user.id"] == f"{keycloak.url}|{who.subject}"
     assert "session_revoked" in gw.reasons("session_rejected")
@@ -116,4 +116,4 @@ async def test_keycloak_wrong_password_never_reaches_gateway(
     login_page = await kc.get(first.headers["location"])
     posted = await _post_form(kc, login_page, {"username": "tom", "password": "wrong"})
     assert posted.status_code == 200
-    assert "login_succeeded" not in gw.sink.actions()
+    assert "login_success" not in gw.sink.actions()

@@ -20,7 +20,7 @@ import respx
 from joserfc import jwt
 from joserfc.jwk import Key, OctKey, RSAKey
 
-from audit import MemorySink
+from audit import AuditSink, MemorySink
 from gateway.app import GatewayApp, create_app
 from gateway.authn import AuthenticateStage
 from gateway.oidc import OIDC
@@ -215,14 +215,16 @@ class Gateway:
         clock: Clock | None = None,
         oidc_settings: Settings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        sink: AuditSink | None = None,
     ) -> None:
         self.sink = MemorySink()
+        self.audit: AuditSink = sink or self.sink
         self.clock = clock or Clock(time.time())
         self.monotonic = Clock(1000.0)
         self.settings = oidc_settings or settings(tmp_path)
         self.oidc = OIDC(
             settings=self.settings,
-            sink=self.sink,
+            sink=self.audit,
             clock=self.clock,
             monotonic=self.monotonic,
             transport=transport,
@@ -231,7 +233,7 @@ class Gateway:
         self.app: GatewayApp = create_app(
             self.settings,
             authorizer=AllowAuthenticated(),
-            sink=self.sink,
+            sink=self.audit,
             forward=self.upstream,
             authenticators=self.oidc.authenticators,
             routes=self.oidc.routes,

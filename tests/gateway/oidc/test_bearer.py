@@ -73,7 +73,7 @@ class TestBearer:
         [
             ({"aud": "gateway-client"}, "invalid_token"),
             ({"iss": "https://evil.test"}, "unknown_issuer"),
-            ({"exp": int(time.time()) - 3600}, "token_expired"),
+            ({"exp": int(time.time()) - 3600}, "expired"),
             ({"exp": None}, "invalid_token"),
             ({"nbf": int(time.time()) + 3600}, "invalid_token"),
             ({"roles": ["janitor"]}, "no_role_mapping"),
@@ -189,7 +189,7 @@ class TestIntrospection:
             ({"active": False}, "invalid_token"),
             (_active(aud="other"), "invalid_token"),
             (_active(iss="https://evil.test"), "invalid_token"),
-            (_active(exp=int(time.time()) - 3600), "token_expired"),
+            (_active(exp=int(time.time()) - 3600), "expired"),
             (_active(exp=None), "invalid_token"),
             (_active(token_type="refresh_token"), "invalid_token"),
             (_active(roles=["janitor"]), "no_role_mapping"),

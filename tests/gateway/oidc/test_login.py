@@ -97,14 +97,14 @@ class TestStartLogin:
         """?idp= naming no configured issuer is refused and audited as unknown_issuer."""
         response = await gw.browser.get("/_gateway/login?idp=nope")
         assert response.status_code == 400
-        assert gw.reasons("login_failed") == ["unknown_issuer"]
+        assert gw.reasons("login_failure") == ["unknown_issuer"]
 
     async def test_discovery_failure_is_idp_error(self, gw: Gateway, idp: FakeIdP) -> None:
         """A provider whose discovery fails: 502 and an idp_error event."""
         idp.discovery.mock(return_value=httpx.Response(500))
         response = await gw.browser.get("/_gateway/login")
         assert response.status_code == 502
-        assert gw.reasons("login_failed") == ["idp_error"]
+        assert gw.reasons("login_failure") == ["idp_error"]
 
 
 class TestCallbackSuccess:
@@ -125,9 +125,9 @@ class TestCallbackSuccess:
         assert who.user_id == f"{ISSUER}|user-1"
 
     async def test_success_audited(self, gw: Gateway, idp: FakeIdP) -> None:
-        """The login is a login_succeeded event with user, roles and tenant, and no secrets."""
+        """The login is a login_success event with user, roles and tenant, and no secrets."""
         await gw.login(idp)
-        (event,) = [e for e in gw.sink.events if e["event.action"] == "login_succeeded"]
+        (event,) = [e for e in gw.sink.events if e["event.action"] == "login_success"]
         assert event["user.id"] == f"{ISSUER}|user-1"
         assert event["user.roles"] == ["teacher"]
         assert event["organization.id"] == "school-a"
@@ -212,7 +212,7 @@ class TestStateRules:
         await gw.start_login()
         response = await gw.browser.get("/_gateway/callback?state=forged&code=c")
         assert response.status_code == 400
-        assert gw.reasons("login_failed") == ["state_mismatch"]
+        assert gw.reasons("login_failure") == ["state_mismatch"]
         assert idp.token.call_count == 0
 
     async def test_no_login_cookie(self, gw: Gateway, idp: FakeIdP) -> None:
@@ -224,7 +224,7 @@ class TestStateRules:
             "/_gateway/callback", params={"state": _query(location)["state"], "code": code}
         )
         assert response.status_code == 400
-        assert gw.reasons("login_failed") == ["state_mismatch"]
+        assert gw.reasons("login_failure") == ["state_mismatch"]
         await other.aclose()
 
     async def test_state_single_use(self, gw: Gateway, idp: FakeIdP) -> None:
@@ -238,7 +238,7 @@ class TestStateRules:
         replay.cookies.set("__Host-gw_login", old_cookie or "", domain=HOST)
         response = await replay.get("/_gateway/callback", params=params)
         assert response.status_code == 400
-        assert gw.reasons("login_failed") == ["state_mismatch"]
+        assert gw.reasons("login_failure") == ["state_mismatch"]
         await replay.aclose()
 
     async def test_state_expires(self, gw: Gateway, idp: FakeIdP) -> None:
@@ -250,7 +250,7 @@ class TestStateRules:
             "/_gateway/callback", params={"state": _query(location)["state"], "code": code}
         )
         assert response.status_code == 400
-        assert gw.reasons("login_failed") == ["state_mismatch"]
+        assert gw.reasons("login_failure") == ["state_mismatch"]
 
 
 class TestProviderErrors:
@@ -263,7 +263,7 @@ class TestProviderErrors:
             params={"state": _query(location)["state"], "code": code, "iss": "https://evil.test"},
         )
         assert response.status_code == 401
-        assert gw.reasons("login_failed") == ["unknown_issuer"]
+        assert gw.reasons("login_failure") == ["unknown_issuer"]
         assert idp.token.call_count == 0
 
     async def test_matching_iss_parameter_accepted(self, gw: Gateway, idp: FakeIdP) -> None:
@@ -284,8 +284,8 @@ class TestProviderErrors:
             params={"state": _query(location)["state"], "error": "access_denied"},
         )
         assert response.status_code == 401
-        assert gw.reasons("login_failed") == ["idp_error"]
-        event = next(e for e in gw.sink.events if e["event.action"] == "login_failed")
+        assert gw.reasons("login_failure") == ["idp_error"]
+        event = next(e for e in gw.sink.events if e["event.action"] == "login_failure")
         assert "access_denied" in event["error.message"]
 
     async def test_token_endpoint_error(self, gw: Gateway, idp: FakeIdP) -> None:
@@ -293,7 +293,7 @@ class TestProviderErrors:
         idp.token_status = 400
         response = await gw.login(idp)
         assert response.status_code == 401
-        assert gw.reasons("login_failed") == ["idp_error"]
+        assert gw.reasons("login_failure") == ["idp_error"]
 
     async def test_token_endpoint_unreachable(
         self, gw: Gateway, idp: FakeIdP, respx_mock: respx.MockRouter
@@ -302,7 +302,7 @@ class TestProviderErrors:
         idp.token.mock(side_effect=httpx.ConnectError("refused"))
         response = await gw.login(idp)
         assert response.status_code == 401
-        assert gw.reasons("login_failed") == ["idp_error"]
+        assert gw.reasons("login_failure") == ["idp_error"]
 
     async def test_pkce_verifier_sent(self, gw: Gateway, idp: FakeIdP) -> None:
         """The token request carries the verifier matching the challenge (the fake checks)."""
@@ -316,7 +316,7 @@ class TestProviderErrors:
         """A token response without an id_token is invalid_token."""
         idp.token_body = {"access_token": "x", "token_type": "Bearer"}
         await gw.login(idp)
-        assert gw.reasons("login_failed") == ["invalid_token"]
+        assert gw.reasons("login_failure") == ["invalid_token"]
 
 
 def _set(**claims: Any) -> Any:
@@ -359,7 +359,7 @@ class TestIdTokenRules:
             (_set(aud=[CLIENT_ID, "other"]), "invalid_token", "missing_azp"),
             (_set(aud=[CLIENT_ID, "other"], azp="other"), "invalid_token", "wrong_azp"),
             (_set(azp="other"), "invalid_token", "wrong_azp"),
-            (_future(-200, "exp"), "token_expired", "expired"),
+            (_future(-200, "exp"), "expired", "expired"),
             (_set(exp=None), "invalid_token", "missing_exp"),
             (_set(iat=None), "invalid_token", "missing_iat"),
             (_future(200, "iat"), "invalid_token", "iat_in_future"),
@@ -383,8 +383,8 @@ class TestIdTokenRules:
         assert not any(
             c.startswith("__Host-gw_session=v1") for c in response.headers.get_list("set-cookie")
         )
-        assert gw.reasons("login_failed") == [reason]
-        event = next(e for e in gw.sink.events if e["event.action"] == "login_failed")
+        assert gw.reasons("login_failure") == [reason]
+        event = next(e for e in gw.sink.events if e["event.action"] == "login_failure")
         assert detail in event.get("error.message", reason)
 
     async def test_expiry_within_leeway_accepted(self, gw: Gateway, idp: FakeIdP) -> None:
@@ -398,7 +398,7 @@ class TestIdTokenRules:
         """An HS256 token 'signed' with the published RSA key material never verifies."""
         _hmac(idp)
         await gw.login(idp)
-        assert gw.reasons("login_failed") == ["invalid_token"]
+        assert gw.reasons("login_failure") == ["invalid_token"]
 
 
 class TestKeys:
@@ -438,7 +438,7 @@ class TestOversizedSession:
         idp.subject = "x" * 4000
         response = await gw.login(idp)
         assert response.status_code == 401
-        assert gw.reasons("login_failed") == ["session_too_large"]
+        assert gw.reasons("login_failure") == ["session_too_large"]
 
 
 class TestNoRoleMapping:
@@ -447,7 +447,7 @@ class TestNoRoleMapping:
         idp.claims = {"roles": ["janitor"], "tenant": "school-a"}
         response = await gw.login(idp)
         assert response.status_code == 401
-        assert gw.reasons("login_failed") == ["no_role_mapping"]
+        assert gw.reasons("login_failure") == ["no_role_mapping"]
 
 
 class TestReturnPath:
@@ -514,7 +514,7 @@ class TestThrottle:
         response = await gw.browser.get("/_gateway/callback?state=forged&code=c")
         assert response.status_code == 429
         assert int(response.headers["retry-after"]) > 0
-        assert gw.reasons("login_failed")[-1] == "throttled"
+        assert gw.reasons("login_failure")[-1] == "throttled"
         alerts = [e for e in gw.sink.events if e["event.kind"] == "alert"]
         assert len(alerts) == 1
         assert (await gw.browser.get("/_gateway/login")).status_code == 429
@@ -534,5 +534,5 @@ class TestThrottle:
         gw.browser = gw.client("192.0.2.3")
         response = await gw.login(idp)
         assert response.status_code == 429
-        assert gw.reasons("login_failed")[-1] == "throttled"
+        assert gw.reasons("login_failure")[-1] == "throttled"
         await gw.aclose()

@@ -42,6 +42,15 @@ def _logout_token(idp: FakeIdP, **claims: object) -> str:
     return idp.sign({k: v for k, v in base.items() if v is not None})
 
 
+def _backchannel(event: dict[str, object]) -> bool:
+    labels = event.get("labels")
+    return (
+        event["event.action"] == "logout"
+        and isinstance(labels, dict)
+        and labels.get("logout_kind") == "backchannel"
+    )
+
+
 class TestLogout:
     async def test_get_shows_form_only(self, gw: Gateway, idp: FakeIdP) -> None:
         """GET /logout asks for confirmation (a cross-site link cannot log you out)."""
@@ -98,7 +107,7 @@ class TestBackchannelLogout:
         )
         assert response.status_code == 200
         assert (await gw.browser.get("/home")).status_code == 303
-        event = next(e for e in gw.sink.events if e["event.action"] == "backchannel_logout")
+        event = next(e for e in gw.sink.events if _backchannel(e))
         assert event["event.outcome"] == "success"
         assert event["user.id"] == f"{ISSUER}|user-1"
         await other.aclose()
@@ -125,7 +134,7 @@ class TestBackchannelLogout:
         )
         assert response.status_code == 400
         assert (await gw.browser.get("/home")).status_code == 200
-        event = next(e for e in gw.sink.events if e["event.action"] == "backchannel_logout")
+        event = next(e for e in gw.sink.events if _backchannel(e))
         assert event["event.outcome"] == "failure"
 
     async def test_missing_token(self, gw: Gateway) -> None:

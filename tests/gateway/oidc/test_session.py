@@ -245,7 +245,7 @@ class TestSessionAuthenticator:
         assert decoded.refreshed_at == clock()
 
     async def test_refresh_audited(self, tmp_path: Path) -> None:
-        """A re-issued session is a session_refreshed event with the current roles."""
+        """A re-issued session is a session_refresh event with the current roles."""
         clock = Clock()
         auth, c, _, sink = self._auth(tmp_path, clock)
         value = c.encode(_new(c))
@@ -253,7 +253,7 @@ class TestSessionAuthenticator:
         assert sink.actions() == []
         clock.advance(400)
         assert await auth.authenticate(_scope(value)) is not None
-        assert sink.actions() == ["session_refreshed"]
+        assert sink.actions() == ["session_refresh"]
         assert sink.events[0]["user.roles"] == ["teacher"]
         assert sink.events[0]["organization.id"] == "school-a"
 
