@@ -1,8 +1,9 @@
 """What authenticating a request costs: session cookie and bearer token, against anonymous.
 
-Run: ``.venv/bin/python bench/oidc_authn.py``. Each case runs the authenticator directly on a
-prepared ASGI scope (no HTTP), N times, and prints µs per call and the ratio to the baseline
-(a request without credentials, which every authenticator declines) measured in the same run.
+Run: ``.venv/bin/python -m bench.oidc_authn`` (as a module: run by path, ``bench/audit.py``
+would shadow the ``audit`` package). Each case runs the authenticator directly on a prepared
+ASGI scope (no HTTP), N times, and prints µs per call and the ratio to the baseline (a request
+without credentials, which every authenticator declines) measured in the same run.
 """
 
 from __future__ import annotations
