@@ -137,6 +137,11 @@ class Action(StrEnum):
     LOGIN_FAILURE = "login_failure"
     LOGOUT = "logout"
     SESSION_REFRESH = "session_refresh"
+    SESSION_REJECTED = "session_rejected"
+    SESSIONS_REVOKED = "sessions_revoked"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    LOGIN_THROTTLED = "login_throttled"
+    BEARER_THROTTLED = "bearer_throttled"
     BEARER_TOKEN_REJECTED = "bearer_token_rejected"  # noqa: S105 - an action name
     ACCESS_DENIED = "access_denied"
     PERSONAL_DATA_ACCESS = "personal_data_access"
@@ -154,6 +159,7 @@ class Action(StrEnum):
     POLICY_RELOAD_FAILED = "policy_reload_failed"
     ROLE_GRANTED = "role_granted"
     ROLE_REVOKED = "role_revoked"
+    GRANTS_RELOAD_FAILED = "grants_reload_failed"
 
 
 class LoginFailure(StrEnum):
@@ -193,6 +199,11 @@ ACTIONS: Final[dict[str, ActionSpec]] = {
         _spec(Action.LOGOUT, _AUTH, "authentication", "end"),
         _spec(Action.SESSION_REFRESH, _AUTH, "session", "change"),
         _spec(Action.BEARER_TOKEN_REJECTED, _AUTH, "authentication", "denied"),
+        _spec(Action.SESSION_REJECTED, _AUTH, "session", "denied"),
+        _spec(Action.SESSIONS_REVOKED, _AUTH, "session", "end"),
+        _spec(Action.AUTHENTICATION_FAILED, _AUTH, "authentication", "denied"),
+        _spec(Action.LOGIN_THROTTLED, _AUTH, "authentication", "denied"),
+        _spec(Action.BEARER_THROTTLED, _AUTH, "authentication", "denied"),
         _spec(Action.ACCESS_DENIED, _DENIED, "web", "denied"),
         _spec(Action.PERSONAL_DATA_ACCESS, _PD, "web", "access"),
         _spec(Action.UPSTREAM_ERROR, _ERR, "web", "error"),
@@ -209,6 +220,7 @@ ACTIONS: Final[dict[str, ActionSpec]] = {
         _spec(Action.POLICY_RELOAD_FAILED, _BB, "configuration", "error"),
         _spec(Action.ROLE_GRANTED, _BB, "iam", "change"),
         _spec(Action.ROLE_REVOKED, _BB, "iam", "change"),
+        _spec(Action.GRANTS_RELOAD_FAILED, _BB, "configuration", "error"),
     )
 }
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -31,13 +33,21 @@ from audit.processors import Pseudonymise, Pseudonymiser
 from gateway._upstream import create_upstream
 from gateway.app import GatewayApp, Lifecycle, create_app
 from gateway.assertion import AssertionSigner, load_key
-from gateway.authn import Authenticator
 from gateway.headers import MutateHeaders
 from gateway.https import RedirectApp, RedirectTarget
 from gateway.metrics import GatewayMetrics, MetricsApp
+from gateway.oidc import OIDC, new_key
 from gateway.proxy import Forward
 from gateway.server import Listener, run
-from gateway.settings import AuditSettings, Settings, SettingsError, load_settings, with_overrides
+from gateway.settings import (
+    AuditSettings,
+    IssuerSettings,
+    Secret,
+    Settings,
+    SettingsError,
+    load_settings,
+    with_overrides,
+)
 from gateway.tls import build_ssl_context, ensure_self_signed
 from policies import PolicyError, PolicyStore
 from policies._store import DEFAULT_MODEL, DEFAULT_POLICY, DEFAULT_RESOURCES, DEFAULT_TABLE
@@ -46,6 +56,7 @@ from policies._watch import PolicyWatcher
 logger = logging.getLogger("gateway")
 
 JWKS_PATH = "/_gateway/jwks.json"
+DEVIDP_API_AUDIENCE = "platform-api"  # the audience of devidp's access tokens
 UPSTREAM_PROBE_TIMEOUT = 2.0
 POLICY_WATCH_INTERVAL = 2.0
 
@@ -155,7 +166,7 @@ def _policy_samples(store: PolicyStore) -> Iterable[tuple[str, Mapping[str, str]
     yield ("gateway_policy_reloads_total", {"outcome": "failure"}, store.reloads_failed)
 
 
-def build(settings: Settings, *, authenticators: Iterable[Authenticator] = ()) -> Gateway:
+def build(settings: Settings) -> Gateway:
     """Every component, from the settings; raises ValueError/PolicyError naming what is wrong."""
     pipeline = audit_pipeline(settings.audit)
     files = settings.policy
@@ -184,13 +195,18 @@ def build(settings: Settings, *, authenticators: Iterable[Authenticator] = ()) -
     lifecycle.shutdown.append(forward.aclose)
     if settings.policy.watch:
         _watch_policy(store, lifecycle)
+    oidc = OIDC(settings=settings, sink=pipeline) if settings.oidc.issuers else None
+    if oidc is not None:
+        lifecycle.shutdown.append(oidc.aclose)
     app = create_app(
         settings,
         authorizer=store,
         sink=pipeline,
-        forward=MutateHeaders(forward, signer=signer),
-        authenticators=tuple(authenticators),
-        routes=[jwks_route(signer)],
+        forward=MutateHeaders(forward, signer=signer, session_cookie=settings.session.cookie_name),
+        authenticators=oidc.authenticators if oidc else (),
+        routes=[jwks_route(signer), *(oidc.routes if oidc else ())],
+        login_path=oidc.login_path if oidc else None,
+        before_authenticate=oidc.stages() if oidc else (),
         readiness={"upstream": upstream_probe(settings.upstream.url), "audit": pipeline.ready},
         personal_data=store.personal_data,
         lifecycle=lifecycle,
@@ -318,14 +334,40 @@ def _demo_assertion_key(directory: Path) -> Path:
     return path
 
 
+def _demo_secret(path: Path, make: Callable[[], str]) -> str:
+    """A secret kept in the demo state directory, made on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(make())
+    return path.read_text().strip()
+
+
 def demo_settings(config: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
     """Demo mode: self-signed TLS for localhost, a generated assertion key, the demo upstream
-    on its own port, audit events in SQLite under ``var/demo``."""
+    on its own port, the dev identity provider (unless issuers are configured), and audit
+    events in SQLite, all under ``demo.state_dir``."""
     environ = os.environ if environ is None else environ
     settings = load_settings(config, environ={**environ, "GATEWAY_DEMO__ENABLED": "true"})
     state = settings.demo.state_dir
     hosts = settings.server.public_hosts or DEMO_HOSTS
     cert, key = ensure_self_signed(state / "tls", list(hosts))
+    oidc, session = settings.oidc, settings.session
+    if not oidc.issuers:
+        idp = f"http://127.0.0.1:{settings.demo.idp_port}"
+        secret = _demo_secret(state / "devidp-client-secret", lambda: secrets.token_urlsafe(32))
+        issuer = IssuerSettings(
+            discovery_url=f"{idp}/.well-known/openid-configuration",
+            client_id="gateway",
+            client_secret=Secret(secret),
+            claims="devidp",
+            display_name="Demo (dev identity provider)",
+            audiences=(DEVIDP_API_AUDIENCE,),
+        )
+        oidc = replace(oidc, issuers=MappingProxyType({"devidp": issuer}))
+    if not session.keys:
+        session = replace(session, keys=(Secret(_demo_secret(state / "session.key", new_key)),))
+    settings = replace(settings, oidc=oidc, session=session)
     return with_overrides(
         settings,
         server={
@@ -343,38 +385,63 @@ def demo_settings(config: Path | None, environ: Mapping[str, str] | None = None)
     )
 
 
+def _demo_processes(settings: Settings) -> list[subprocess.Popen[bytes]]:
+    """The demo upstream, and the dev identity provider when demo mode configured it."""
+    python = sys.executable
+    host = settings.server.public_hosts[0]
+    processes = [
+        subprocess.Popen(
+            [
+                python,
+                "-m",
+                "demo_upstream",
+                "--port",
+                str(settings.demo.upstream_port),
+                "--jwks-file",
+                str(_write_demo_jwks(settings)),
+                "--issuer",
+                f"https://{host}",
+                "--audience",
+                settings.assertion.audience,
+            ]
+        )
+    ]
+    devidp = settings.oidc.issuers.get("devidp")
+    if devidp is not None and devidp.client_secret is not None:
+        origins = [
+            f"https://{name}:{settings.server.https_port}" for name in settings.server.public_hosts
+        ]
+        command = [python, "-m", "devidp", "--mode", "demo", "--port", str(settings.demo.idp_port)]
+        for origin in origins:
+            command += ["--redirect-uri", f"{origin}/_gateway/callback"]
+            command += ["--post-logout-redirect-uri", f"{origin}/"]
+        environ = {**os.environ, "DEVIDP_CLIENT_SECRET": devidp.client_secret.reveal()}
+        processes.append(subprocess.Popen(command, env=environ))
+    return processes
+
+
 def run_demo(config: Path | None) -> int:
-    """``make run``: the gateway in front of the demo upstream, which it starts and stops."""
+    """``make run``: the gateway in front of the demo upstream, with the dev identity provider;
+    it starts and stops both."""
     try:
         settings = demo_settings(config)
     except SettingsError as exc:
         print(f"invalid setting: {exc}", file=sys.stderr)
         return 2
-    upstream = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "demo_upstream",
-            "--port",
-            str(settings.demo.upstream_port),
-            "--jwks-file",
-            str(_write_demo_jwks(settings)),
-            "--issuer",
-            f"https://{settings.server.public_hosts[0]}",
-            "--audience",
-            settings.assertion.audience,
-        ],
-    )
+    processes = _demo_processes(settings)
     host = settings.server.public_hosts[0]
 
-    def banner(gateway: Gateway) -> None:
+    def banner(_gateway: Gateway) -> None:
         base = f"https://{host}:{settings.server.https_port}"
         print(
             f"\nOnderwijs & Regio gateway (demo) at {base}/\n"
-            f"  health:   {base}/_gateway/health\n"
-            f"  catalogue (public): {base}/activities\n"
-            f"  demo upstream: {settings.upstream.url}\n"
-            f"  certificate: {settings.server.tls_cert_file} (self-signed; expect a warning)\n"
+            f"  log in:    {base}/_gateway/login   (pick a demo person for any role)\n"
+            f"  catalogue: {base}/activities        (public)\n"
+            f"  your data: {base}/api/me            (as a student)\n"
+            f"  health:    {base}/_gateway/health\n"
+            f"  metrics:   http://{settings.server.metrics_host}:{settings.server.metrics_port}/metrics\n"
+            f"  demo upstream {settings.upstream.url}; audit log {settings.audit.sqlite_path}\n"
+            f"  certificate {settings.server.tls_cert_file} is self-signed: expect a warning.\n"
             "Ctrl-C stops it.",
             flush=True,
         )
@@ -382,11 +449,13 @@ def run_demo(config: Path | None) -> int:
     try:
         return start(settings, banner=banner)
     finally:
-        upstream.terminate()
-        try:
-            upstream.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            upstream.kill()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def _write_demo_jwks(settings: Settings) -> Path:

@@ -233,8 +233,13 @@ def create_app(
     lifecycle: Lifecycle | None = None,
     metrics: GatewayMetrics | None = None,
     login_path: str | None = None,
+    before_authenticate: Sequence[Middleware] = (),
 ) -> GatewayApp:
-    """The gateway's ASGI application: every stage configured from ``settings``."""
+    """The gateway's ASGI application: every stage configured from ``settings``.
+
+    ``before_authenticate`` are stages placed after the path stage and before authenticate
+    (the OIDC session-cookie writer and the bearer-token throttle).
+    """
     server = settings.server
     metrics = metrics or GatewayMetrics()
     redirect = RedirectTarget(public_hosts=server.public_hosts, https_port=settings.redirect_port)
@@ -255,6 +260,7 @@ def create_app(
         ),
         Middleware(HostStage, public_hosts=server.public_hosts, ports=sorted(ports)),
         Middleware(PathStage),
+        *before_authenticate,
         Middleware(AuthenticateStage, authenticators=authenticators, sink=sink),
         Middleware(
             AuthorizeStage,

@@ -23,10 +23,14 @@ from gateway.types import ANONYMOUS, ASGIApp, Identity, Receive, Scope, Send, st
 class AuthenticationFailed(AuthenticationRequired):
     """A credential was presented and is not valid; ``reason`` says why (snake_case)."""
 
-    def __init__(self, reason: str, *, action: str = "authentication_failed") -> None:
+    def __init__(
+        self, reason: str, *, action: str = "authentication_failed", audited: bool = False
+    ) -> None:
         super().__init__(reason)
         #: The audit action, e.g. ``bearer_token_rejected`` or ``session_invalid``.
         self.action = action
+        #: The authenticator already emitted a detailed event: the stage adds none.
+        self.audited = audited
 
 
 class Authenticator(Protocol):
@@ -59,17 +63,8 @@ class AuthenticateStage:
                 if found is not None:
                     break
         except AuthenticationFailed as exc:
-            self._sink.emit(
-                request_event(
-                    scope,
-                    action=exc.action,
-                    category=["authentication"],
-                    event_type=["denied"],
-                    outcome="failure",
-                    reason=exc.reason,
-                    **{"http.response.status_code": 401},
-                )
-            )
+            if not exc.audited:
+                self._emit_rejection(scope, exc)
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
@@ -83,3 +78,16 @@ class AuthenticateStage:
             return
         gateway.identity = found or ANONYMOUS
         await self.app(scope, receive, send)
+
+    def _emit_rejection(self, scope: Scope, exc: AuthenticationFailed) -> None:
+        self._sink.emit(
+            request_event(
+                scope,
+                action=exc.action,
+                category=["authentication"],
+                event_type=["denied"],
+                outcome="failure",
+                reason=exc.reason,
+                **{"http.response.status_code": 401},
+            )
+        )

@@ -120,6 +120,8 @@ DEFAULT_IDENTITY_PREFIXES: tuple[str, ...] = (
 )
 #: The gateway's own session cookie: never shown to the upstream.
 DEFAULT_SESSION_COOKIE = "__Host-gw_session"
+#: The gateway's other cookies, never forwarded nor set by the upstream (the login state).
+DEFAULT_OTHER_COOKIES: tuple[str, ...] = ("__Host-gw_login",)
 
 #: Response headers that an upstream's ``Connection`` header can never make us drop.
 _PROTECTED_RESPONSE = frozenset(
@@ -208,20 +210,20 @@ def _header_value(value: str) -> bytes:
     return urllib.parse.quote(value, safe="!#$&'()*+,/:;=?@[]~|^`{}").encode("ascii")
 
 
-def _sets_cookie(name: bytes, value: bytes, cookie_lower: bytes) -> bool:
-    """True for a ``Set-Cookie`` header that sets the gateway's own cookie (any letter case)."""
+def _sets_cookie(name: bytes, value: bytes, cookies_lower: frozenset[bytes]) -> bool:
+    """True for a ``Set-Cookie`` header that sets one of the gateway's own cookies (any case)."""
     return name.lower() == b"set-cookie" and (
-        value.split(b"=", 1)[0].strip().lower() == cookie_lower
+        value.split(b"=", 1)[0].strip().lower() in cookies_lower
     )
 
 
-def _strip_cookie(value: bytes, cookie_lower: bytes) -> bytes:
-    """``value`` without the gateway's cookie, compared in any letter case (upstream frameworks
-    that fold cookie names must not see a look-alike either)."""
+def _strip_cookie(value: bytes, cookies_lower: frozenset[bytes]) -> bytes:
+    """``value`` without the gateway's cookies, compared in any letter case (upstream
+    frameworks that fold cookie names must not see a look-alike either)."""
     kept = [
         part.strip()
         for part in value.split(b";")
-        if part.strip() and part.strip().split(b"=", 1)[0].strip().lower() != cookie_lower
+        if part.strip() and part.strip().split(b"=", 1)[0].strip().lower() not in cookies_lower
     ]
     return b"; ".join(kept)
 
@@ -243,19 +245,23 @@ class MutateHeaders:
         identity_headers: Sequence[str] = DEFAULT_IDENTITY_HEADERS,
         identity_prefixes: Sequence[str] = DEFAULT_IDENTITY_PREFIXES,
         session_cookie: str = DEFAULT_SESSION_COOKIE,
+        other_cookies: Sequence[str] = DEFAULT_OTHER_COOKIES,
     ) -> None:
         for header in (*identity_headers, *identity_prefixes):
             if not header or header != header.strip() or not header.isascii():
                 raise ValueError(f"invalid header name in identity header list: {header!r}")
         if not identity_prefixes or "x-gateway-" not in (p.lower() for p in identity_prefixes):
             raise ValueError("identity_prefixes must include 'x-gateway-' (our own headers)")
-        if not session_cookie or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", session_cookie):
-            raise ValueError("session_cookie must be a valid cookie name")
+        for cookie in (session_cookie, *other_cookies):
+            if not cookie or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", cookie):
+                raise ValueError(f"not a valid cookie name: {cookie!r}")
         self.app = app
         self._signer = signer
         self._drop = frozenset(normalise_name(h.encode()) for h in identity_headers)
         self._drop_prefixes = tuple(normalise_name(p.encode()) for p in identity_prefixes)
-        self._cookie_lower = session_cookie.encode().lower()
+        self._cookies_lower = frozenset(
+            c.encode().lower() for c in (session_cookie, *other_cookies)
+        )
         # Identity headers with their assertion, rebuilt whenever the signer issues a new one.
         self._identity_cache: dict[Identity, tuple[str, list[tuple[bytes, bytes]]]] = {}
 
@@ -265,7 +271,7 @@ class MutateHeaders:
             return
         scope = dict(scope)
         scope["headers"] = self.rewrite(scope)
-        cookie = self._cookie_lower
+        cookie = self._cookies_lower
 
         async def send_guarded(message: Message) -> None:
             if message["type"] == "http.response.start" and any(
@@ -293,7 +299,7 @@ class MutateHeaders:
             if norm in self._drop or norm.startswith(self._drop_prefixes):
                 continue
             if norm == b"cookie":
-                cookies = _strip_cookie(value, self._cookie_lower)
+                cookies = _strip_cookie(value, self._cookies_lower)
                 if cookies:
                     kept.append((name, cookies))
                 continue

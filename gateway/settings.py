@@ -221,6 +221,8 @@ class DemoSettings:
 
     enabled: bool = False
     upstream_port: int = 9000
+    #: The dev identity provider (``devidp``), started by demo mode when no issuer is set.
+    idp_port: int = 9400
     state_dir: Path = Path("var/demo")
 
 

@@ -116,9 +116,9 @@ class BearerAuthenticator:
                 raise NoRoleMapping("token maps to no role")
         except OIDCError as exc:
             self._reject(scope, exc, hashed, idp)
-            # The stage records the 401 as ``authentication_failed``; the detailed
-            # ``bearer_token_rejected`` event (with the token's hash) was emitted above.
-            raise AuthenticationFailed(exc.reason) from exc
+            # The detailed ``bearer_token_rejected`` event (with the token's hash) was
+            # emitted above: the stage adds none.
+            raise AuthenticationFailed(exc.reason, audited=True) from exc
         who = Identity(
             issuer=claims["iss"],
             subject=claims["sub"],
@@ -168,7 +168,7 @@ class BearerAuthenticator:
                 raise NoRoleMapping("token maps to no role")
         except OIDCError as exc:
             self._reject(scope, exc, hashed, idp)
-            raise AuthenticationFailed(exc.reason) from exc
+            raise AuthenticationFailed(exc.reason, audited=True) from exc
         who = Identity(
             issuer=metadata.issuer,
             subject=claims["sub"],

@@ -83,3 +83,20 @@ class TestAuthenticateStage:
         result = await call(stage, with_state(http_scope(scope_type="websocket")))
         assert result.messages == [{"type": "websocket.close", "code": 1008}]
         assert not inner.called
+
+
+class AlreadyAudited:
+    name: ClassVar[str] = "audited"
+
+    async def authenticate(self, scope: Scope) -> Identity | None:
+        raise AuthenticationFailed("invalid_token", audited=True)
+
+
+class TestAuditedRejection:
+    async def test_no_second_event(self) -> None:
+        """An authenticator that audited its rejection itself gets no second event."""
+        sink = MemorySink()
+        stage = AuthenticateStage(Recorder(), authenticators=[AlreadyAudited()], sink=sink)
+        result = await call(stage, with_state(http_scope()))
+        assert result.status == 401
+        assert sink.events == []

@@ -22,6 +22,7 @@ from gateway.headers import (
 )
 from gateway.types import ANONYMOUS, SCOPE_KEY, GatewayState, Identity, StageMissing
 from tests.gateway._apps import upstream_app
+from tests.gateway._asgi import http_scope, with_state
 from tests.gateway._gateway import gateway_app
 from tests.gateway._servers import serve_thread
 
@@ -325,3 +326,17 @@ def _scope(who: Identity, headers: list[tuple[bytes, bytes]] | None = None) -> d
             request_id="req-0001-abcd", client_ip="192.0.2.1", host="gw.example", identity=who
         ),
     }
+
+
+class TestGatewayCookiesNeverForwarded:
+    def test_login_state_cookie_is_stripped(self) -> None:
+        """The OIDC login-state cookie is removed like the session cookie; others stay."""
+        stage = MutateHeaders(_noop, signer=SIGNER)
+        scope = with_state(
+            http_scope(
+                "/x", headers=[("cookie", "__Host-gw_login=v1.x; theme=dark; __HOST-GW_SESSION=y")]
+            ),
+            path="/x",
+            identity=ANONYMOUS,
+        )
+        assert dict(stage.rewrite(scope))[b"cookie"] == b"theme=dark"

@@ -262,10 +262,15 @@ class TestNormaliseHost:
 
 class TestExampleFile:
     def test_shipped_example_is_valid(self) -> None:
-        """config/gateway.example.toml, which the README points to, passes validation."""
+        """config/gateway.example.toml, which the README points to, passes validation once
+        its one secret without a file (the session key) is given."""
         root = Path(__file__).resolve().parents[2]
-        settings = load_settings(root / "config" / "gateway.example.toml", environ={})
+        key = "A" * 43  # 32 bytes in base64url
+        settings = load_settings(
+            root / "config" / "gateway.example.toml", environ={"GATEWAY_SESSION__KEYS": key}
+        )
         assert settings.server.public_hosts == ("platform.example.nl",)
+        assert set(settings.oidc.issuers) == {"surfconext"}
         assert settings.relaxations() == []
 
 
