@@ -1,7 +1,7 @@
 """Review and check the access policy from the files the gateway enforces.
 
     python -m policies review matrix [--format md|csv|html]   role x route x method
-    python -m policies review reach                           who reaches each data category
+    python -m policies review reach [--category b] [--subject pupils]   who reaches what
     python -m policies review diff OLD.csv NEW.csv            what changed, in words
     python -m policies review diff --git REV [REV2]           the same between git revisions
     python -m policies review lint                            risky grants (exit 1 on errors)
@@ -24,7 +24,7 @@ from typing import Final, TextIO
 from policies._evaluator import FastEvaluator
 from policies._reference import ReferenceAuthorizer
 from policies._resources import Resources
-from policies._review import diff_in_words, lint, report_files
+from policies._review import diff_in_words, lint, matrix, reach_markdown, report_files
 from policies._source import PolicySource, load_source, source_from_text
 from policies._store import DEFAULT_MODEL, DEFAULT_POLICY, DEFAULT_RESOURCES, DEFAULT_TABLE
 from policies._table import load_table, run_table
@@ -82,11 +82,23 @@ def _cmd_review(args: argparse.Namespace, out: TextIO) -> int:
         return _EXIT_LINT if errors else 0
     if args.review == "report":
         return _report(source, resources, args.out, check=args.check, out=out)
-    files = report_files(source, resources)
     if args.review == "reach":
-        out.write(files["reach.md"])
-    else:
-        out.write(files[f"matrix.{args.format}"])
+        rows = matrix(FastEvaluator(source, cache_size=0), resources)
+        try:
+            out.write(
+                reach_markdown(
+                    rows,
+                    resources,
+                    title="Who can reach what",
+                    categories=args.category,
+                    subjects=args.subject,
+                )
+            )
+        except ValueError as exc:
+            out.write(f"error: {exc}\n")
+            return _EXIT_ERROR
+        return 0
+    out.write(report_files(source, resources)[f"matrix.{args.format}"])
     return 0
 
 
@@ -172,7 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     kinds = review.add_subparsers(dest="review", required=True)
     shown = kinds.add_parser("matrix", help="permission matrix role x route x method")
     shown.add_argument("--format", choices=("md", "csv", "html"), default="md")
-    kinds.add_parser("reach", help="who can reach each data category and whose data")
+    reach = kinds.add_parser("reach", help="who can reach each data category and whose data")
+    reach.add_argument("--category", action="append", help="a to f; repeat for several")
+    reach.add_argument("--subject", action="append", help="e.g. pupils; repeat for several")
     diff = kinds.add_parser("diff", help="what changed between two policies, in words")
     diff.add_argument("files", nargs="*", help="OLD.csv NEW.csv")
     diff.add_argument("--git", nargs="+", metavar="REV", help="REV [REV2] (default: the file)")

@@ -26,6 +26,7 @@ from policies._decision import (
     EXPLICIT_DENY,
     NO_MATCH,
     POLICY_ERROR,
+    matched_method,
     precheck,
 )
 from policies._source import PolicySource, Rule
@@ -157,7 +158,7 @@ class FastEvaluator:
             refused = precheck(roles=roles, tenant=tenant, method=method, path=path)
             if refused is not None:
                 return refused
-            found = self._match(roles, tenant or "", method, path)
+            found = self._match(roles, tenant or "", matched_method(method), path)
             if self._cache_size and len(path) <= MAX_CACHED_PATH:
                 if len(self._cache) >= self._cache_size:
                     self._cache.clear()
@@ -175,7 +176,7 @@ class FastEvaluator:
             rule
             for rule in self.source.rules
             if rule.role in reachable
-            and rule.method in (method, METHOD_WILDCARD)
+            and rule.method in (matched_method(method), METHOD_WILDCARD)
             and _hit(self._compiled[rule.index], tenant or "", path)
         ]
 

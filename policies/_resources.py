@@ -265,7 +265,12 @@ class Resources:
         return cls(roles=roles, families=families, routes=routes)
 
     def classify(self, method: str, path: str) -> RouteInfo | None:
-        """The route a canonical path belongs to, or ``None`` for an unknown route."""
+        """The route a canonical path belongs to, or ``None`` for an unknown route.
+
+        ``HEAD`` is classified as ``GET`` (it is decided as GET too).
+        """
+        if method == "HEAD":
+            method = "GET"
         end = path.find("/", 1)
         segment = path[1:] if end < 0 else path[1:end]
         candidates = self._index.get((method, segment)) or self._index.get((method, None)) or ()

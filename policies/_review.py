@@ -17,7 +17,7 @@ import csv
 import html
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -165,9 +165,32 @@ def _legend() -> str:
     )
 
 
-def reach_markdown(rows: Sequence[MatrixRow], resources: Resources, *, title: str) -> str:
-    """Who can reach each data category, and who can reach each group's personal data."""
+def reach_markdown(
+    rows: Sequence[MatrixRow],
+    resources: Resources,
+    *,
+    title: str,
+    categories: Collection[str] | None = None,
+    subjects: Collection[str] | None = None,
+) -> str:
+    """Who can reach each data category, and who can reach each group's personal data.
+
+    ``categories`` / ``subjects`` narrow the answer (``None``: all of them, unless the other
+    one is given); unknown names raise ``ValueError``.
+    """
     roles = roles_of(resources)
+    known_subjects = sorted(
+        {s for family in resources.families.values() for s in family.data_subjects}
+    )
+    for name, given, known in (
+        ("category", categories, list(CATEGORIES)),
+        ("data subject", subjects, known_subjects),
+    ):
+        unknown = sorted(set(given or ()) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {name} {', '.join(unknown)}; known: {', '.join(known)}")
+    if categories is None and subjects is None:
+        categories, subjects = list(CATEGORIES), known_subjects
     lines = [f"# {title}", ""]
 
     def section(heading: str, selected: list[MatrixRow]) -> None:
@@ -187,12 +210,15 @@ def reach_markdown(rows: Sequence[MatrixRow], resources: Resources, *, title: st
         lines.append("")
 
     for key, text in CATEGORIES.items():
+        if key not in (categories or ()):
+            continue
         section(
             f"Category {key}: {text}",
             [row for row in rows if key in row.route.family.categories],
         )
-    subjects = sorted({s for family in resources.families.values() for s in family.data_subjects})
-    for subject in subjects:
+    for subject in known_subjects:
+        if subject not in (subjects or ()):
+            continue
         section(
             f"Personal data of {subject.replace('_', ' ')} (someone other than the caller)",
             [
@@ -282,6 +308,19 @@ def _rule_findings(source: PolicySource, resources: Resources) -> list[Finding]:
         ):
             findings.append(
                 Finding("error", "cross_tenant_reach", f"{where}: any tenant, not only the own")
+            )
+        if (
+            rule.effect == "allow"
+            and rule.method in (*_AUDIT_WRITES, "*")
+            and any(re.match(keymatch2_regex(rule.pattern), p) for p in _AUDIT_PATHS)
+        ):
+            findings.append(
+                Finding(
+                    "error",
+                    "audit_deletable",
+                    f"{where}: grants {rule.method} on audit events, even if a deny line "
+                    "blocks it today",
+                )
             )
         if not _rule_routes(rule, resources):
             level = "error" if rule.effect == "allow" else "warning"

@@ -72,6 +72,29 @@ class TestCheck:
         assert "matching lines: none" in text
 
 
+class TestReachCommand:
+    def test_answers_who_reaches_pupils_data(self) -> None:
+        """--subject pupils lists the roles and how far they reach, nothing else."""
+        code, text = _run("review", "reach", "--subject", "pupils")
+        assert code == 0
+        assert "## Personal data of pupils" in text and "## Category" not in text
+        assert "- **teacher**: GET `/api/schools/:tenant/students` (own tenant)" in text
+        assert "**student**" not in text and "**anonymous**" not in text
+
+    def test_answers_per_category(self) -> None:
+        """--category c: only the newsletter route carries communications."""
+        code, text = _run("review", "reach", "--category", "c")
+        assert code == 0
+        assert "- **platform_staff**: POST `/api/admin/newsletters` (yes)" in text
+        assert "Personal data of" not in text
+
+    def test_an_unknown_category_is_an_error(self) -> None:
+        """A typo is not answered with an empty list."""
+        code, text = _run("review", "reach", "--category", "z")
+        assert code == 2
+        assert "unknown category z" in text
+
+
 class TestLintCommand:
     def test_exits_zero_on_the_shipped_policy(self) -> None:
         """The shipped policy passes lint."""

@@ -102,6 +102,21 @@ class TestLint:
         )
         assert ("error", "audit_deletable") in _codes(source, resources)
 
+    def test_a_blocked_grant_to_delete_audit_events_is_still_an_error(
+        self, resources: Resources
+    ) -> None:
+        """An allow line for DELETE on audit events is reported even while a deny blocks it."""
+        source = _with("p, incident_responder, all, /_gateway/audit/*, DELETE, allow\n")
+        assert (
+            FastEvaluator(source)
+            .decide(
+                roles={"incident_responder"}, tenant=None, method="DELETE", path="/_gateway/audit/x"
+            )
+            .reason
+            == "explicit_deny"
+        )
+        assert ("error", "audit_deletable") in _codes(source, resources)
+
     def test_inheritance_deeper_than_pycasbin_follows_is_an_error(
         self, resources: Resources
     ) -> None:
