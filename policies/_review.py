@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from policies._diff import diff_sources
-from policies._evaluator import FastEvaluator
+from policies._evaluator import MAX_HIERARCHY_LEVEL, FastEvaluator, role_closure
 from policies._resources import CATEGORIES, OTHER_TENANT, SAMPLE_TENANT, Resources, Route
 from policies._source import PolicySource, Rule
 from policies._syntax import keymatch2_regex
@@ -48,7 +48,6 @@ ONLY_WITHOUT: Final = "only without tenant"
 NO: Final = "—"
 _AUDIT_PATHS: Final = ("/_gateway/audit", "/_gateway/audit/x1", "/_gateway/audit/x1/x2")
 _AUDIT_WRITES: Final = ("DELETE", "PUT", "PATCH")
-_MAX_INHERITANCE: Final = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,9 +342,13 @@ def _rule_findings(source: PolicySource, resources: Resources) -> list[Finding]:
     return findings
 
 
-def _depth(source: PolicySource, role: str, seen: frozenset[str] = frozenset()) -> int:
-    parents = [link.inherits for link in source.links if link.role == role]
-    return max((1 + _depth(source, p, seen | {role}) for p in parents if p not in seen), default=0)
+def _cut_off(source: PolicySource, evaluator: FastEvaluator, role: str) -> list[str]:
+    """Roles ``role`` inherits through ``g`` lines that pycasbin's depth limit never reaches."""
+    parents: dict[str, set[str]] = {}
+    for link in source.links:
+        parents.setdefault(link.role, set()).add(link.inherits)
+    unbounded = role_closure(parents, role, max_level=len(parents) + 2)
+    return sorted(unbounded - evaluator.closures.get(role, frozenset({role})))
 
 
 def _audit_findings(evaluator: FastEvaluator, resources: Resources) -> list[Finding]:
@@ -429,13 +432,14 @@ def lint(source: PolicySource, resources: Resources) -> list[Finding]:
     findings += _matrix_findings(matrix(evaluator, resources), resources)
     findings += _limited_grant_findings(source, evaluator, resources)
     for name in roles_of(resources):
-        if _depth(source, name) > _MAX_INHERITANCE:
+        cut_off = _cut_off(source, evaluator, name)
+        if cut_off:
             findings.append(
                 Finding(
                     "error",
                     "inheritance_too_deep",
-                    f"{name} inherits through more than {_MAX_INHERITANCE} links; "
-                    "pycasbin ignores the rest",
+                    f"{name} inherits {', '.join(cut_off[:5])} through more than "
+                    f"{MAX_HIERARCHY_LEVEL - 1} links; pycasbin never follows them",
                 )
             )
     used = {rule.role for rule in source.rules} | {link.role for link in source.links}
