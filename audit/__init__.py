@@ -10,7 +10,7 @@ from audit._opensearch import OpenSearchStore
 from audit._pipeline import DEFAULT_FULL_POLICY, AuditPipeline, Metrics
 from audit._sink import AuditSink, Event, MemorySink
 from audit._sqlite import SQLiteStore
-from audit._store import AuditStore, ItemResult, Record, Scope
+from audit._store import AuditStore, ItemResult, Page, Record, Scope
 from audit._stores import opensearch_store, sqlite_store
 from audit.errors import AuditError, AuditUnavailable
 from audit.events import Action, Category, LoginFailure
@@ -30,6 +30,7 @@ __all__ = [
     "MemorySink",
     "Metrics",
     "OpenSearchStore",
+    "Page",
     "Record",
     "SQLiteStore",
     "Scope",

@@ -10,7 +10,8 @@ Deletion and minimisation select ids with ``search`` (``search_after`` paging) a
 ``delete_by_query``/``update_by_query``: they need the reindex module (absent from the
 integration-test distribution the tests run against) and, for minimisation, painless; and
 PITFALLS.md notes ``delete_by_query`` only marks documents and costs merges. Dropping whole
-daily indices (the cheap path for retention) is left to the retention job, which knows holds.
+daily indices is the cheap path: ``delete`` drops an index whole when the scope selects every
+event in it (after blocking writes to it and counting again).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
 
-from audit._store import ItemResult, Record, Scope, require_until, truncate_ip
+from audit._store import ItemResult, Page, Record, Scope, require_until, truncate_ip
 from audit.errors import StoreError, StoreUnavailable
 from audit.events import (
     DEADLETTER_INDEX,
@@ -36,6 +37,7 @@ from audit.events import (
     index_name,
     index_pattern,
     index_template,
+    parse_timestamp,
 )
 
 __all__ = ["OpenSearchStore"]
@@ -173,13 +175,19 @@ class OpenSearchStore:
         results: list[ItemResult | None] = [None] * len(records)
         lines: list[bytes] = []
         sent: list[int] = []
+        heads: dict[str, bytes] = {}  # the action line's start, per UTC day (by timestamp)
         for position, record in enumerate(records):
-            try:
-                index = index_name(self.index_prefix, record.timestamp)
-            except ValueError as exc:
-                results[position] = ItemResult("rejected", f"bad @timestamp: {exc}", "timestamp")
-                continue
-            lines.append(orjson.dumps({"create": {"_index": index, "_id": record.event_id}}))
+            day = record.timestamp[:10] if record.timestamp.endswith("Z") else record.timestamp
+            head = heads.get(day)
+            if head is None:
+                try:
+                    index = index_name(self.index_prefix, record.timestamp)
+                except ValueError as exc:
+                    reason = f"bad @timestamp: {exc}"
+                    results[position] = ItemResult("rejected", reason, "timestamp")
+                    continue
+                head = heads[day] = b'{"create":{"_index":' + orjson.dumps(index) + b',"_id":'
+            lines.append(head + orjson.dumps(record.event_id) + b"}}")
             lines.append(record.document)
             sent.append(position)
         if sent:
@@ -241,14 +249,26 @@ class OpenSearchStore:
     # --- reading and maintenance -----------------------------------------------------------
 
     def search(
-        self, scope: Scope, *, exclude: Sequence[Scope] = (), size: int = 100
+        self,
+        scope: Scope,
+        *,
+        exclude: Sequence[Scope] = (),
+        size: int = 100,
+        newest_first: bool = False,
+        after: Page | None = None,
     ) -> list[dict[str, Any]]:
+        order = "desc" if newest_first else "asc"
+        body: dict[str, Any] = {
+            "query": _query(scope, exclude),
+            "sort": [{"@timestamp": order}, {"event.id": order}],
+            "size": size,
+        }
+        if after is not None:  # dates sort as epoch milliseconds, as the index keeps them
+            millis = int(parse_timestamp(after.timestamp).timestamp() * 1000)
+            body["search_after"] = [millis, after.event_id]
         with _translated():
             response = self._client.search(
-                index=self._pattern,
-                body={"query": _query(scope, exclude), "sort": _SORT, "size": size},
-                ignore_unavailable=True,
-                allow_no_indices=True,
+                index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
             )
         return [hit["_source"] for hit in response["hits"]["hits"]]
 
@@ -262,7 +282,9 @@ class OpenSearchStore:
             )
         return int(response["count"])
 
-    def _hits(self, query: Mapping[str, Any], source: list[str] | bool) -> Iterator[dict[str, Any]]:
+    def _hits(
+        self, query: Mapping[str, Any], source: list[str] | bool, index: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Every matching hit, paged with search_after (no scroll context to leak)."""
         after: list[Any] | None = None
         while True:
@@ -276,7 +298,10 @@ class OpenSearchStore:
                 body["search_after"] = after
             with _translated():
                 response = self._client.search(
-                    index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
+                    index=index or self._pattern,
+                    body=body,
+                    ignore_unavailable=True,
+                    allow_no_indices=True,
                 )
             hits = response["hits"]["hits"]
             yield from hits
@@ -299,17 +324,64 @@ class OpenSearchStore:
         return done
 
     def delete(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
+        """Delete per daily index: a whole index when the scope selects every event in it
+        (cheap: no tombstones, no merges), else the selected documents by id."""
         require_until(scope)
         self.refresh()
-        done, lines = 0, []
-        for hit in list(self._hits(_query(scope, exclude), source=False)):
-            lines.append(orjson.dumps({"delete": {"_index": hit["_index"], "_id": hit["_id"]}}))
-            if len(lines) >= PAGE_SIZE:
-                done += self._bulk_actions(lines)
-                lines = []
-        done += self._bulk_actions(lines)
+        query = _query(scope, exclude)
+        done = 0
+        for index in self._indices():
+            selected = self._count_in(index, query)
+            if selected == 0:
+                continue
+            if selected == self._count_in(index, {"match_all": {}}) and self._drop_whole(
+                index, query
+            ):
+                done += selected
+                continue
+            lines: list[bytes] = []
+            for hit in list(self._hits(query, source=False, index=index)):
+                lines.append(orjson.dumps({"delete": {"_index": index, "_id": hit["_id"]}}))
+                if len(lines) >= PAGE_SIZE:
+                    done += self._bulk_actions(lines)
+                    lines = []
+            done += self._bulk_actions(lines)
         self.refresh()
         return done
+
+    def _indices(self) -> list[str]:
+        with _translated():
+            found = self._client.indices.get(
+                index=self._pattern, ignore_unavailable=True, allow_no_indices=True
+            )
+        return sorted(found)
+
+    def _count_in(self, index: str, query: Mapping[str, Any]) -> int:
+        with _translated():
+            return int(self._client.count(index=index, body={"query": query})["count"])
+
+    def _drop_whole(self, index: str, query: Mapping[str, Any]) -> bool:
+        """Block writes, check again that the scope still selects everything, delete the
+        index. A late event for that day (a replay) meanwhile gets a 403 block, which the
+        shipper retries: after the deletion it lands in a new index, so nothing is lost."""
+        with _translated():
+            self._client.indices.put_settings(index=index, body={"index.blocks.write": True})
+        try:
+            with _translated():
+                self._client.indices.refresh(index=index)
+            if self._count_in(index, query) == self._count_in(index, {"match_all": {}}):
+                with _translated():
+                    self._client.indices.delete(index=index)
+                return True
+        except BaseException:
+            self._unblock(index)
+            raise
+        self._unblock(index)
+        return False
+
+    def _unblock(self, index: str) -> None:
+        with _translated():
+            self._client.indices.put_settings(index=index, body={"index.blocks.write": None})
 
     def minimise(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
         require_until(scope)

@@ -91,6 +91,37 @@ class Metrics:
     oldest_unshipped_age_seconds: float = 0.0
     spool_full: bool = False
 
+    def samples(self) -> list[tuple[str, dict[str, str], float]]:
+        """Prometheus-style samples: (metric name, labels, value); counters end in _total."""
+        out: list[tuple[str, dict[str, str], float]] = [
+            ("audit_queue_depth", {}, self.queue_depth),
+            ("audit_spool_bytes", {}, self.spool_bytes),
+            ("audit_events_emitted_total", {}, self.events_emitted),
+            ("audit_events_spooled_total", {}, self.events_spooled),
+            ("audit_events_shipped_total", {}, self.events_shipped),
+            ("audit_events_duplicate_total", {}, self.events_duplicate),
+            ("audit_retries_total", {}, self.retries),
+            ("audit_dead_letters_total", {}, self.dead_letters),
+            ("audit_oldest_unshipped_age_seconds", {}, self.oldest_unshipped_age_seconds),
+            ("audit_spool_full", {}, float(self.spool_full)),
+        ]
+        for category in Category:
+            out.append(
+                (
+                    "audit_events_dropped_total",
+                    {"category": category.value},
+                    self.drops.get(category.value, 0),
+                )
+            )
+            out.append(
+                (
+                    "audit_events_refused_total",
+                    {"category": category.value},
+                    self.refused.get(category.value, 0),
+                )
+            )
+        return out
+
 
 class AuditPipeline:
     """An :class:`audit.AuditSink` that ships to ``store`` through a durable spool.
@@ -108,7 +139,7 @@ class AuditPipeline:
         spool_dir: str | Path,
         spool_max_bytes: int = 256 * 1024 * 1024,
         fsync: FsyncPolicy = "interval",
-        full_policy: Mapping[Category, FullPolicy] | None = None,
+        full_policy: Mapping[Category, str] | Mapping[str, str] | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
         batch_size: int = DEFAULT_BATCH_SIZE,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
@@ -118,8 +149,11 @@ class AuditPipeline:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         pseudonymise: Pseudonymise | None = None,
     ) -> None:
-        policy = dict(DEFAULT_FULL_POLICY)
-        policy.update(full_policy or {})
+        policy: dict[Category, str] = dict(DEFAULT_FULL_POLICY)
+        for name, value in (full_policy or {}).items():
+            if name not in set(Category):
+                raise ValueError(f"unknown audit category {name!r} in the spool-full policy")
+            policy[Category(name)] = value
         if any(value not in ("block", "drop") for value in policy.values()):
             raise ValueError("spool-full policies are 'block' or 'drop'")
         if max_queue < 1 or batch_size < 1 or batch_bytes < 1 or flush_interval <= 0:
@@ -159,8 +193,12 @@ class AuditPipeline:
         self._drops: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()
         self._unreported_drops: Counter[str] = Counter()
+        self._drop_lock = threading.Lock()  # drops come from any thread; only on that path
         self._head_ns: int | None = None
         self._schema_ready = False
+        self._writer_busy = False
+        self._stop_deadline: float | None = None
+        self._closed = False
 
     # --- the request path ------------------------------------------------------------------
 
@@ -181,8 +219,12 @@ class AuditPipeline:
         if category in self._blocking:
             self._refused[category.value] += 1
             raise AuditUnavailable(f"audit log cannot record a {category.value} event now")
-        self._drops[category.value] += 1
-        self._unreported_drops[category.value] += 1
+        self._count_drop(category)
+
+    def _count_drop(self, category: Category) -> None:
+        with self._drop_lock:
+            self._drops[category.value] += 1
+            self._unreported_drops[category.value] += 1
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -191,7 +233,8 @@ class AuditPipeline:
         await asyncio.to_thread(self.open)
 
     async def aclose(self) -> None:
-        """Stop accepting, spool everything queued, ship for a while, stop."""
+        """Stop accepting, spool everything queued, ship for up to ``close_timeout`` seconds
+        (what is left stays spooled for the next start), stop."""
         await asyncio.to_thread(self.close)
 
     async def ready(self) -> bool:
@@ -201,8 +244,8 @@ class AuditPipeline:
 
     def open(self) -> None:
         """Synchronous :meth:`start`, for scripts and CLIs."""
-        if self._threads:
-            raise RuntimeError("the pipeline is already started")
+        if self._threads or self._closed:
+            raise RuntimeError("a pipeline starts once: it is running or was closed")
         self._spool = Spool(
             directory=self._spool_dir, max_bytes=self._spool_max_bytes, fsync=self._fsync
         )
@@ -217,9 +260,10 @@ class AuditPipeline:
 
     def close(self) -> None:
         """Synchronous :meth:`aclose`."""
+        self._accepting = False
+        self._closed = True
         if not self._threads:
             return
-        self._accepting = False
         self._stopping.set()
         self._wake_writer.set()
         self._wake_shipper.set()
@@ -227,7 +271,9 @@ class AuditPipeline:
             self._space.notify_all()
         writer, shipper = self._threads
         writer.join()
-        shipper.join(self._close_timeout + 1)
+        # No timeout: the shipper gives up after close_timeout plus at most one request's
+        # timeout, and the spool must not be closed under a thread still using it.
+        shipper.join()
         self._threads = []
         if self._spool is not None:
             self._spool.close()  # kept: metrics() still reports what stays spooled
@@ -237,21 +283,17 @@ class AuditPipeline:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             spool = self._spool
-            if not self._queue and spool is not None and spool.is_empty() and self._idle_writer:
+            idle = not self._queue and not self._writer_busy
+            if idle and spool is not None and spool.is_empty():
                 return True
             time.sleep(0.01)
         return False
 
-    @property
-    def _idle_writer(self) -> bool:
-        return not self._writer_busy
-
-    _writer_busy = False
-
     def metrics(self) -> Metrics:
         """Queue depth, spool bytes, counters and the age of the oldest unshipped event."""
         spool = self._spool
-        oldest: int | None = self._head_ns
+        head = spool.head_timestamp() if spool is not None else None
+        oldest = _ns_of(head) if head is not None else None
         if self._queue:
             with contextlib.suppress(IndexError):  # emptied meanwhile by the writer
                 queued = self._queue[0][0]
@@ -311,6 +353,7 @@ class AuditPipeline:
                 if self._stopping.is_set():
                     break
                 self._writer_busy = False
+                spool.sync_if_due()
                 self._report_drops()
                 self._wake_writer.wait(IDLE_WAIT)
                 continue
@@ -345,8 +388,7 @@ class AuditPipeline:
             except (SpoolFull, OSError):
                 self._set_full(True)
             if category not in self._blocking:
-                self._drops[category.value] += 1
-                self._unreported_drops[category.value] += 1
+                self._count_drop(category)
                 return
             self._wake_shipper.set()
             with self._space:
@@ -370,13 +412,15 @@ class AuditPipeline:
         spool = self._spool
         if spool is not None and spool.live_bytes > spool.max_bytes * RESUME_RATIO:
             return
-        counts = dict(self._unreported_drops)
-        self._unreported_drops.clear()
+        with self._drop_lock:
+            counts = dict(self._unreported_drops)
+            self._unreported_drops.clear()
         labels = {f"dropped_{category}": str(n) for category, n in counts.items()}
         try:
             self.emit({"event.action": Action.AUDIT_EVENTS_DROPPED, "labels": labels})
         except AuditUnavailable:
-            self._unreported_drops.update(counts)
+            with self._drop_lock:
+                self._unreported_drops.update(counts)
 
     # --- shipper: spool → store ------------------------------------------------------------
 
@@ -384,11 +428,10 @@ class AuditPipeline:
         ceiling = min(self._backoff_max, self._backoff_base * (2**attempt))
         delay = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
         stop_at = self._stop_deadline
-        if stop_at is not None:
-            delay = min(delay, max(0.0, stop_at - time.monotonic()))
-        time.sleep(delay)
-
-    _stop_deadline: float | None = None
+        if stop_at is None:
+            self._stopping.wait(delay)  # close() cuts a long backoff short
+        else:  # closing: keep pacing the last attempts until the close deadline
+            time.sleep(min(delay, max(0.0, stop_at - time.monotonic())))
 
     def _giving_up(self) -> bool:
         """During close: True once the close timeout has passed."""
@@ -431,6 +474,8 @@ class AuditPipeline:
                 self._backoff(attempt)
                 attempt += 1
         while True:
+            if self._giving_up():  # closing: a backlog stays spooled for the next start
+                return
             batch = spool.read(max_records=self._batch_size, max_bytes=self._batch_bytes)
             if not batch.records and not batch.corrupt:
                 self._head_ns = None

@@ -46,6 +46,7 @@ FsyncPolicy = Literal["always", "interval", "never"]
 DEFAULT_MAX_BYTES: Final = 256 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES: Final = 8 * 1024 * 1024
 DEFAULT_FSYNC_INTERVAL: Final = 1.0
+READ_CHUNK: Final = 256 * 1024
 SEGMENT_SUFFIX: Final = ".seg"
 CURSOR_FILE: Final = "cursor"
 CURSOR_SIZE: Final = 51  # "<20 digits> <20 digits> <8 hex>\n"
@@ -102,6 +103,7 @@ class Spool:
         self._fsync = fsync
         self._fsync_interval = fsync_interval
         self._last_sync = time.monotonic()
+        self._dirty = False
         self._lock = threading.Lock()
         self._sizes: dict[int, int] = {}  # live segment number -> bytes
         self._cursor = self._recover()
@@ -190,13 +192,25 @@ class Spool:
             _fsync_dir(self.directory)
 
     def _maybe_sync(self, fd: int) -> None:
+        self._dirty = True
         if self._fsync == "always":
             os.fsync(fd)
+            self._dirty = False
         elif self._fsync == "interval":
             now = time.monotonic()
             if now - self._last_sync >= self._fsync_interval:
                 os.fsync(fd)
-                self._last_sync = now
+                self._last_sync, self._dirty = now, False
+
+    def sync_if_due(self) -> None:
+        """Under ``interval``: flush records appended since the last sync once the interval
+        has passed, also when no further append comes (the writer calls this when idle)."""
+        with self._lock:
+            if self._fsync == "interval" and self._dirty and self._fd >= 0:
+                now = time.monotonic()
+                if now - self._last_sync >= self._fsync_interval:
+                    os.fsync(self._fd)
+                    self._last_sync, self._dirty = now, False
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -218,7 +232,9 @@ class Spool:
                 continue
             with self._segment_path(position.segment).open("rb") as handle:
                 handle.seek(position.offset)
-                chunk = handle.read(min(size - position.offset, max(max_bytes - taken, 1)))
+                chunk = handle.read(
+                    min(size - position.offset, max(max_bytes - taken, 1), READ_CHUNK)
+                )
             end = chunk.rfind(b"\n") + 1
             if end == 0:  # one record longer than what is left of max_bytes: take it whole
                 with self._segment_path(position.segment).open("rb") as handle:
@@ -239,6 +255,24 @@ class Spool:
         with self._lock:
             self._read = position
         return Batch(records, position, corrupt)
+
+    def head_timestamp(self) -> str | None:
+        """The ``@timestamp`` of the oldest record not yet committed, or None when empty."""
+        with self._lock:
+            position = self._cursor
+            sizes = dict(self._sizes)
+        for number in sorted(n for n in sizes if n >= position.segment):
+            offset = position.offset if number == position.segment else 0
+            if offset >= sizes[number]:
+                continue
+            try:
+                with self._segment_path(number).open("rb") as handle:
+                    handle.seek(offset)
+                    line = handle.readline()
+                return _decode(line).timestamp
+            except (OSError, ValueError):
+                return None
+        return None
 
     def rewind(self) -> None:
         """Read again from the committed cursor (after a failed batch)."""

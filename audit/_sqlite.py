@@ -6,21 +6,25 @@ contract tests look: ``create`` by event id (a second write is a duplicate), doc
 not fit the schema are rejected with a reason (unknown field, wrong type) instead of stored,
 and the same :class:`audit.Scope` selects events. Lists and ``labels`` are stored as JSON
 text. One connection, guarded by a lock: the shipper thread writes, other threads read.
+Several processes may share the file (each with its own spool): a write waits up to
+``BUSY_TIMEOUT`` for the lock, then fails as unavailable and the shipper retries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
-from audit._store import ItemResult, Record, Scope, require_until, truncate_ip
+from audit._store import ItemResult, Page, Record, Scope, require_until, truncate_ip
+from audit.errors import StoreUnavailable
 from audit.events import FIELDS, SQLITE_COLUMNS, Field, field, parse_timestamp
 
 __all__ = ["SQLiteStore"]
@@ -29,6 +33,8 @@ TABLE: Final = "audit_events"
 DEADLETTER_TABLE: Final = "audit_deadletters"
 _INDEXED: Final = ("ts", "user_id", "organization_id", "audit_category", "event_action")
 _COLUMNS: Final = list(SQLITE_COLUMNS.values())
+#: Seconds to wait for another process's write lock (several gateway workers, one file).
+BUSY_TIMEOUT: Final = 10.0
 
 
 def _sql_type(f: Field) -> str:
@@ -164,13 +170,24 @@ def _conditions(scope: Scope) -> tuple[str, list[Any]]:
     return (" AND ".join(parts) or "1 = 1"), params
 
 
+@contextlib.contextmanager
+def _busy_is_unavailable() -> Iterator[None]:
+    """Another process holding the write lock past the timeout: retry later, like a 429."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StoreUnavailable(f"SQLite busy: {exc}") from exc
+
+
 class SQLiteStore:
     """Audit events in one SQLite file (WAL). ``path=":memory:"`` for a throw-away store."""
 
     def __init__(self, *, path: str | Path) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT
+        )
         self._db.row_factory = sqlite3.Row
         self._db.create_function("ip_in", 2, _ip_in, deterministic=True)
         if self.path != ":memory:":
@@ -215,8 +232,8 @@ class SQLiteStore:
             " ON CONFLICT(event_id) DO NOTHING"
         )
         results: list[ItemResult] = []
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, _busy_is_unavailable():
+            self._db.execute("BEGIN IMMEDIATE")  # take the write lock now, not mid-batch
             try:
                 for record in records:
                     try:
@@ -249,12 +266,23 @@ class SQLiteStore:
         return [dict(row) for row in rows]
 
     def search(
-        self, scope: Scope, *, exclude: Sequence[Scope] = (), size: int = 100
+        self,
+        scope: Scope,
+        *,
+        exclude: Sequence[Scope] = (),
+        size: int = 100,
+        newest_first: bool = False,
+        after: Page | None = None,
     ) -> list[dict[str, Any]]:
         where, params = _where(scope, exclude)
+        order, beyond = ("DESC", "<") if newest_first else ("ASC", ">")
+        if after is not None:
+            where += f" AND (ts, event_id) {beyond} (?, ?)"
+            params += [_iso(parse_timestamp(after.timestamp)), after.event_id]
         with self._lock:
             rows = self._db.execute(
-                f"SELECT * FROM {TABLE} WHERE {where} ORDER BY ts, event_id LIMIT ?",
+                f"SELECT * FROM {TABLE} WHERE {where}"
+                f" ORDER BY ts {order}, event_id {order} LIMIT ?",
                 [*params, size],
             ).fetchall()
         return [_from_row(row) for row in rows]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-__all__ = ["AuditStore", "ItemResult", "Record", "Scope", "truncate_ip"]
+__all__ = ["AuditStore", "ItemResult", "Page", "Record", "Scope", "truncate_ip"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,18 @@ class Scope:
                 raise ValueError("scope times must be timezone-aware")
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Where the previous page of a search ended: its last event's time and id."""
+
+    timestamp: str
+    event_id: str
+
+    @classmethod
+    def of(cls, event: Mapping[str, Any]) -> Page:
+        return cls(str(event["@timestamp"]), str(event["event.id"]))
+
+
 def truncate_ip(value: str) -> str:
     """Minimise an address: IPv4 to its /24, IPv6 to its /48 (the network address)."""
     address = ipaddress.ip_address(value)
@@ -98,9 +110,16 @@ class AuditStore(Protocol):
         """Make everything written so far visible to search and count."""
 
     def search(
-        self, scope: Scope, *, exclude: Sequence[Scope] = (), size: int = 100
+        self,
+        scope: Scope,
+        *,
+        exclude: Sequence[Scope] = (),
+        size: int = 100,
+        newest_first: bool = False,
+        after: Page | None = None,
     ) -> list[dict[str, Any]]:
-        """Matching events as flat dicts, oldest first (by @timestamp, then event id)."""
+        """Matching events as flat dicts, oldest first (by @timestamp, then event id) or
+        newest first. For the next page pass ``after=Page.of(last_event_of_this_page)``."""
 
     def count(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
         """How many events match."""

@@ -259,6 +259,7 @@ _SECRET_WORDS = "|".join(
         r"(?:access|refresh|id|session|auth|bearer|csrf|xsrf)?[_-]?token",
         r"authorization|auth|cookie|set[_-]cookie|session(?:[_-]?id)?|sid",
         r"code|code[_-]verifier|assertion|saml[_-]?response|private[_-]?key|otp|pin",
+        r"key|signature|sig",  # API keys in ?key=, signed URLs (X-Amz-Signature, SAS sig=)
     )
 )
 #: A key whose value is always a secret (whole-key match, case-insensitive).
@@ -285,6 +286,7 @@ def _may_hold_secret(lower: str) -> bool:
         or "token" in lower or "auth" in lower or "cookie" in lower or "session" in lower
         or "sid" in lower or "code" in lower or "assertion" in lower or "saml" in lower
         or "otp" in lower or "pin" in lower or "eyj" in lower or "bearer" in lower
+        or "sig" in lower
         or "basic" in lower or "digest" in lower or "negotiate" in lower
     )  # fmt: skip
 

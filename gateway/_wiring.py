@@ -1,88 +1,243 @@
-"""Build the running gateway from settings: components, listeners, demo mode.
+"""Build the running gateway from settings: components, listeners, signals, demo mode.
 
-Interim wiring while the policy, audit and forwarding work lands (issues #5, #6 and the
-forwarding half of #3): the authorizer allows only the public routes, audit events are written
-as JSON lines to the ``audit`` logger, and requests that would be forwarded are answered 502.
-Each is replaced by the real component as it lands.
+Everything is built once, before the first request: the audit pipeline (spool + store), the
+policy store (which refuses to start on a broken policy), the assertion signer, the upstream
+client and the stages. SIGHUP and file changes reload the policy; SIGTERM drains in-flight
+requests, then flushes the audit queue.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import os
+import subprocess
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
-from gateway.app import GatewayApp, create_app
-from gateway.errors import UpstreamUnavailable
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from audit import AuditPipeline, AuditStore, Category, opensearch_store, sqlite_store
+from audit._pipeline import FullPolicy
+from audit.processors import Pseudonymise, Pseudonymiser
+from gateway._upstream import create_upstream
+from gateway.app import GatewayApp, Lifecycle, create_app
+from gateway.assertion import AssertionSigner, load_key
+from gateway.authn import Authenticator
+from gateway.headers import MutateHeaders
 from gateway.https import RedirectApp, RedirectTarget
 from gateway.metrics import GatewayMetrics, MetricsApp
-from gateway.pages import send_error
+from gateway.proxy import Forward
 from gateway.server import Listener, run
-from gateway.settings import Settings, SettingsError, load_settings, with_overrides
+from gateway.settings import AuditSettings, Settings, SettingsError, load_settings, with_overrides
 from gateway.tls import build_ssl_context, ensure_self_signed
-from gateway.types import Decision, Receive, Scope, Send, state
+from policies import PolicyError, PolicyStore
+from policies._store import DEFAULT_MODEL, DEFAULT_POLICY, DEFAULT_RESOURCES, DEFAULT_TABLE
+from policies._watch import PolicyWatcher
 
 logger = logging.getLogger("gateway")
-audit_logger = logging.getLogger("audit")
 
-PUBLIC_GET = ("/", "/activities", "/_gateway/health", "/_gateway/ready")
-
-
-class PublicRoutesOnly:
-    """Interim authorizer: GET/HEAD of the public catalogue and health endpoints, nothing else."""
-
-    def decide(
-        self, *, roles: Collection[str], tenant: str | None, method: str, path: str
-    ) -> Decision:
-        if method in ("GET", "HEAD") and (
-            path in PUBLIC_GET or (path.startswith("/activities/") and path.count("/") == 2)
-        ):
-            return Decision(allowed=True, reason="allowed", rule="interim_public_routes")
-        return Decision(allowed=False, reason="no_matching_rule")
+JWKS_PATH = "/_gateway/jwks.json"
+UPSTREAM_PROBE_TIMEOUT = 2.0
+POLICY_WATCH_INTERVAL = 2.0
 
 
-class LogSink:
-    """Interim audit sink: one JSON line per event on the ``audit`` logger."""
+@dataclass
+class Gateway:
+    """The built gateway and the parts that signals and shutdown need to reach."""
 
-    def emit(self, event: Mapping[str, Any]) -> None:
-        audit_logger.info(json.dumps(dict(event), default=str, sort_keys=True))
+    app: GatewayApp
+    listeners: list[Listener]
+    policy: PolicyStore
+    audit: AuditPipeline
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+    def reload_policy(self) -> None:
+        """SIGHUP: reload in a thread (reading and checking files blocks)."""
+        asyncio.get_running_loop().run_in_executor(None, self.policy.reload)
 
 
-async def not_forwarding(scope: Scope, receive: Receive, send: Send) -> None:
-    await send_error(
-        scope, send, UpstreamUnavailable("forwarding_not_wired"), state(scope).request_id
+def audit_store(settings: AuditSettings) -> AuditStore:
+    if settings.store == "sqlite":
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        return sqlite_store(path=settings.sqlite_path)
+    password = settings.opensearch_password.reveal() if settings.opensearch_password else None
+    return opensearch_store(
+        url=list(settings.opensearch_urls),
+        index_prefix=settings.index_prefix,
+        username=settings.opensearch_username,
+        password=password,
+        ca_certs=str(settings.opensearch_ca_file) if settings.opensearch_ca_file else None,
+        shards=settings.shards,
+        replicas=settings.replicas,
     )
 
 
-def build(settings: Settings) -> tuple[GatewayApp, list[Listener]]:
+def audit_pipeline(settings: AuditSettings) -> AuditPipeline:
+    pseudonymise = None
+    if settings.pseudonym_key is not None and settings.pseudonymise_fields:
+        pseudonymise = Pseudonymise(
+            pseudonymiser=Pseudonymiser(key=settings.pseudonym_key.reveal().encode()),
+            fields=settings.pseudonymise_fields,
+        )
+    return AuditPipeline(
+        store=audit_store(settings),
+        spool_dir=settings.spool_dir,
+        spool_max_bytes=settings.spool_max_bytes,
+        fsync=settings.fsync,
+        full_policy={
+            Category(name): cast(FullPolicy, value)
+            for name, value in settings.full_policy().items()
+        },
+        pseudonymise=pseudonymise,
+    )
+
+
+def assertion_signer(settings: Settings) -> AssertionSigner:
+    keys = []
+    for path in settings.assertion.key_files:
+        try:
+            keys.append(load_key(path.read_bytes()))
+        except OSError as exc:
+            raise ValueError(f"assertion.key_files: cannot read {path} ({exc.strerror})") from exc
+        except ValueError as exc:
+            raise ValueError(f"assertion.key_files: {path}: {exc}") from exc
+    issuer = settings.assertion.issuer or f"https://{settings.server.public_hosts[0]}"
+    return AssertionSigner(
+        keys=keys,
+        issuer=issuer,
+        audience=settings.assertion.audience,
+        lifetime=int(settings.assertion.lifetime),
+    )
+
+
+def upstream_probe(url: str) -> Callable[[], Any]:
+    """Readiness: a TCP connection to the upstream opens in time."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+
+    async def probe() -> bool:
+        try:
+            _reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), UPSTREAM_PROBE_TIMEOUT
+            )
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
+
+    return probe
+
+
+def jwks_route(signer: AssertionSigner) -> Route:
+    async def jwks(_request: Request) -> Response:
+        """The public keys of the identity assertion, for the upstream to verify it."""
+        return Response(
+            signer.jwks_json(),
+            media_type="application/jwk-set+json",
+            headers={"cache-control": "public, max-age=300"},
+        )
+
+    return Route(JWKS_PATH, jwks, methods=["GET", "HEAD"])
+
+
+def _policy_samples(store: PolicyStore) -> Iterable[tuple[str, Mapping[str, str], float]]:
+    yield ("gateway_policy_reloads_total", {"outcome": "success"}, store.reloads_succeeded)
+    yield ("gateway_policy_reloads_total", {"outcome": "failure"}, store.reloads_failed)
+
+
+def build(settings: Settings, *, authenticators: Iterable[Authenticator] = ()) -> Gateway:
+    """Every component, from the settings; raises ValueError/PolicyError naming what is wrong."""
+    pipeline = audit_pipeline(settings.audit)
+    files = settings.policy
+    store = PolicyStore(
+        model_path=files.model_file or DEFAULT_MODEL,
+        policy_path=files.policy_file or DEFAULT_POLICY,
+        resources_path=files.resources_file or DEFAULT_RESOURCES,
+        table_path=files.tests_file or DEFAULT_TABLE,
+        sink=pipeline,
+    )
+    signer = assertion_signer(settings)
+    client = create_upstream(
+        settings.upstream.client,
+        base_url=settings.upstream.url,
+        connect_timeout=float(settings.upstream.connect_timeout),
+        read_timeout=float(settings.upstream.read_timeout),
+        pool_size=settings.upstream.pool_size,
+    )
+    forward = Forward(client=client, audit=pipeline, methods=settings.upstream.methods)
     metrics = GatewayMetrics()
+    metrics.export(lambda: pipeline.metrics().samples())
+    metrics.export(lambda: _policy_samples(store))
+    lifecycle = Lifecycle()
+    lifecycle.startup.append(pipeline.start)
+    lifecycle.shutdown.append(pipeline.aclose)  # runs last: shutdown hooks run in reverse
+    lifecycle.shutdown.append(forward.aclose)
+    if settings.policy.watch:
+        _watch_policy(store, lifecycle)
     app = create_app(
         settings,
-        authorizer=PublicRoutesOnly(),
-        sink=LogSink(),
-        forward=not_forwarding,
+        authorizer=store,
+        sink=pipeline,
+        forward=MutateHeaders(forward, signer=signer),
+        authenticators=tuple(authenticators),
+        routes=[jwks_route(signer)],
+        readiness={"upstream": upstream_probe(settings.upstream.url), "audit": pipeline.ready},
+        personal_data=store.personal_data,
+        lifecycle=lifecycle,
         metrics=metrics,
     )
+    return Gateway(
+        app=app,
+        listeners=listeners(settings, app, metrics),
+        policy=store,
+        audit=pipeline,
+        lifecycle=lifecycle,
+    )
+
+
+def _watch_policy(store: PolicyStore, lifecycle: Lifecycle) -> None:
+    watcher = PolicyWatcher(store, interval=POLICY_WATCH_INTERVAL)
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        tasks.append(asyncio.create_task(watcher.run(stop), name="policy-watcher"))
+
+    async def halt() -> None:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    lifecycle.startup.append(start)
+    lifecycle.shutdown.append(halt)
+
+
+def listeners(settings: Settings, app: GatewayApp, metrics: GatewayMetrics) -> list[Listener]:
     server = settings.server
-    listeners = [_main_listener(settings, app)]
+    found = [_main_listener(settings, app)]
     if server.http_port and not server.allow_plain_http:
         redirect = RedirectTarget(
             public_hosts=server.public_hosts, https_port=settings.redirect_port
         )
-        listeners.append(
+        found.append(
             Listener("http-redirect", RedirectApp(redirect=redirect), server.host, server.http_port)
         )
     if server.metrics_port:
-        listeners.append(
+        found.append(
             Listener(
                 "metrics", MetricsApp(metrics=metrics), server.metrics_host, server.metrics_port
             )
         )
-    return app, listeners
+    return found
 
 
 def _main_listener(settings: Settings, app: GatewayApp) -> Listener:
@@ -102,25 +257,34 @@ def _main_listener(settings: Settings, app: GatewayApp) -> Listener:
     )
 
 
-def _start(settings: Settings) -> int:
+def _configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+def start(settings: Settings, *, banner: Callable[[Gateway], None] | None = None) -> int:
+    _configure_logging()
     for relaxation in settings.relaxations():
         logger.warning("security relaxed by setting: %s", relaxation)
     try:
-        _app, listeners = build(settings)
-    except ValueError as exc:
+        gateway = build(settings)
+    except (ValueError, PolicyError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 2
 
     def announce() -> None:
-        for listener in listeners:
+        for listener in gateway.listeners:
             print(f"gateway {listener.name} listener at {listener.url}", flush=True)
-        main = listeners[0]
-        print(f"health check: {main.url}/_gateway/health", flush=True)
+        if banner is not None:
+            banner(gateway)
 
-    run(listeners, graceful_timeout=float(settings.server.graceful_timeout), started=announce)
+    run(
+        gateway.listeners,
+        graceful_timeout=float(settings.server.graceful_timeout),
+        started=announce,
+        on_hangup=gateway.reload_policy,
+    )
     return 0
 
 
@@ -130,19 +294,39 @@ def run_from_settings(config: Path | None) -> int:
     except SettingsError as exc:
         print(f"invalid setting: {exc}", file=sys.stderr)
         return 2
-    return _start(settings)
+    return start(settings)
 
 
-def run_demo(config: Path | None) -> int:
-    """Demo mode: self-signed certificate for localhost, HTTPS 8443, redirect 8080."""
-    try:
-        settings = load_settings(config, environ={**os.environ, "GATEWAY_DEMO__ENABLED": "true"})
-    except SettingsError as exc:
-        print(f"invalid setting: {exc}", file=sys.stderr)
-        return 2
-    hosts = settings.server.public_hosts or ("localhost", "127.0.0.1")
-    cert, key = ensure_self_signed(settings.demo.state_dir / "tls", list(hosts))
-    settings = with_overrides(
+# --- demo mode --------------------------------------------------------------------------------
+
+DEMO_HOSTS = ("localhost", "127.0.0.1")
+
+
+def _demo_assertion_key(directory: Path) -> Path:
+    path = directory / "assertion-key.pem"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        path.touch(mode=0o600)
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return path
+
+
+def demo_settings(config: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Demo mode: self-signed TLS for localhost, a generated assertion key, the demo upstream
+    on its own port, audit events in SQLite under ``var/demo``."""
+    environ = os.environ if environ is None else environ
+    settings = load_settings(config, environ={**environ, "GATEWAY_DEMO__ENABLED": "true"})
+    state = settings.demo.state_dir
+    hosts = settings.server.public_hosts or DEMO_HOSTS
+    cert, key = ensure_self_signed(state / "tls", list(hosts))
+    return with_overrides(
         settings,
         server={
             "host": "127.0.0.1",
@@ -150,6 +334,62 @@ def run_demo(config: Path | None) -> int:
             "tls_cert_file": cert,
             "tls_key_file": key,
         },
+        upstream={"url": f"http://127.0.0.1:{settings.demo.upstream_port}"},
+        assertion={"key_files": settings.assertion.key_files or (_demo_assertion_key(state),)},
+        audit={
+            "sqlite_path": state / "audit" / "audit.db",
+            "spool_dir": state / "audit" / "spool",
+        },
     )
-    print(f"demo certificate: {cert} (self-signed; your browser will warn)", flush=True)
-    return _start(settings)
+
+
+def run_demo(config: Path | None) -> int:
+    """``make run``: the gateway in front of the demo upstream, which it starts and stops."""
+    try:
+        settings = demo_settings(config)
+    except SettingsError as exc:
+        print(f"invalid setting: {exc}", file=sys.stderr)
+        return 2
+    upstream = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "demo_upstream",
+            "--port",
+            str(settings.demo.upstream_port),
+            "--jwks-file",
+            str(_write_demo_jwks(settings)),
+            "--issuer",
+            f"https://{settings.server.public_hosts[0]}",
+            "--audience",
+            settings.assertion.audience,
+        ],
+    )
+    host = settings.server.public_hosts[0]
+
+    def banner(gateway: Gateway) -> None:
+        base = f"https://{host}:{settings.server.https_port}"
+        print(
+            f"\nOnderwijs & Regio gateway (demo) at {base}/\n"
+            f"  health:   {base}/_gateway/health\n"
+            f"  catalogue (public): {base}/activities\n"
+            f"  demo upstream: {settings.upstream.url}\n"
+            f"  certificate: {settings.server.tls_cert_file} (self-signed; expect a warning)\n"
+            "Ctrl-C stops it.",
+            flush=True,
+        )
+
+    try:
+        return start(settings, banner=banner)
+    finally:
+        upstream.terminate()
+        try:
+            upstream.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            upstream.kill()
+
+
+def _write_demo_jwks(settings: Settings) -> Path:
+    path = settings.demo.state_dir / "jwks.json"
+    path.write_bytes(assertion_signer(settings).jwks_json())
+    return path

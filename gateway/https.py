@@ -96,7 +96,7 @@ class ForwardedResolver:
         host_header = header(scope, b"host")
         host = host_header.decode("latin-1") if host_header is not None else None
         if not self.is_trusted(peer):
-            return (str(peer) if peer else peer_text), scheme, host, False
+            return (str(peer) if peer else None), scheme, host, False
 
         forwarded = _parse_forwarded(scope)
         if forwarded:

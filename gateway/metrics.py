@@ -7,11 +7,13 @@ Labels are bounded: the route family comes from a fixed table, never from the ra
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import ClassVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 
 from gateway.types import SCOPE_KEY, ASGIApp, GatewayState, Message, Receive, Scope, Send
 
@@ -59,30 +61,40 @@ class GatewayMetrics:
         self.in_flight = Gauge(
             "gateway_requests_in_flight", "Requests being handled.", registry=self.registry
         )
-        self.policy_reloads = Counter(
-            "gateway_policy_reloads",
-            "Policy reload attempts by outcome.",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self._audit_gauges: dict[str, Gauge] = {}
-        self._audit_source: Callable[[], Mapping[str, float]] | None = None
 
-    def watch_audit(self, source: Callable[[], Mapping[str, float]]) -> None:
-        """Export the audit pipeline's numbers (queue depth, spool bytes...) at each scrape."""
-        self._audit_source = source
+    def export(self, source: SampleSource) -> None:
+        """Export numbers another component keeps (audit pipeline, policy store) at each
+        scrape: ``source()`` returns (name, labels, value); names ending in ``_total`` are
+        counters, the rest gauges."""
+        self.registry.register(_SampleCollector(source))
 
     def render(self) -> bytes:
-        if self._audit_source is not None:
-            for key, value in self._audit_source().items():
-                gauge = self._audit_gauges.get(key)
-                if gauge is None:
-                    gauge = Gauge(
-                        f"gateway_audit_{key}", f"Audit pipeline: {key}.", registry=self.registry
-                    )
-                    self._audit_gauges[key] = gauge
-                gauge.set(value)
         return generate_latest(self.registry)
+
+
+SampleSource = Callable[[], Iterable[tuple[str, Mapping[str, str], float]]]
+
+
+class _SampleCollector(Collector):
+    def __init__(self, source: SampleSource) -> None:
+        self._source = source
+
+    def describe(self) -> list[Metric]:
+        return []  # names are only known at collection time
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        for name, labels, value in self._source():
+            family = families.get(name)
+            if family is None:
+                keys = sorted(labels)
+                if name.endswith("_total"):
+                    family = CounterMetricFamily(name[: -len("_total")], name, labels=keys)
+                else:
+                    family = GaugeMetricFamily(name, name, labels=keys)
+                families[name] = family
+            family.add_metric([labels[key] for key in sorted(labels)], value)
+        yield from families.values()
 
 
 class MetricsStage:

@@ -70,6 +70,7 @@ def _config(listener: Listener, graceful_timeout: float, log_level: str) -> uvic
         lifespan="on" if listener.lifespan else "off",
         proxy_headers=False,
         server_header=False,
+        date_header=False,  # forwarded responses carry the upstream's Date; never two
         timeout_graceful_shutdown=int(graceful_timeout),
         log_level=log_level,
         access_log=False,
@@ -85,8 +86,12 @@ async def serve(
     graceful_timeout: float = 30.0,
     log_level: str = "info",
     started: Callable[[], None] | None = None,
+    on_hangup: Callable[[], None] | None = None,
 ) -> None:
-    """Serve every listener until a signal (or one of them failing) stops them all."""
+    """Serve every listener until a signal (or one of them failing) stops them all.
+
+    SIGHUP calls ``on_hangup`` (the gateway reloads its policy) when given.
+    """
     servers = [_Server(_config(item, graceful_timeout, log_level)) for item in listeners]
     loop = asyncio.get_running_loop()
 
@@ -98,6 +103,8 @@ async def serve(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop, signum)
+    if on_hangup is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
     tasks = [
         asyncio.create_task(server.serve(), name=item.name)
         for server, item in zip(servers, listeners, strict=True)
@@ -120,7 +127,7 @@ async def serve(
         if not all(server.started for server in servers):
             raise RuntimeError("a listener failed to start (see the log above)")
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
 
 
@@ -130,6 +137,7 @@ def run(
     graceful_timeout: float = 30.0,
     log_level: str = "info",
     started: Callable[[], None] | None = None,
+    on_hangup: Callable[[], None] | None = None,
 ) -> None:
     """Serve on a uvloop event loop until stopped by a signal."""
     import uvloop  # noqa: PLC0415 - only the process that serves needs it
@@ -137,6 +145,10 @@ def run(
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(
             serve(
-                listeners, graceful_timeout=graceful_timeout, log_level=log_level, started=started
+                listeners,
+                graceful_timeout=graceful_timeout,
+                log_level=log_level,
+                started=started,
+                on_hangup=on_hangup,
             )
         )

@@ -20,6 +20,8 @@ Anything that relaxes security is a setting of its own, off by default, and list
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import os
@@ -30,6 +32,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
@@ -109,6 +112,7 @@ ONE_YEAR = Duration(365 * 86400)
 DEFAULT_GRACEFUL_TIMEOUT = Duration(30)
 DEFAULT_CONNECT_TIMEOUT = Duration(5)
 DEFAULT_READ_TIMEOUT = Duration(30)
+DEFAULT_ASSERTION_LIFETIME = Duration(60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,67 @@ class UpstreamSettings:
     read_timeout: Duration = DEFAULT_READ_TIMEOUT
     #: Relaxation: plain http:// to a host that is not on this machine.
     allow_plain_http_remote: bool = False
+    #: The client library: aiohttp (measured fastest here, bench/gateway.py) or httpx.
+    client: Literal["aiohttp", "httpx"] = "aiohttp"
+    pool_size: int = 100
+    #: Methods forwarded; TRACE and CONNECT are refused unless listed.
+    methods: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@dataclass(frozen=True, slots=True)
+class AssertionSettings:
+    """The signed identity assertion (``X-Gateway-Assertion``) the upstream can verify."""
+
+    #: PEM private keys (P-256 or Ed25519); the first signs, all are published in the JWKS.
+    #: Every gateway instance needs the same keys. Required outside demo mode.
+    key_files: tuple[Path, ...] = ()
+    #: Defaults to ``https://`` + the first public host.
+    issuer: str | None = None
+    audience: str = "onderwijs-regio-platform"
+    lifetime: Duration = DEFAULT_ASSERTION_LIFETIME
+
+
+AUDIT_CATEGORIES = ("authentication", "access_denied", "personal_data_access", "errors", "backbone")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """Where audit events go: the spool on local disk, then the store."""
+
+    store: Literal["sqlite", "opensearch"] = "sqlite"
+    sqlite_path: Path = Path("var/audit/audit.db")
+    opensearch_urls: tuple[str, ...] = ()
+    opensearch_username: str | None = None
+    #: Secret (or ``opensearch_password_file``).
+    opensearch_password: Secret | None = None
+    opensearch_ca_file: Path | None = None
+    index_prefix: str = ""
+    shards: int = 1
+    replicas: int = 1
+    spool_dir: Path = Path("var/audit/spool")
+    spool_max_bytes: int = 256 * 1024 * 1024
+    fsync: Literal["always", "interval", "never"] = "interval"
+    #: Overrides of the spool-full policy per category, e.g. ``["authentication=drop"]``.
+    spool_full_policy: tuple[str, ...] = ()
+    #: Secret of at least 32 bytes (or ``pseudonym_key_file``) for keyed pseudonyms.
+    pseudonym_key: Secret | None = None
+    pseudonymise_fields: tuple[str, ...] = ()
+
+    def full_policy(self) -> dict[str, str]:
+        """The per-category overrides as a mapping (validated at load)."""
+        return dict(item.split("=", 1) for item in self.spool_full_policy)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """The Casbin files the authorize stage enforces (the shipped ones by default)."""
+
+    model_file: Path | None = None
+    policy_file: Path | None = None
+    resources_file: Path | None = None
+    tests_file: Path | None = None
+    #: Reload when a file changes (SIGHUP always reloads).
+    watch: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,14 +224,129 @@ class DemoSettings:
     state_dir: Path = Path("var/demo")
 
 
+DEFAULT_SCOPES = ("openid", "profile", "email")
+#: Signature algorithms accepted by default: asymmetric only (never ``none``, never HMAC).
+DEFAULT_ALGORITHMS = ("RS256", "PS256", "ES256")
+ALLOWED_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+SESSION_KEY_BYTES = 32
+DEFAULT_LEEWAY = Duration(60)
+DEFAULT_LOGIN_TIMEOUT = Duration(600)
+DEFAULT_METADATA_TTL = Duration(3600)
+DEFAULT_JWKS_REFETCH_COOLDOWN = Duration(30)
+DEFAULT_OIDC_HTTP_TIMEOUT = Duration(10)
+DEFAULT_IDLE_TIMEOUT = Duration(30 * 60)
+DEFAULT_ABSOLUTE_TIMEOUT = Duration(12 * 3600)
+DEFAULT_REFRESH_INTERVAL = Duration(5 * 60)
+DEFAULT_THROTTLE_WINDOW = Duration(5 * 60)
+DEFAULT_THROTTLE_BLOCK = Duration(15 * 60)
+_ISSUER_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_ORIGIN = re.compile(r"https://[a-z0-9.-]+(:[0-9]{1,5})?")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerSettings:
+    """One OIDC identity provider: ``[oidc.issuers.NAME]``."""
+
+    #: ``https://idp.example/.well-known/openid-configuration`` (http:// only on loopback).
+    discovery_url: str = ""
+    client_id: str = ""
+    #: Secret: the client secret (or ``client_secret_file``); none for public clients.
+    client_secret: Secret | None = None
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
+    #: The claim mapping in the claims file to use; defaults to the issuer's name.
+    claims: str = ""
+    #: Shown on the login chooser.
+    display_name: str = ""
+    #: Audiences accepted in bearer access tokens; empty: no bearer tokens from this issuer.
+    audiences: tuple[str, ...] = ()
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    #: Opaque (non-JWT) bearer tokens are checked at this issuer's RFC 7662 introspection
+    #: endpoint. At most one issuer may have it: an opaque token names no issuer, and it must
+    #: never be shown to another one.
+    introspection: bool = False
+
+
+def _no_issuers() -> Mapping[str, IssuerSettings]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class OIDCSettings:
+    """OIDC login and bearer tokens: the issuers, and the files mapping claims to roles."""
+
+    issuers: Mapping[str, IssuerSettings] = field(default_factory=_no_issuers)
+    #: Per-issuer mapping of claims to roles and tenant (``policies/claims.toml``).
+    claims_file: Path = Path("policies/claims.toml")
+    #: Locally granted roles keyed on (issuer, subject) and tenant; reloaded on change.
+    grants_file: Path = Path("policies/grants.toml")
+    #: Origins (``https://host[:port]``, exactly) that login and logout may return to besides
+    #: this gateway's own paths.
+    return_origins: tuple[str, ...] = ()
+    #: Clock skew allowed on exp/iat/nbf.
+    leeway: Duration = DEFAULT_LEEWAY
+    #: How long a login (state, nonce, PKCE verifier) may take.
+    login_timeout: Duration = DEFAULT_LOGIN_TIMEOUT
+    #: Discovery documents and JWKS are refetched after this long.
+    metadata_ttl: Duration = DEFAULT_METADATA_TTL
+    #: At most one JWKS refetch per issuer per this interval on an unknown ``kid``.
+    jwks_refetch_cooldown: Duration = DEFAULT_JWKS_REFETCH_COOLDOWN
+    http_timeout: Duration = DEFAULT_OIDC_HTTP_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """The encrypted session cookie."""
+
+    cookie_name: str = "__Host-gw_session"
+    #: Secret list: base64url AES-256 keys (32 bytes); the first encrypts, all decrypt.
+    #: ``keys_file`` names a file with one key per line.
+    keys: tuple[Secret, ...] = ()
+    idle_timeout: Duration = DEFAULT_IDLE_TIMEOUT
+    absolute_timeout: Duration = DEFAULT_ABSOLUTE_TIMEOUT
+    #: A session used after this long is re-issued (idle clock reset, grants re-read).
+    refresh_interval: Duration = DEFAULT_REFRESH_INTERVAL
+    #: Where revoked sessions are recorded: ``memory`` (one instance) or ``sqlite``.
+    revocation_store: Literal["memory", "sqlite"] = "memory"
+    #: The SQLite file all instances share (required for ``sqlite``).
+    revocation_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleSettings:
+    """Brute-force limits on failed logins and rejected tokens, per client IP and per subject."""
+
+    max_failures: int = 10
+    window: Duration = DEFAULT_THROTTLE_WINDOW
+    block: Duration = DEFAULT_THROTTLE_BLOCK
+    #: Counters kept at most (oldest dropped first): bounded memory.
+    max_tracked: int = 100_000
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    assertion: AssertionSettings = field(default_factory=AssertionSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
+    oidc: OIDCSettings = field(default_factory=OIDCSettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
 
     #: Settings whose values are secrets (``section.key``), accepted with a ``_file`` variant.
-    SECRETS: ClassVar[frozenset[str]] = frozenset({"server.tls_key_password"})
+    #: ``*`` stands for the name of an entry of a table such as ``[oidc.issuers.NAME]``.
+    SECRETS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "server.tls_key_password",
+            "audit.opensearch_password",
+            "audit.pseudonym_key",
+            "oidc.issuers.*.client_secret",
+            "session.keys",
+        }
+    )
 
     def relaxations(self) -> list[str]:
         """Every setting that weakens the closed default, in words for the start-up log."""
@@ -215,8 +395,17 @@ def _merge_file(raw: dict[str, dict[str, tuple[Any, str]]], path: Path) -> None:
     for section, values in data.items():
         if not isinstance(values, dict):
             raise SettingsError(f"{section}: expected a [{section}] table in {path}")
-        for key, value in values.items():
+        for key, value in _flatten(values):
             raw.setdefault(section, {})[key] = (value, str(path))
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """Nested tables (``[oidc.issuers.NAME]``) as keys joined by ``__``, like the environment."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}{NESTING}")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _merge_environment(
@@ -227,7 +416,7 @@ def _merge_environment(
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section, sep, key = rest.partition(NESTING)
-        if not sep or not section or not key or NESTING in key:
+        if not sep or not section or not key or "" in key.split(NESTING):
             raise SettingsError(
                 f"{name}: unknown setting (expected {ENV_PREFIX}<SECTION>{NESTING}<KEY>)"
             )
@@ -261,24 +450,80 @@ def _build_section(
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     kwargs: dict[str, Any] = {}
+    tables: dict[str, dict[str, dict[str, tuple[Any, str]]]] = {}
     for key, (value, source) in values.items():
         setting = f"{section}.{key}"
+        if NESTING in key:
+            table, _, rest = key.partition(NESTING)
+            entry, _, subkey = rest.partition(NESTING)
+            if table not in known or _table_type(hints[table]) is None or not subkey:
+                shown = key.replace(NESTING, ".")
+                raise SettingsError(f"{section}.{shown}: unknown setting (from {source})")
+            tables.setdefault(table, {}).setdefault(entry, {})[subkey] = (value, source)
+            continue
         if key.endswith(FILE_SUFFIX) and f"{section}.{key[: -len(FILE_SUFFIX)]}" in secrets:
             target = key[: -len(FILE_SUFFIX)]
-            kwargs[target] = Secret(_read_secret_file(f"{section}.{target}", value, source))
+            text = _read_secret_file(f"{section}.{target}", value, source)
+            if _is_secret_list(hints.get(target)):
+                kwargs[target] = tuple(
+                    Secret(line.strip()) for line in text.splitlines() if line.strip()
+                )
+            else:
+                kwargs[target] = Secret(text)
             continue
         if key not in known:
             raise SettingsError(f"{setting}: unknown setting (from {source})")
         if setting in secrets:
-            if not isinstance(value, str) or not value:
-                raise SettingsError(f"{setting}: expected a non-empty secret (from {source})")
-            kwargs[key] = Secret(value)
+            kwargs[key] = _secret_value(setting, value, source, hints[key])
             continue
         try:
             kwargs[key] = _convert(value, hints[key])
         except (ValueError, TypeError) as exc:
             raise SettingsError(f"{setting}: {exc} (from {source})") from exc
+    for table, entries in tables.items():
+        entry_cls = _table_type(hints[table])
+        assert entry_cls is not None  # noqa: S101 - checked when the keys were grouped
+        built = {}
+        for entry, entry_values in sorted(entries.items()):
+            prefix = f"{section}.{table}.{entry}"
+            if not _ISSUER_NAME.fullmatch(entry):
+                raise SettingsError(
+                    f"{prefix}: a name of lower-case letters, digits and _ is required"
+                )
+            entry_secrets = frozenset(
+                f"{prefix}.{name.rsplit('.', 1)[1]}"
+                for name in secrets
+                if name.startswith(f"{section}.{table}.*.")
+            )
+            built[entry] = _build_section(prefix, entry_cls, entry_values, entry_secrets)
+        kwargs[table] = MappingProxyType(built)
     return cls(**kwargs)
+
+
+def _table_type(hint: Any) -> type[Any] | None:
+    """The entry class of a ``Mapping[str, SomeSettings]`` field (a table of tables), or None."""
+    if get_origin(hint) is not Mapping:
+        return None
+    entry = get_args(hint)[1]
+    return entry if isinstance(entry, type) and is_dataclass(entry) else None
+
+
+def _is_secret_list(hint: Any) -> bool:
+    return get_origin(hint) is tuple and get_args(hint)[0] is Secret
+
+
+def _secret_value(setting: str, value: Any, source: str, hint: Any) -> Secret | tuple[Secret, ...]:
+    if _is_secret_list(hint):
+        try:
+            items = _as_list(value)
+        except (TypeError, ValueError):
+            items = []
+        if not items or not all(isinstance(item, str) and item for item in items):
+            raise SettingsError(f"{setting}: expected a list of non-empty secrets (from {source})")
+        return tuple(Secret(item) for item in items)
+    if not isinstance(value, str) or not value:
+        raise SettingsError(f"{setting}: expected a non-empty secret (from {source})")
+    return Secret(value)
 
 
 def _read_secret_file(setting: str, value: Any, source: str) -> str:
@@ -429,14 +674,28 @@ def normalise_host(host: str) -> str:
 
 
 def _validate(settings: Settings) -> None:
-    server, upstream = settings.server, settings.upstream
+    _validate_server(settings.server, demo=settings.demo.enabled)
+    _validate_upstream(settings.upstream)
+    if not settings.assertion.key_files and not settings.demo.enabled:
+        raise SettingsError(
+            "assertion.key_files: at least one signing key (PEM, P-256 or Ed25519) is required"
+        )
+    if not 5 <= settings.assertion.lifetime <= 600:
+        raise SettingsError("assertion.lifetime: between 5s and 10m")
+    _validate_audit(settings.audit)
+    _validate_oidc(settings.oidc)
+    _validate_session(settings.session, needed=bool(settings.oidc.issuers))
+    _validate_throttle(settings.throttle)
+
+
+def _validate_server(server: ServerSettings, *, demo: bool) -> None:
     for name in ("https_port", "http_port", "metrics_port"):
         port = getattr(server, name)
         if not 0 <= port <= 65535 or (name == "https_port" and port == 0):
             raise SettingsError(f"server.{name}: {port} is not a valid port")
-    if not server.public_hosts and not settings.demo.enabled:
+    if not server.public_hosts and not demo:
         raise SettingsError("server.public_hosts: at least one public host name is required")
-    if not settings.demo.enabled and not server.allow_plain_http:
+    if not demo and not server.allow_plain_http:
         for name in ("tls_cert_file", "tls_key_file"):
             if getattr(server, name) is None:
                 raise SettingsError(
@@ -445,6 +704,9 @@ def _validate(settings: Settings) -> None:
                 )
     if server.hsts_max_age < ONE_YEAR:
         raise SettingsError("server.hsts_max_age: must be at least one year (365d)")
+
+
+def _validate_upstream(upstream: UpstreamSettings) -> None:
     parts = urlsplit(upstream.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"upstream.url: expected an http(s) URL, got {upstream.url!r}")
@@ -458,6 +720,121 @@ def _validate(settings: Settings) -> None:
     for name in ("connect_timeout", "read_timeout"):
         if getattr(upstream, name) <= 0:
             raise SettingsError(f"upstream.{name}: must be positive")
+    if upstream.pool_size < 1:
+        raise SettingsError("upstream.pool_size: must be at least 1")
+    if not upstream.methods or any(not m.isalpha() or m != m.upper() for m in upstream.methods):
+        raise SettingsError("upstream.methods: upper-case HTTP method names, at least one")
+
+
+def _validate_audit(audit: AuditSettings) -> None:
+    if audit.store == "opensearch":
+        if not audit.opensearch_urls:
+            raise SettingsError("audit.opensearch_urls: required when audit.store is opensearch")
+        for url in audit.opensearch_urls:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise SettingsError(f"audit.opensearch_urls: not an http(s) URL: {url!r}")
+    for item in audit.spool_full_policy:
+        category, sep, policy = item.partition("=")
+        if not sep or category not in AUDIT_CATEGORIES or policy not in ("block", "drop"):
+            raise SettingsError(
+                f"audit.spool_full_policy: {item!r} is not CATEGORY=block|drop "
+                f"(categories: {', '.join(AUDIT_CATEGORIES)})"
+            )
+    if audit.pseudonym_key is not None and len(audit.pseudonym_key.reveal().encode()) < 32:
+        raise SettingsError("audit.pseudonym_key: must be at least 32 bytes")
+    if audit.pseudonymise_fields and audit.pseudonym_key is None:
+        raise SettingsError("audit.pseudonymise_fields: needs audit.pseudonym_key")
+    if audit.spool_max_bytes < 1024 * 1024:
+        raise SettingsError("audit.spool_max_bytes: must be at least 1 MiB")
+
+
+def _validate_oidc(oidc: OIDCSettings) -> None:
+    for name, issuer in oidc.issuers.items():
+        _validate_issuer(f"oidc.issuers.{name}", issuer)
+    introspecting = sorted(name for name, i in oidc.issuers.items() if i.introspection)
+    if len(introspecting) > 1:
+        raise SettingsError(
+            f"oidc.issuers.*.introspection: on for {', '.join(introspecting)}; at most one issuer"
+        )
+    for name in introspecting:
+        issuer = oidc.issuers[name]
+        if issuer.client_secret is None or not issuer.audiences:
+            raise SettingsError(
+                f"oidc.issuers.{name}.introspection: needs client_secret and audiences"
+            )
+    for name in ("leeway", "login_timeout", "metadata_ttl", "jwks_refetch_cooldown"):
+        if getattr(oidc, name) < 0:
+            raise SettingsError(f"oidc.{name}: must not be negative")
+    if oidc.leeway > 300:
+        raise SettingsError("oidc.leeway: at most 5m")
+    if oidc.http_timeout <= 0:
+        raise SettingsError("oidc.http_timeout: must be positive")
+    for origin in oidc.return_origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise SettingsError(
+                f"oidc.return_origins: {origin!r} is not an https://host[:port] origin"
+            )
+
+
+def _validate_issuer(prefix: str, issuer: IssuerSettings) -> None:
+    parts = urlsplit(issuer.discovery_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{prefix}.discovery_url: expected an https:// URL")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise SettingsError(f"{prefix}.discovery_url: must not carry a query or credentials")
+    if _is_remote_plain_http(issuer.discovery_url):
+        raise SettingsError(
+            f"{prefix}.discovery_url: plain http:// is refused except on this machine"
+        )
+    if not issuer.client_id:
+        raise SettingsError(f"{prefix}.client_id: required")
+    if "openid" not in issuer.scopes:
+        raise SettingsError(f"{prefix}.scopes: must include 'openid'")
+    if not issuer.algorithms:
+        raise SettingsError(f"{prefix}.algorithms: at least one algorithm is required")
+    for algorithm in issuer.algorithms:
+        if algorithm not in ALLOWED_ALGORITHMS:
+            allowed = ", ".join(sorted(ALLOWED_ALGORITHMS))
+            raise SettingsError(
+                f"{prefix}.algorithms: {algorithm!r} is not allowed (allowed: {allowed})"
+            )
+
+
+def _validate_session(session: SessionSettings, *, needed: bool) -> None:
+    if not session.cookie_name.startswith("__Host-") or not re.fullmatch(
+        r"[A-Za-z0-9_\-]+", session.cookie_name
+    ):
+        raise SettingsError(
+            "session.cookie_name: must start with __Host- and use letters, digits, _ and -"
+        )
+    if needed and not session.keys:
+        raise SettingsError("session.keys: at least one key is required when issuers are set")
+    for position, key in enumerate(session.keys):
+        try:
+            raw = base64.urlsafe_b64decode(key.reveal() + "=" * (-len(key.reveal()) % 4))
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != SESSION_KEY_BYTES:
+            raise SettingsError(
+                f"session.keys: key {position + 1} is not {SESSION_KEY_BYTES} bytes in base64url"
+            )
+    if session.idle_timeout <= 0 or session.absolute_timeout <= 0:
+        raise SettingsError("session.idle_timeout, absolute_timeout: must be positive")
+    if session.idle_timeout > session.absolute_timeout:
+        raise SettingsError("session.idle_timeout: must not exceed session.absolute_timeout")
+    if not 0 < session.refresh_interval <= session.idle_timeout:
+        raise SettingsError("session.refresh_interval: must be positive and at most idle_timeout")
+    if session.revocation_store == "sqlite" and session.revocation_file is None:
+        raise SettingsError("session.revocation_file: required for the sqlite revocation store")
+
+
+def _validate_throttle(throttle: ThrottleSettings) -> None:
+    if throttle.max_failures < 1:
+        raise SettingsError("throttle.max_failures: must be at least 1")
+    if throttle.window <= 0 or throttle.block <= 0:
+        raise SettingsError("throttle.window, block: must be positive")
+    if throttle.max_tracked < 100:
+        raise SettingsError("throttle.max_tracked: must be at least 100")
 
 
 def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
@@ -473,4 +850,11 @@ def iter_settings(settings: Settings) -> Iterable[tuple[str, Any]]:
     for section in fields(settings):
         value = getattr(settings, section.name)
         for item in fields(value):
-            yield f"{section.name}.{item.name}", getattr(value, item.name)
+            found = getattr(value, item.name)
+            if isinstance(found, Mapping):
+                for entry, entry_value in found.items():
+                    for sub in fields(entry_value):
+                        name = f"{section.name}.{item.name}.{entry}.{sub.name}"
+                        yield name, getattr(entry_value, sub.name)
+                continue
+            yield f"{section.name}.{item.name}", found

@@ -21,7 +21,7 @@ def main() -> int:
     url, prefix, spool_dir, count = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
     store = OpenSearchStore(url=url, index_prefix=prefix, replicas=0)
     pipeline = AuditPipeline(
-        store=store, spool_dir=spool_dir, batch_size=25, flush_interval=0.05, fsync="never"
+        store=store, spool_dir=spool_dir, batch_size=10, flush_interval=0.05, fsync="never"
     )
     pipeline.open()
     for seq in range(count):

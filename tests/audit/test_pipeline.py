@@ -7,9 +7,12 @@ or accounted for as a counted drop under the ``drop`` policy.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -20,9 +23,16 @@ from opensearchpy import OpenSearch
 from audit import AuditUnavailable, Category, OpenSearchStore, Scope
 from audit._spool import Position, _cursor_record
 from audit.events import index_name
+from tests._opensearch import delete_prefixed, new_prefix
 from tests.audit._faults import Cuttable
 from tests.audit.conftest import event, fast_pipeline, seqs_in
-from tools.opensearch_node import Node, free_port
+from tools.opensearch_node import (
+    DEFAULT_VERSION,
+    Node,
+    default_cache_dir,
+    free_port,
+    started_node,
+)
 
 pytestmark = pytest.mark.opensearch
 
@@ -159,6 +169,7 @@ class TestOutage:
                     asyncio.run(asyncio.sleep(0.05))
             assert not pipeline.wait_idle(0.5)  # nothing can ship now
             assert pipeline.metrics().spool_bytes > 0
+            assert pipeline.metrics().oldest_unshipped_age_seconds >= 0.5
             link.restore()
             assert pipeline.wait_idle(60)
         finally:
@@ -166,6 +177,67 @@ class TestOutage:
             link.cut()
         assert pipeline.metrics().retries > 0
         assert seqs_in(os_store) == dict.fromkeys(range(1200), 1)
+
+
+def _listening_pid(port: int) -> int:
+    """The pid of the process listening on 127.0.0.1:port (a node this test started)."""
+    out = subprocess.run(
+        ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    match = re.search(r"pid=(\d+)", out)
+    assert match, f"nothing listens on {port}: {out!r}"
+    return int(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def second_node() -> Iterator[Node]:
+    """A node of our own, to freeze and resume without disturbing the shared one."""
+    with started_node(
+        version=os.environ.get("OPENSEARCH_VERSION", DEFAULT_VERSION),
+        cache_dir=default_cache_dir(),
+        heap="512m",
+        timeout=180,
+    ) as node:
+        yield node
+
+
+class TestFrozenNode:
+    def test_node_frozen_mid_stream_then_resumed(self, second_node: Node, tmp_path: Path) -> None:
+        """The node stops answering (SIGSTOP) while events keep coming, requests time out,
+        and it resumes (SIGCONT): batches it may have half-taken are replayed, and every event
+        is stored exactly once."""
+        prefix = new_prefix()
+        store = OpenSearchStore(url=second_node.url, index_prefix=prefix, replicas=0, timeout=2)
+        pid = _listening_pid(int(second_node.url.rsplit(":", 1)[1]))
+        pipeline = fast_pipeline(store, tmp_path, batch_size=100)
+        pipeline.open()
+        frozen = False
+        try:
+            for seq in range(500):
+                pipeline.emit(event(seq))
+            os.kill(pid, signal.SIGSTOP)
+            frozen = True
+            for seq in range(500, 1500):
+                pipeline.emit(event(seq))
+                if seq % 100 == 0:
+                    asyncio.run(asyncio.sleep(0.05))
+            for _ in range(600):  # wait for at least one timed-out request
+                if pipeline.metrics().retries > 0:
+                    break
+                asyncio.run(asyncio.sleep(0.05))
+            assert pipeline.metrics().retries > 0
+            os.kill(pid, signal.SIGCONT)
+            frozen = False
+            assert pipeline.wait_idle(120)
+        finally:
+            if frozen:
+                os.kill(pid, signal.SIGCONT)
+            pipeline.close()
+        try:
+            assert seqs_in(store) == dict.fromkeys(range(1500), 1)
+        finally:
+            delete_prefixed(store._client, prefix)
+            store.close()
 
 
 class TestPartialFailures:
@@ -206,7 +278,7 @@ class TestPartialFailures:
         try:
             for seq in range(60):
                 pipeline.emit(event(seq, **({"@timestamp": day} if seq % 3 == 0 else {})))
-            for _ in range(200):
+            for _ in range(1500):  # up to 30 s on a loaded machine
                 if pipeline.metrics().retries >= 20 and pipeline.metrics().events_shipped == 40:
                     break
                 asyncio.run(asyncio.sleep(0.02))
@@ -288,8 +360,9 @@ class TestSpoolFull:
         assert all(seq % 2 == 0 for seq in lost)
         assert len(lost) == dropped
         os_store.refresh()
-        [alert] = os_store.search(Scope(actions=["audit_events_dropped"]))
-        assert alert["labels"]["dropped_access_denied"] == str(dropped)
+        alerts = os_store.search(Scope(actions=["audit_events_dropped"]))
+        assert alerts  # one, or more when drops came in separate spells
+        assert sum(int(a["labels"]["dropped_access_denied"]) for a in alerts) == dropped
 
 
 class TestKilled:
@@ -311,7 +384,7 @@ class TestKilled:
         killed_at = None
         for line in child.stdout:
             metrics = orjson.loads(line)
-            if metrics["events_spooled"] == total and metrics["events_shipped"] >= 100:
+            if metrics["events_spooled"] == total and metrics["events_shipped"] >= 10:
                 child.send_signal(signal.SIGKILL)
                 killed_at = metrics["events_shipped"]
                 break

@@ -115,6 +115,11 @@ class TestRedactSecrets:
             ('{"client_secret": "s3cr3t"}', "s3cr3t"),
             ("Cookie: gw_session=abcdef; other=1", "abcdef"),
             ("db_password: hunter3", "hunter3"),
+            ("/maps?key=AIzaSyOpaqueKey123&q=x", "AIzaSyOpaqueKey123"),
+            ("/f.pdf?X-Amz-Signature=abcdef0123&X-Amz-Date=1", "abcdef0123"),
+            ("/blob?sv=2020&sig=Base64Sig%3D", "Base64Sig%3D"),
+            ("?client_assertion=opaqueAssertion1", "opaqueAssertion1"),
+            ("?SAMLResponse=PHNhbWw%2B", "PHNhbWw%2B"),
         ],
     )
     def test_secrets_in_text_redacted(self, text: str, secret: str) -> None:

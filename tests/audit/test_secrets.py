@@ -11,6 +11,7 @@ from opensearchpy import OpenSearch
 
 from audit import OpenSearchStore
 from tests.audit.conftest import fast_pipeline
+from tools.opensearch_node import free_port
 
 pytestmark = pytest.mark.opensearch
 
@@ -81,3 +82,15 @@ class TestSecretsCorpus:
                 body={"query": {"query_string": {"query": f'"{secret}"', "lenient": True}}},
             )["count"]
             assert found == 0, secret
+
+    def test_no_secret_on_disk_while_store_away(self, tmp_path: Path) -> None:
+        """Redaction happens before the spool: during an outage no secret is written to disk."""
+        away = OpenSearchStore(url=f"http://127.0.0.1:{free_port()}", timeout=1)
+        pipeline = fast_pipeline(away, tmp_path, close_timeout=0.2)
+        pipeline.open()
+        for event in _events():
+            pipeline.emit(event)
+        pipeline.close()
+        assert pipeline.metrics().spool_bytes > 0
+        on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+        assert [s for s, _, _ in CORPUS if s.encode() in on_disk] == []

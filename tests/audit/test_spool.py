@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,29 @@ class TestLock:
             Spool(directory=tmp_path)
         first.close()
         Spool(directory=tmp_path).close()  # free again once the first is closed
+
+
+class TestFsync:
+    def test_interval_sync_happens_without_a_further_append(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Under `interval`, an idle writer's sync_if_due flushes what the last append left."""
+        synced: list[int] = []
+        real_fsync = os.fsync
+        spool = Spool(directory=tmp_path, fsync="interval", fsync_interval=0.0)
+        spool.append([_line(1)])  # synced at once (interval 0)
+
+        def counting_fsync(fd: int) -> None:
+            synced.append(fd)
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", counting_fsync)
+        spool.sync_if_due()
+        assert synced == []  # nothing new since the last sync
+        spool._fsync_interval = 3600.0
+        spool.append([_line(2)])  # not yet due: left dirty
+        assert synced == []
+        spool._fsync_interval = 0.0
+        spool.sync_if_due()
+        assert len(synced) == 1
+        spool.close()

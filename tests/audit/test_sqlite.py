@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
-from audit import Scope, SQLiteStore
+import pytest
+
+from audit import Record, Scope, SQLiteStore
+from audit.errors import StoreUnavailable
+from audit.processors import audit_processors, render_json, run_chain
 from tests.audit.conftest import event, fast_pipeline
 
 
@@ -30,3 +35,27 @@ class TestPipelineOnSqlite:
         store = SQLiteStore(path=tmp_path / "audit.db")
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         store.close()
+
+
+class TestSharedFile:
+    def test_locked_by_another_process_is_unavailable(self, tmp_path: Path) -> None:
+        """While another connection holds the write lock, a write fails as unavailable
+        (the shipper retries it) and nothing is half-written."""
+        path = tmp_path / "audit.db"
+        store = SQLiteStore(path=path)
+        store.ensure_schema()
+        store._db.execute("PRAGMA busy_timeout = 50")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        records = [_record(1)]
+        with pytest.raises(StoreUnavailable, match=r"busy|locked"):
+            store.write(records)
+        other.execute("ROLLBACK")
+        other.close()
+        assert [r.status for r in store.write(records)] == ["stored"]
+        store.close()
+
+
+def _record(n: int) -> Record:
+    doc = run_chain(audit_processors(render=False), {"event.action": "logout", "labels": {"n": n}})
+    return Record(doc["event.id"], doc["@timestamp"], render_json(None, "", doc))

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from audit import AuditStore, OpenSearchStore, Record, Scope, SQLiteStore
+from audit import AuditStore, OpenSearchStore, Page, Record, Scope, SQLiteStore
 from audit.processors import EMITTED_NS, audit_processors, render_json, run_chain
 
 BASE = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -151,6 +151,22 @@ class TestSearch:
         """Each scope condition selects the same events in both stores."""
         assert [d["user.id"] for d in loaded.search(scope)] == users
         assert loaded.count(scope) == len(users)
+
+    def test_newest_first(self, loaded: AuditStore) -> None:
+        """newest_first reverses the order."""
+        stamps = [d["@timestamp"] for d in loaded.search(Scope(), newest_first=True)]
+        assert stamps == sorted(stamps, reverse=True) and len(stamps) == 4
+
+    @pytest.mark.parametrize("newest_first", [False, True])
+    def test_pages_cover_everything_once(self, loaded: AuditStore, newest_first: bool) -> None:
+        """Paging with `after` visits every event once, in order."""
+        seen: list[str] = []
+        after = None
+        while page := loaded.search(Scope(), size=3, newest_first=newest_first, after=after):
+            seen += [d["event.id"] for d in page]
+            after = Page.of(page[-1])
+        everything = loaded.search(Scope(), size=100, newest_first=newest_first)
+        assert seen == [d["event.id"] for d in everything] and len(seen) == 4
 
     def test_exclude_removes_held_events(self, loaded: AuditStore) -> None:
         """Events matching an exclude scope (a hold) are left out."""

@@ -42,6 +42,7 @@ def main() -> None:
         environ={
             "GATEWAY_SERVER__PUBLIC_HOSTS": "localhost",
             "GATEWAY_SERVER__TLS_CERT_FILE": cert,
+            "GATEWAY_ASSERTION__KEY_FILES": "/nonexistent/assertion.pem",
             "GATEWAY_SERVER__TLS_KEY_FILE": key,
             "GATEWAY_SERVER__HTTPS_PORT": https_port,
         }

@@ -31,6 +31,7 @@ def settings() -> Settings:
         environ={
             "GATEWAY_SERVER__PUBLIC_HOSTS": "platform.example.nl",
             "GATEWAY_SERVER__TLS_CERT_FILE": "/nonexistent/cert.pem",
+            "GATEWAY_ASSERTION__KEY_FILES": "/nonexistent/assertion.pem",
             "GATEWAY_SERVER__TLS_KEY_FILE": "/nonexistent/key.pem",
         }
     )

@@ -198,3 +198,12 @@ class TestNonHttp:
         result = await call(stage(inner), http_scope(scheme="ws", scope_type="websocket"))
         assert result.messages == [{"type": "websocket.close", "code": 1008}]
         assert not inner.called
+
+
+class TestPeerAddress:
+    @pytest.mark.parametrize("peer", ["testclient", "", "unix:/run/sock"])
+    def test_non_ip_peer_gives_no_client_ip(self, peer: str) -> None:
+        """A peer that is not an IP address yields no client IP (never junk in source.ip)."""
+        client_ip, _, _, trusted = ForwardedResolver().resolve(http_scope(client=(peer, 0)))
+        assert client_ip is None
+        assert trusted is False

@@ -17,7 +17,7 @@ class TestCheckConfig:
         config = tmp_path / "gateway.toml"
         config.write_text(
             '[server]\npublic_hosts = ["platform.example.nl"]\nallow_plain_http = true\n'
-            'tls_key_password = "pa55word-value"\n'
+            'tls_key_password = "pa55word-value"\n[assertion]\nkey_files = ["/k.pem"]\n'
         )
         monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
         assert main(["check-config", "--config", str(config)]) == 0

@@ -21,6 +21,9 @@ BASE = """
 public_hosts = ["platform.example.nl"]
 tls_cert_file = "/etc/gateway/cert.pem"
 tls_key_file = "/etc/gateway/key.pem"
+
+[assertion]
+key_files = ["/etc/gateway/assertion-key.pem"]
 """
 
 
@@ -100,7 +103,7 @@ class TestErrorsNameTheSetting:
 
     def test_unknown_key_in_file(self, tmp_path: Path) -> None:
         """A misspelt key in the file is an error, not silently ignored."""
-        path = _file(tmp_path, BASE + "hsts_maxage = '400d'\n")
+        path = _file(tmp_path, BASE.replace("[assertion]", "hsts_maxage = '400d'\n[assertion]"))
         with pytest.raises(SettingsError, match=r"server\.hsts_maxage: unknown setting"):
             load_settings(path, environ={})
 
@@ -122,7 +125,10 @@ class TestErrorsNameTheSetting:
 
     def test_tls_files_required(self, tmp_path: Path) -> None:
         """HTTPS needs a certificate and key unless plain HTTP is explicitly allowed."""
-        path = _file(tmp_path, '[server]\npublic_hosts = ["a.example"]\n')
+        path = _file(
+            tmp_path,
+            '[server]\npublic_hosts = ["a.example"]\n[assertion]\nkey_files = ["/k.pem"]\n',
+        )
         with pytest.raises(SettingsError, match=r"server\.tls_cert_file: required"):
             load_settings(path, environ={})
         relaxed = load_settings(path, environ={"GATEWAY_SERVER__ALLOW_PLAIN_HTTP": "true"})
@@ -261,3 +267,243 @@ class TestExampleFile:
         settings = load_settings(root / "config" / "gateway.example.toml", environ={})
         assert settings.server.public_hosts == ("platform.example.nl",)
         assert settings.relaxations() == []
+
+
+KEY_A = "A" * 43  # 32 zero-ish bytes in base64url (no padding)
+KEY_B = "B" * 43
+
+ISSUERS = (
+    BASE
+    + f"""
+[oidc.issuers.surf]
+discovery_url = "https://connect.surfconext.nl/.well-known/openid-configuration"
+client_id = "gateway"
+client_secret = "file-secret"
+scopes = ["openid", "profile"]
+claims = "surfconext"
+
+[oidc.issuers.staff]
+discovery_url = "http://127.0.0.1:9400/.well-known/openid-configuration"
+client_id = "gw"
+audiences = ["platform-api"]
+
+[session]
+keys = ["{KEY_A}", "{KEY_B}"]
+idle_timeout = "20m"
+"""
+)
+
+
+class TestIssuers:
+    def test_table_of_issuers_from_file(self, tmp_path: Path) -> None:
+        """Each [oidc.issuers.NAME] table becomes one typed IssuerSettings."""
+        settings = load_settings(_file(tmp_path, ISSUERS), environ={})
+        surf = settings.oidc.issuers["surf"]
+        assert surf.client_id == "gateway"
+        assert surf.client_secret == Secret("file-secret")
+        assert surf.scopes == ("openid", "profile")
+        assert surf.claims == "surfconext"
+        assert settings.oidc.issuers["staff"].audiences == ("platform-api",)
+        assert settings.oidc.issuers["staff"].client_secret is None
+
+    def test_issuer_from_environment(self, tmp_path: Path) -> None:
+        """GATEWAY_OIDC__ISSUERS__NAME__KEY sets one key of one issuer, overriding the file."""
+        settings = load_settings(
+            _file(tmp_path, ISSUERS),
+            environ={
+                "GATEWAY_OIDC__ISSUERS__SURF__CLIENT_ID": "from-env",
+                "GATEWAY_OIDC__ISSUERS__ENTREE__DISCOVERY_URL": "https://entree.example/.wk",
+                "GATEWAY_OIDC__ISSUERS__ENTREE__CLIENT_ID": "e",
+            },
+        )
+        assert settings.oidc.issuers["surf"].client_id == "from-env"
+        assert settings.oidc.issuers["surf"].client_secret == Secret("file-secret")
+        assert settings.oidc.issuers["entree"].discovery_url == "https://entree.example/.wk"
+
+    def test_client_secret_file_variant(self, tmp_path: Path) -> None:
+        """The issuer's client secret may come from a file named by _FILE."""
+        secret = tmp_path / "surf-secret"
+        secret.write_text("from-a-file\n")
+        settings = load_settings(
+            _file(tmp_path, ISSUERS),
+            environ={"GATEWAY_OIDC__ISSUERS__SURF__CLIENT_SECRET_FILE": str(secret)},
+        )
+        assert settings.oidc.issuers["surf"].client_secret == Secret("from-a-file")
+
+    def test_client_secret_never_shown(self, tmp_path: Path) -> None:
+        """check-config output masks the issuer's secret and lists its keys by full name."""
+        settings = load_settings(_file(tmp_path, ISSUERS), environ={})
+        listed = dict(iter_settings(settings))
+        assert "oidc.issuers.surf.client_id" in listed
+        assert "file-secret" not in repr(listed)
+        assert KEY_A not in repr(listed)
+
+    @pytest.mark.parametrize(
+        ("environ", "message"),
+        [
+            ({"GATEWAY_OIDC__ISSUERS__SURF__CLIENTID": "x"}, r"oidc\.issuers\.surf\.clientid"),
+            ({"GATEWAY_OIDC__ISSUERS__SURF__SCOPES": "profile"}, r"scopes: must include"),
+            ({"GATEWAY_OIDC__ISSUERS__SURF__ALGORITHMS": "HS256"}, r"'HS256' is not allowed"),
+            ({"GATEWAY_OIDC__ISSUERS__SURF__ALGORITHMS": "none"}, r"'none' is not allowed"),
+            (
+                {"GATEWAY_OIDC__ISSUERS__SURF__DISCOVERY_URL": "http://idp.example/x"},
+                r"plain http:// is refused",
+            ),
+            ({"GATEWAY_OIDC__ISSUERS__BAD-NAME__CLIENT_ID": "x"}, r"a name of lower-case"),
+            ({"GATEWAY_OIDC__ISSUERS__NEW__CLIENT_ID": "x"}, r"new\.discovery_url: expected"),
+            ({"GATEWAY_SERVER__HOST__X": "x"}, r"server\.host\.x: unknown setting"),
+        ],
+    )
+    def test_bad_issuer_settings(
+        self, tmp_path: Path, environ: dict[str, str], message: str
+    ) -> None:
+        """Each bad issuer setting is an error naming it."""
+        with pytest.raises(SettingsError, match=message):
+            load_settings(_file(tmp_path, ISSUERS), environ=environ)
+
+
+class TestSessionSettings:
+    def test_defaults(self, tmp_path: Path) -> None:
+        """The cookie is __Host- prefixed; idle and absolute timeouts have closed defaults."""
+        session = load_settings(_file(tmp_path), environ={}).session
+        assert session.cookie_name == "__Host-gw_session"
+        assert float(session.idle_timeout) == 1800
+        assert float(session.absolute_timeout) == 12 * 3600
+
+    def test_keys_are_a_secret_list(self, tmp_path: Path) -> None:
+        """Several keys, in order (the first encrypts), held as secrets."""
+        session = load_settings(_file(tmp_path, ISSUERS), environ={}).session
+        assert session.keys == (Secret(KEY_A), Secret(KEY_B))
+        assert KEY_A not in repr(session)
+
+    def test_keys_from_environment_list(self, tmp_path: Path) -> None:
+        """GATEWAY_SESSION__KEYS is a comma-separated or JSON list."""
+        session = load_settings(
+            _file(tmp_path), environ={"GATEWAY_SESSION__KEYS": f"{KEY_B},{KEY_A}"}
+        ).session
+        assert session.keys == (Secret(KEY_B), Secret(KEY_A))
+
+    def test_keys_file_one_per_line(self, tmp_path: Path) -> None:
+        """GATEWAY_SESSION__KEYS_FILE names a file with one key per line."""
+        keys = tmp_path / "keys"
+        keys.write_text(f"{KEY_A}\n\n{KEY_B}\n")
+        session = load_settings(
+            _file(tmp_path), environ={"GATEWAY_SESSION__KEYS_FILE": str(keys)}
+        ).session
+        assert session.keys == (Secret(KEY_A), Secret(KEY_B))
+
+    def test_keys_required_with_issuers(self, tmp_path: Path) -> None:
+        """Issuers without a session key cannot start."""
+        text = ISSUERS.split("[session]")[0]
+        with pytest.raises(SettingsError, match=r"session\.keys: at least one key"):
+            load_settings(_file(tmp_path, text), environ={})
+
+    @pytest.mark.parametrize(
+        ("environ", "message"),
+        [
+            ({"GATEWAY_SESSION__KEYS": "short"}, r"key 1 is not 32 bytes"),
+            ({"GATEWAY_SESSION__COOKIE_NAME": "gw_session"}, r"must start with __Host-"),
+            ({"GATEWAY_SESSION__IDLE_TIMEOUT": "13h"}, r"must not exceed"),
+            ({"GATEWAY_SESSION__REVOCATION_STORE": "sqlite"}, r"revocation_file: required"),
+            ({"GATEWAY_THROTTLE__MAX_FAILURES": "0"}, r"throttle\.max_failures"),
+            ({"GATEWAY_THROTTLE__MAX_TRACKED": "5"}, r"throttle\.max_tracked"),
+        ],
+    )
+    def test_bad_session_settings(
+        self, tmp_path: Path, environ: dict[str, str], message: str
+    ) -> None:
+        """Each bad session or throttle setting is an error naming it."""
+        with pytest.raises(SettingsError, match=message):
+            load_settings(_file(tmp_path), environ=environ)
+
+
+class TestReturnOrigins:
+    def test_valid(self, tmp_path: Path) -> None:
+        """Exact https origins are accepted."""
+        settings = load_settings(
+            _file(tmp_path),
+            environ={"GATEWAY_OIDC__RETURN_ORIGINS": "https://app.example.nl,https://a.nl:8443"},
+        )
+        assert settings.oidc.return_origins == ("https://app.example.nl", "https://a.nl:8443")
+
+    @pytest.mark.parametrize(
+        "origin", ["http://app.example.nl", "https://app.example.nl/", "https://*.example.nl"]
+    )
+    def test_invalid(self, tmp_path: Path, origin: str) -> None:
+        """Anything but an exact https://host[:port] is refused."""
+        with pytest.raises(SettingsError, match=r"oidc\.return_origins"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_OIDC__RETURN_ORIGINS": origin})
+
+
+class TestIntrospectionSetting:
+    def test_at_most_one_issuer(self, tmp_path: Path) -> None:
+        """Opaque tokens name no issuer: introspection on two issuers is refused."""
+        environ = {
+            "GATEWAY_OIDC__ISSUERS__SURF__INTROSPECTION": "true",
+            "GATEWAY_OIDC__ISSUERS__STAFF__INTROSPECTION": "true",
+            "GATEWAY_OIDC__ISSUERS__STAFF__CLIENT_SECRET": "x",
+        }
+        with pytest.raises(SettingsError, match="at most one issuer"):
+            load_settings(_file(tmp_path, ISSUERS), environ=environ)
+
+    def test_needs_secret_and_audiences(self, tmp_path: Path) -> None:
+        """Introspection needs client credentials and accepted audiences."""
+        with pytest.raises(SettingsError, match="needs client_secret and audiences"):
+            load_settings(
+                _file(tmp_path, ISSUERS),
+                environ={"GATEWAY_OIDC__ISSUERS__SURF__INTROSPECTION": "true"},
+            )
+
+
+class TestAuditSettings:
+    def test_defaults_are_the_embedded_store(self, tmp_path: Path) -> None:
+        """Without settings, audit events go to SQLite through a local spool."""
+        settings = load_settings(_file(tmp_path), environ={})
+        assert settings.audit.store == "sqlite"
+        assert settings.audit.full_policy() == {}
+
+    def test_opensearch_needs_urls(self, tmp_path: Path) -> None:
+        """Choosing OpenSearch without a URL is an error naming the setting."""
+        with pytest.raises(SettingsError, match=r"audit\.opensearch_urls: required"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__STORE": "opensearch"})
+
+    def test_unknown_store(self, tmp_path: Path) -> None:
+        """Only the two stores exist."""
+        with pytest.raises(SettingsError, match=r"audit\.store: expected one of"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__STORE": "elastic"})
+
+    @pytest.mark.parametrize("item", ["authentication", "logins=drop", "errors=maybe"])
+    def test_bad_full_policy(self, tmp_path: Path, item: str) -> None:
+        """Spool-full overrides must name a category and block or drop."""
+        with pytest.raises(SettingsError, match=r"audit\.spool_full_policy"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__SPOOL_FULL_POLICY": item})
+
+    def test_full_policy_override(self, tmp_path: Path) -> None:
+        """A valid override is returned as a mapping."""
+        settings = load_settings(
+            _file(tmp_path), environ={"GATEWAY_AUDIT__SPOOL_FULL_POLICY": "authentication=drop"}
+        )
+        assert settings.audit.full_policy() == {"authentication": "drop"}
+
+    def test_short_pseudonym_key(self, tmp_path: Path) -> None:
+        """A pseudonymisation key shorter than 32 bytes is refused."""
+        with pytest.raises(SettingsError, match=r"audit\.pseudonym_key: must be at least"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__PSEUDONYM_KEY": "short"})
+
+
+class TestAssertionSettings:
+    def test_signing_key_required(self, tmp_path: Path) -> None:
+        """Outside demo mode the identity assertion needs a configured key."""
+        path = _file(tmp_path, BASE.replace('key_files = ["/etc/gateway/assertion-key.pem"]', ""))
+        with pytest.raises(SettingsError, match=r"assertion\.key_files: at least one"):
+            load_settings(path, environ={})
+
+    def test_lifetime_bounds(self, tmp_path: Path) -> None:
+        """An assertion lives between 5 seconds and 10 minutes."""
+        with pytest.raises(SettingsError, match=r"assertion\.lifetime"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_ASSERTION__LIFETIME": "1h"})
+
+    def test_methods_are_checked(self, tmp_path: Path) -> None:
+        """Forwarded methods are upper-case names."""
+        with pytest.raises(SettingsError, match=r"upstream\.methods"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_UPSTREAM__METHODS": "get"})

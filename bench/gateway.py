@@ -1,0 +1,424 @@
+"""Benchmark the forwarding path with wrk: requests/s and p50/p99 latency per contender.
+
+    .venv/bin/python -m bench.gateway [--duration 5] [--rounds 3] [--connections 1 32 128]
+                                      [--app NAME=module:factory ...] [--only NAME ...]
+
+Contenders, all in one run, against the same upstream (nginx answering a small JSON body):
+
+    direct            wrk -> nginx                     (the baseline)
+    forward-aiohttp   wrk -> uvicorn -> Forward(aiohttp client) -> nginx
+    forward-httpx     wrk -> uvicorn -> Forward(httpx client) -> nginx
+    forward+mutate    wrk -> uvicorn -> MutateHeaders -> Forward(aiohttp) -> nginx
+    NAME              wrk -> uvicorn -> your app factory (``--app``), e.g. the full pipeline
+
+Each gateway runs as uvicorn with 1 worker, uvloop and httptools, no access log and no
+uvicorn proxy-headers handling (the gateway decides trust itself). The forward contenders get
+their GatewayState from a minimal stand-in stage (request id, client IP, the path as the
+canonical path, an identity), since the real https/authenticate stages are not what they
+measure. An ``--app`` factory takes no arguments and returns an ASGI app; it reads
+the upstream's URL from the environment variable ``GATEWAY_BENCH_UPSTREAM``.
+
+Runs alternate between contenders in rounds (rotating the order each round); the table shows
+medians over rounds, and ratios to the direct upstream and to forward-aiohttp, measured in
+the same run. Non-2xx answers and socket errors are counted: a contender that answers 502
+quickly is not fast. The last column is the gateway process's CPU time per request (from
+/proc), which other work on a shared machine disturbs far less than requests/s. Every run is
+bounded (``--duration`` seconds). This machine has 2 cores shared by wrk, nginx, the gateway
+and other work, so absolute numbers are noisy; the ratios and CPU per request are the result.
+
+Needs wrk and nginx from Debian: ``apt-get update && apt-get install -y wrk nginx-light``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from audit import MemorySink
+from gateway._upstream import ClientKind, create_upstream
+from gateway.assertion import AssertionSigner, generate_key
+from gateway.headers import MutateHeaders
+from gateway.proxy import Forward
+from gateway.types import SCOPE_KEY, ASGIApp, GatewayState, Identity, Receive, Scope, Send
+
+REPO = Path(__file__).resolve().parents[1]
+UPSTREAM_ENV = "GATEWAY_BENCH_UPSTREAM"
+CLIENT_ENV = "GATEWAY_BENCH_CLIENT"
+PATH = "/activities"
+JSON_BODY = (
+    '{"data":[{"id":"act-1","provider":"org-techniek","title":"Bedrijfsbezoek: robots in de '
+    'fabriek","kind":"company_visit","date":"2027-02-11","places":24},{"id":"act-3","provider"'
+    ':"org-zorg","title":"Gastles: werken in de zorg","kind":"guest_lesson","date":"2027-02-20"'
+    ',"places":30}]}'
+)
+START_TIMEOUT = 20.0
+INSTALL_HINT = "apt-get update && apt-get install -y wrk nginx-light"
+BENCH_IDENTITY = Identity(
+    issuer="https://idp.example",
+    subject="bench-teacher",
+    roles=frozenset({"teacher"}),
+    tenant="school-a",
+    method="session",
+)
+
+
+# --- the apps uvicorn serves (factories, imported by import string) ------------------------
+
+
+class _StandInState:
+    """Writes the GatewayState that the https, path and authenticate stages would write."""
+
+    name = "bench_state"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            scope[SCOPE_KEY] = GatewayState(
+                request_id=uuid.uuid4().hex,
+                client_ip=client[0] if client else None,
+                scheme="https",
+                host="gateway.localhost",
+                path=scope["path"],
+                identity=BENCH_IDENTITY,
+            )
+        await self.app(scope, receive, send)
+
+
+def _forward() -> Forward:
+    kind: ClientKind = "httpx" if os.environ.get(CLIENT_ENV) == "httpx" else "aiohttp"
+    client = create_upstream(kind, base_url=os.environ[UPSTREAM_ENV], pool_size=256)
+    return Forward(client=client, audit=MemorySink())
+
+
+def forward_app() -> ASGIApp:
+    """Forward only: stand-in state, then the forwarder."""
+    return _StandInState(_forward())
+
+
+def mutate_app() -> ASGIApp:
+    """Stand-in state, the mutate stage (identity headers, assertion), then the forwarder."""
+    signer = AssertionSigner(
+        keys=[generate_key()], issuer="https://gateway.localhost", audience="platform"
+    )
+    return _StandInState(MutateHeaders(_forward(), signer=signer))
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode} while starting")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"{what} did not start within {START_TIMEOUT:.0f} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def nginx(workdir: Path) -> Iterator[str]:
+    """nginx answering every path with JSON_BODY; yields its base URL."""
+    port = _free_port()
+    body = JSON_BODY.replace("'", "\\'")
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        textwrap.dedent(
+            f"""
+            worker_processes 1;
+            daemon off;
+            pid {workdir}/nginx.pid;
+            error_log {workdir}/nginx-error.log warn;
+            events {{ worker_connections 4096; }}
+            http {{
+                access_log off;
+                client_body_temp_path {workdir}/body;
+                proxy_temp_path {workdir}/proxy;
+                fastcgi_temp_path {workdir}/fastcgi;
+                uwsgi_temp_path {workdir}/uwsgi;
+                scgi_temp_path {workdir}/scgi;
+                keepalive_requests 1000000;
+                keepalive_timeout 75s;
+                server {{
+                    listen 127.0.0.1:{port};
+                    location / {{
+                        default_type application/json;
+                        return 200 '{body}';
+                    }}
+                }}
+            }}
+            """
+        )
+    )
+    process = subprocess.Popen(
+        ["nginx", "-p", str(workdir), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port, process, "nginx")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(process)
+
+
+@contextlib.contextmanager
+def gateway(
+    factory: str, upstream: str, client: ClientKind = "aiohttp"
+) -> Iterator[tuple[str, int]]:
+    """uvicorn (1 worker, uvloop, httptools) serving ``factory``; yields its URL and pid."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            factory,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--no-server-header",
+            "--no-proxy-headers",  # the gateway decides whom to trust, not uvicorn
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env={**os.environ, UPSTREAM_ENV: upstream, CLIENT_ENV: client, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        _wait_port(port, process, f"uvicorn {factory}")
+        yield f"http://127.0.0.1:{port}", process.pid
+    finally:
+        _stop(process)
+
+
+# --- wrk -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us: float | None = None  # the gateway process's CPU time per request
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` so far (from /proc; Linux only)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Contender:
+    name: str
+    factory: str | None  # None: the upstream itself
+    client: ClientKind = "aiohttp"
+    url: str = ""
+    pid: int | None = None
+    runs: dict[int, list[Run]] = field(default_factory=dict)
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _latency(output: str, percentile: str) -> float:
+    found = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+    if found is None:
+        raise ValueError(f"no {percentile}% latency in wrk output:\n{output}")
+    return float(found.group(1)) * _UNITS[found.group(2)]
+
+
+def wrk(url: str, connections: int, duration: float, pid: int | None = None) -> Run:
+    """One bounded wrk run; latency from wrk's --latency distribution.
+
+    With ``pid``, also the CPU time that process spent per request: the figure that the
+    other work on a shared machine disturbs least.
+    """
+    cpu_before = _cpu_seconds(pid) if pid is not None else 0.0
+    threads = 1 if connections < 2 else 2
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        url + PATH,
+    ]
+    output = subprocess.run(
+        command, capture_output=True, text=True, check=True, timeout=duration + 30
+    ).stdout
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    if rps is None:
+        raise ValueError(f"no Requests/sec in wrk output:\n{output}")
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    run = Run(float(rps.group(1)), _latency(output, "50"), _latency(output, "99"), errors)
+    done = re.search(r"^\s+(\d+) requests in", output, re.MULTILINE)
+    if pid is not None and done is not None and int(done.group(1)) > 0:
+        run.cpu_us = (_cpu_seconds(pid) - cpu_before) / int(done.group(1)) * 1e6
+    return run
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def _contenders(args: argparse.Namespace) -> list[Contender]:
+    found = [
+        Contender("direct", None),
+        Contender("forward-aiohttp", "bench.gateway:forward_app", "aiohttp"),
+        Contender("forward-httpx", "bench.gateway:forward_app", "httpx"),
+        Contender("forward+mutate", "bench.gateway:mutate_app", "aiohttp"),
+    ]
+    for spec in args.app:
+        name, sep, factory = spec.partition("=")
+        if not sep or not name or ":" not in factory:
+            raise SystemExit(f"--app wants NAME=module:factory, got {spec!r}")
+        found.append(Contender(name, factory, "aiohttp"))
+    if args.only:
+        keep = {"direct", *args.only}
+        found = [c for c in found if c.name in keep]
+    return found
+
+
+def _median(runs: list[Run], attr: str) -> float:
+    return float(statistics.median(float(getattr(run, attr)) for run in runs))
+
+
+def _table(contenders: list[Contender], connections: list[int]) -> str:
+    direct = contenders[0]
+    forward = next((c for c in contenders if c.name == "forward-aiohttp"), None)
+    lines = [
+        f"{'contender':<18} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>6} {'vs direct':>9} {'vs fwd':>7} {'cpu us/req':>10}"
+    ]
+    for conns in connections:
+        base = _median(direct.runs[conns], "rps")
+        fwd = _median(forward.runs[conns], "rps") if forward else None
+        for c in contenders:
+            rps = _median(c.runs[conns], "rps")
+            errors = sum(run.errors for run in c.runs[conns])
+            vs_fwd = f"{rps / fwd:7.2f}" if fwd and c.factory is not None else f"{'':>7}"
+            cpu = [run.cpu_us for run in c.runs[conns] if run.cpu_us is not None]
+            cpu_text = f"{statistics.median(cpu):10.0f}" if cpu else f"{'-':>10}"
+            p50, p99 = _median(c.runs[conns], "p50_ms"), _median(c.runs[conns], "p99_ms")
+            lines.append(
+                f"{c.name:<18} {conns:>5} {rps:>9.0f} {p50:>8.2f} {p99:>8.2f} {errors:>6} "
+                f"{rps / base:>9.3f} {vs_fwd} {cpu_text}"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.gateway",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per contender and load")
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 32, 128])
+    parser.add_argument(
+        "--app", action="append", default=[], metavar="NAME=module:factory", help="add a contender"
+    )
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these (and direct)")
+    args = parser.parse_args(argv)
+    if not 0 < args.duration <= 60 or not 1 <= args.rounds <= 20:
+        parser.error("--duration must be in (0, 60] and --rounds in [1, 20]")
+
+    missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
+    if missing:
+        print(f"missing: {', '.join(missing)}. Install them with:\n    {INSTALL_HINT}")
+        return 2
+
+    contenders = _contenders(args)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        upstream = stack.enter_context(nginx(Path(tmp)))
+        for c in contenders:
+            if c.factory is None:
+                c.url = upstream
+            else:
+                c.url, c.pid = stack.enter_context(gateway(c.factory, upstream, c.client))
+            warm = wrk(c.url, 8, 1)
+            if warm.errors:
+                print(f"warning: {c.name} answered {warm.errors} errors while warming up")
+        total = len(contenders) * len(args.connections) * args.rounds * args.duration
+        print(
+            f"{len(contenders)} contenders x {len(args.connections)} loads x {args.rounds} rounds"
+            f" x {args.duration:g} s = about {total / 60:.1f} min; GET {PATH} "
+            f"({len(JSON_BODY)} byte JSON from nginx)",
+            flush=True,
+        )
+        for round_no in range(args.rounds):
+            order = (
+                contenders[round_no % len(contenders) :] + contenders[: round_no % len(contenders)]
+            )
+            for conns in args.connections:
+                for c in order:
+                    c.runs.setdefault(conns, []).append(wrk(c.url, conns, args.duration, c.pid))
+            print(f"round {round_no + 1}/{args.rounds} done", flush=True)
+    print()
+    print(_table(contenders, args.connections))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

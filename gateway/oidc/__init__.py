@@ -1,0 +1,54 @@
+"""OIDC login, encrypted cookie sessions and bearer tokens for the authenticate stage.
+
+Build everything with :class:`OIDC` (see ``_component.py`` for how the gateway wires it).
+"""
+
+from gateway.oidc._bearer import BearerAuthenticator, BearerThrottleStage
+from gateway.oidc._claims import ClaimMapping, Grants, load_claims, load_grants
+from gateway.oidc._component import OIDC
+from gateway.oidc._login import (
+    BACKCHANNEL_PATH,
+    CALLBACK_PATH,
+    LOGIN_PATH,
+    LOGOUT_PATH,
+    REVOKE_PATH,
+    Login,
+)
+from gateway.oidc._provider import Metadata, Provider
+from gateway.oidc._redirects import safe_next
+from gateway.oidc._revocation import MemoryRevocations, RevocationStore, SQLiteRevocations
+from gateway.oidc._session import Sealer, Session, SessionCodec, decode_key, new_key
+from gateway.oidc._sessions_authn import SessionAuthenticator, SessionCookieStage
+from gateway.oidc._throttle import Throttle
+from gateway.oidc._tokens import token_hash
+
+__all__ = [
+    "BACKCHANNEL_PATH",
+    "CALLBACK_PATH",
+    "LOGIN_PATH",
+    "LOGOUT_PATH",
+    "OIDC",
+    "REVOKE_PATH",
+    "BearerAuthenticator",
+    "BearerThrottleStage",
+    "ClaimMapping",
+    "Grants",
+    "Login",
+    "MemoryRevocations",
+    "Metadata",
+    "Provider",
+    "RevocationStore",
+    "SQLiteRevocations",
+    "Sealer",
+    "Session",
+    "SessionAuthenticator",
+    "SessionCodec",
+    "SessionCookieStage",
+    "Throttle",
+    "decode_key",
+    "load_claims",
+    "load_grants",
+    "new_key",
+    "safe_next",
+    "token_hash",
+]

@@ -1,0 +1,146 @@
+"""Everything OIDC, built once from the settings: what ``gateway/_wiring.py`` plugs in.
+
+    oidc = OIDC(settings=settings, sink=sink)
+    create_app(
+        settings,
+        authenticators=oidc.authenticators,      # session cookie, then bearer token
+        routes=oidc.routes,                      # /_gateway/login, callback, logout, ...
+        login_path=oidc.login_path,
+        lifecycle=Lifecycle(shutdown=[oidc.aclose]),
+        ...,
+    )
+
+and the two small stages, placed after the https stage and before authenticate:
+``SessionCookieStage`` (writes refreshed or cleared session cookies) and
+``BearerThrottleStage`` (429 for client IPs blocked for too many rejected tokens); see
+:meth:`OIDC.stages`. The policy must let anonymous callers reach ``/_gateway/login``,
+``/_gateway/callback`` and ``/_gateway/backchannel-logout``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from audit import AuditSink
+from gateway.authn import Authenticator
+from gateway.oidc._bearer import BearerAuthenticator, BearerThrottleStage
+from gateway.oidc._claims import Grants, load_claims
+from gateway.oidc._login import LOGIN_PATH, Login
+from gateway.oidc._provider import Provider
+from gateway.oidc._revocation import MemoryRevocations, RevocationStore, SQLiteRevocations
+from gateway.oidc._session import Sealer, SessionCodec, decode_key
+from gateway.oidc._sessions_authn import SessionAuthenticator, SessionCookieStage
+from gateway.oidc._throttle import Throttle
+from gateway.settings import Settings
+
+
+class OIDC:
+    """The OIDC component: authenticators, routes and stages for the gateway."""
+
+    login_path = LOGIN_PATH
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sink: AuditSink,
+        transport: httpx.AsyncBaseTransport | None = None,
+        revocations: RevocationStore | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        oidc, session = settings.oidc, settings.session
+        self.client = httpx.AsyncClient(
+            transport=transport, timeout=float(oidc.http_timeout), follow_redirects=False
+        )
+        self.providers = {
+            name: Provider(
+                name=name,
+                settings=issuer,
+                client=self.client,
+                metadata_ttl=float(oidc.metadata_ttl),
+                refetch_cooldown=float(oidc.jwks_refetch_cooldown),
+                clock=monotonic,
+            )
+            for name, issuer in oidc.issuers.items()
+        }
+        mappings = load_claims(oidc.claims_file)
+        self.grants = Grants(path=oidc.grants_file, sink=sink, clock=monotonic)
+        self.sealer = Sealer(keys=[decode_key(key.reveal()) for key in session.keys])
+        self.codec = SessionCodec(
+            sealer=self.sealer,
+            cookie_name=session.cookie_name,
+            idle_timeout=float(session.idle_timeout),
+            absolute_timeout=float(session.absolute_timeout),
+            refresh_interval=float(session.refresh_interval),
+            clock=clock,
+        )
+        if revocations is None:
+            if session.revocation_store == "sqlite" and session.revocation_file is not None:
+                revocations = SQLiteRevocations(path=session.revocation_file, clock=clock)
+            else:
+                revocations = MemoryRevocations(clock=clock)
+        self.revocations = revocations
+        throttle = settings.throttle
+        self.throttle = Throttle(
+            max_failures=throttle.max_failures,
+            window=float(throttle.window),
+            block=float(throttle.block),
+            max_tracked=throttle.max_tracked,
+            clock=monotonic,
+        )
+        self.login = Login(
+            providers=self.providers,
+            mappings=mappings,
+            grants=self.grants,
+            codec=self.codec,
+            sealer=self.sealer,
+            revocations=self.revocations,
+            throttle=self.throttle,
+            client=self.client,
+            sink=sink,
+            login_timeout=float(oidc.login_timeout),
+            leeway=float(oidc.leeway),
+            return_origins=oidc.return_origins,
+            clock=clock,
+        )
+        self.session_authenticator = SessionAuthenticator(
+            codec=self.codec, revocations=self.revocations, grants=self.grants, sink=sink
+        )
+        self.bearer_authenticator = BearerAuthenticator(
+            providers=self.providers,
+            mappings=mappings,
+            grants=self.grants,
+            throttle=self.throttle,
+            sink=sink,
+            leeway=float(oidc.leeway),
+            clock=clock,
+        )
+        self._sink = sink
+
+    @property
+    def authenticators(self) -> Sequence[Authenticator]:
+        return (self.session_authenticator, self.bearer_authenticator)
+
+    @property
+    def routes(self) -> Sequence[BaseRoute]:
+        return self.login.routes()
+
+    def stages(self) -> list[Middleware]:
+        """The stages to place after https and before authenticate, in this order."""
+        return [
+            Middleware(SessionCookieStage),
+            Middleware(BearerThrottleStage, throttle=self.throttle, sink=self._sink),
+        ]
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        close: Any = getattr(self.revocations, "close", None)
+        if callable(close):
+            close()

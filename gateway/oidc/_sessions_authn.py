@@ -1,0 +1,135 @@
+"""The session authenticator and the stage that writes session cookies onto responses."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from audit import AuditSink
+from gateway._audit import request_event
+from gateway.oidc._claims import Grants
+from gateway.oidc._revocation import RevocationStore
+from gateway.oidc._session import SessionCodec, read_cookie
+from gateway.types import ASGIApp, Identity, Message, Receive, Scope, Send, state
+
+#: ``state(scope).extra`` key: ``Set-Cookie`` values to add to the response.
+SET_COOKIE_KEY = "oidc.set_cookie"
+
+
+def add_set_cookie(scope: Scope, value: bytes) -> None:
+    """Ask :class:`SessionCookieStage` to send ``Set-Cookie: value`` with the response."""
+    state(scope).extra.setdefault(SET_COOKIE_KEY, []).append(value)
+
+
+class SessionAuthenticator:
+    """Recognises the encrypted session cookie.
+
+    Declines (anonymous) without the cookie; an altered, expired, idle or revoked cookie is
+    cleared, recorded as a ``session_rejected`` event with the reason, and the request goes on
+    anonymous, so a browser is sent to log in again rather than shown an error. A session used
+    after ``refresh_interval`` is re-issued (idle clock reset). Locally granted roles are added
+    from the current grants file at every request.
+    """
+
+    name: ClassVar[str] = "session"
+
+    def __init__(
+        self,
+        *,
+        codec: SessionCodec,
+        revocations: RevocationStore,
+        grants: Grants,
+        sink: AuditSink,
+    ) -> None:
+        self._codec = codec
+        self._revocations = revocations
+        self._grants = grants
+        self._sink = sink
+
+    async def authenticate(self, scope: Scope) -> Identity | None:
+        value = read_cookie(scope.get("headers", ()), self._codec.cookie_name)
+        if not value:
+            return None
+        session, reason = self._codec.decode(value)
+        if session is not None and self._revocations.is_revoked(
+            session_id=session.session_id, user_id=session.user_id, issued_at=session.issued_at
+        ):
+            session, reason = None, "session_revoked"
+        if session is None:
+            self._reject(scope, reason)
+            return None
+        roles = session.roles | self._grants.roles_for(session.idp, session.subject, session.tenant)
+        if not roles:
+            self._reject(scope, "no_role_mapping")
+            return None
+        who = Identity(
+            issuer=session.issuer,
+            subject=session.subject,
+            roles=roles,
+            tenant=session.tenant,
+            method="session",
+            session_id=session.session_id,
+        )
+        if self._codec.needs_refresh(session):
+            refreshed = self._codec.refreshed(session)
+            add_set_cookie(scope, self._codec.set_cookie(self._codec.encode(refreshed)))
+            event = request_event(
+                scope,
+                action="session_refresh",
+                category=["authentication", "session"],
+                event_type=["change"],
+                outcome="success",
+            )
+            event["user.id"] = who.user_id
+            event["user.roles"] = sorted(roles)
+            if who.tenant is not None:
+                event["organization.id"] = who.tenant
+            self._sink.emit(event)
+        return who
+
+    def _reject(self, scope: Scope, reason: str) -> None:
+        add_set_cookie(scope, self._codec.clear_cookie())
+        self._sink.emit(
+            request_event(
+                scope,
+                action="session_rejected",
+                category=["authentication", "session"],
+                event_type=["end"],
+                outcome="failure",
+                reason=reason,
+            )
+        )
+
+
+class SessionCookieStage:
+    """Adds the ``Set-Cookie`` headers later stages asked for (see :func:`add_set_cookie`).
+
+    Place it before the authenticate stage (after https, which creates the gateway state).
+    """
+
+    name: ClassVar[str] = "session_cookie"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookies(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                cookies: list[Any] = state(scope).extra.pop(SET_COOKIE_KEY, [])
+                headers = list(message.get("headers", ()))
+                # A cookie the response sets itself (a new login, a logout) wins over a
+                # refresh of the request's old session.
+                own = {
+                    bytes(value).split(b"=", 1)[0].strip()
+                    for name, value in headers
+                    if name.lower() == b"set-cookie"
+                }
+                extra = [value for value in cookies if value.split(b"=", 1)[0] not in own]
+                if extra:
+                    message["headers"] = [*headers, *((b"set-cookie", v) for v in extra)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookies)

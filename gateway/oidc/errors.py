@@ -1,0 +1,92 @@
+"""Errors of OIDC login, sessions and bearer tokens.
+
+    OIDCError                     base; ``reason`` is the stable snake_case audit reason
+    ├── LoginFailed               a login attempt is refused (the reason says why)
+    │   ├── StateMismatch         unknown, reused, expired or foreign ``state``
+    │   ├── IdPError              the provider answered with an error or could not be reached
+    │   ├── InvalidToken          signature, issuer, audience, nonce, algorithm... (``detail``)
+    │   ├── TokenExpired          ``exp`` passed (or ``iat``/``nbf`` in the future)
+    │   ├── UnknownIssuer         no such configured issuer
+    │   ├── NoRoleMapping         the claims map to no role and no grant applies
+    │   └── SessionTooLarge       the session would not fit in a cookie browsers keep
+    ├── ProviderUnavailable       discovery or JWKS could not be fetched
+    └── ConfigError               a claims or grants file is invalid (raised at start-up/reload)
+
+``reason`` values are those of DESIGN.md §3: ``state_mismatch``, ``idp_error``,
+``invalid_token``, ``expired``, ``unknown_issuer``, ``no_role_mapping``, ``throttled``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class OIDCError(Exception):
+    """Base of this package's errors."""
+
+    reason: ClassVar[str] = "oidc_error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.reason)
+        #: What exactly failed, for the audit event's ``error.message`` (never a token).
+        self.detail = detail or self.reason
+
+
+class LoginFailed(OIDCError):
+    """A login attempt is refused."""
+
+    reason = "login_failure"
+
+
+class StateMismatch(LoginFailed):
+    """The callback's ``state`` is unknown, used, expired or not this browser's."""
+
+    reason = "state_mismatch"
+
+
+class IdPError(LoginFailed):
+    """The identity provider returned an error or failed."""
+
+    reason = "idp_error"
+
+
+class InvalidToken(LoginFailed):
+    """A token failed validation."""
+
+    reason = "invalid_token"
+
+
+class TokenExpired(InvalidToken):
+    """A token is past ``exp`` (or not yet valid)."""
+
+    reason = "expired"
+
+
+class UnknownIssuer(LoginFailed):
+    """No configured issuer by that name or ``iss``."""
+
+    reason = "unknown_issuer"
+
+
+class NoRoleMapping(LoginFailed):
+    """The identity maps to no role."""
+
+    reason = "no_role_mapping"
+
+
+class SessionTooLarge(LoginFailed):
+    """The session cookie would exceed what browsers keep; refused rather than dropped."""
+
+    reason = "session_too_large"
+
+
+class ProviderUnavailable(IdPError):
+    """Discovery or JWKS could not be fetched or parsed."""
+
+    reason = "idp_error"
+
+
+class ConfigError(OIDCError, ValueError):
+    """A claims or grants file is invalid."""
+
+    reason = "config_error"

@@ -1,0 +1,84 @@
+"""audit/_opensearch.py: settings checked when the store is built; whole-day deletion."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from opensearchpy import OpenSearch
+
+from audit import OpenSearchStore, Scope, opensearch_store
+from audit.events import index_name
+from tests.audit.test_store_contract import BASE, record
+
+
+class TestSettings:
+    def test_basic_auth_over_plain_http_refused(self) -> None:
+        """A password would travel in clear text: refused at construction."""
+        with pytest.raises(ValueError, match="https"):
+            OpenSearchStore(url="http://127.0.0.1:9200", username="u", password="p")
+
+    def test_username_without_password_refused(self) -> None:
+        """Half a credential is a configuration mistake."""
+        with pytest.raises(ValueError, match="both"):
+            OpenSearchStore(url="https://127.0.0.1:9200", username="u")
+
+    def test_mixed_schemes_refused(self) -> None:
+        """All nodes of a cluster use the same scheme."""
+        with pytest.raises(ValueError, match="all"):
+            OpenSearchStore(url=["https://a:9200", "http://b:9200"])
+
+    def test_bad_prefix_refused(self) -> None:
+        """An index prefix with pattern or path characters is refused."""
+        with pytest.raises(ValueError, match="prefix"):
+            OpenSearchStore(url="http://127.0.0.1:9200", index_prefix="a*,b")
+
+    def test_shards_and_replicas_checked(self) -> None:
+        """At least one shard; replicas not negative."""
+        with pytest.raises(ValueError, match="shards"):
+            OpenSearchStore(url="http://127.0.0.1:9200", shards=0)
+
+    def test_factory_builds_https_store_with_auth(self) -> None:
+        """The factory passes TLS and credentials through (nothing is contacted yet)."""
+        store = opensearch_store(
+            url="https://search.example:9200", username="audit", password="pw", replicas=2
+        )
+        assert store.index_prefix == ""
+        store.close()
+
+
+@pytest.mark.opensearch
+class TestDeleteWholeDays:
+    def _load(self, store: OpenSearchStore) -> None:
+        store.ensure_schema()
+        records = [record(m) for m in range(3)]  # 2026-03-10
+        records += [record(24 * 60 + m, **{"user.id": "later"}) for m in range(2)]  # 03-11
+        assert {r.status for r in store.write(records)} == {"stored"}
+        store.refresh()
+
+    def test_fully_selected_day_dropped_as_index(
+        self, os_store: OpenSearchStore, opensearch: OpenSearch
+    ) -> None:
+        """A day whose events are all selected goes as a whole index; the next day stays."""
+        self._load(os_store)
+        day1 = index_name(os_store.index_prefix, "2026-03-10T00:00:00Z")
+        day2 = index_name(os_store.index_prefix, "2026-03-11T00:00:00Z")
+        assert os_store.delete(Scope(until=BASE + timedelta(hours=12))) == 3
+        assert not opensearch.indices.exists(index=day1)
+        assert opensearch.indices.exists(index=day2)
+        assert os_store.count(Scope()) == 2
+
+    def test_held_event_keeps_its_index(
+        self, os_store: OpenSearchStore, opensearch: OpenSearch
+    ) -> None:
+        """With one event of the day held, the others go one by one and the index stays
+        writable (the shipper can still file late events there)."""
+        self._load(os_store)
+        day1 = index_name(os_store.index_prefix, "2026-03-10T00:00:00Z")
+        [held] = os_store.search(Scope(until=BASE + timedelta(minutes=1)))
+        scope = Scope(until=BASE + timedelta(hours=12))
+        assert os_store.delete(scope, exclude=[Scope(event_ids=[held["event.id"]])]) == 2
+        assert [d["event.id"] for d in os_store.search(scope)] == [held["event.id"]]
+        settings = opensearch.indices.get_settings(index=day1)[day1]["settings"]["index"]
+        assert settings.get("blocks", {}).get("write") in (None, "false")
+        assert os_store.write([record(5)])[0].status == "stored"

@@ -1,0 +1,66 @@
+"""bench/gateway.py: its app factories forward, and its wrk parsing reads wrk's output."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from bench import gateway as bench
+from tests.gateway._apps import upstream_app
+from tests.gateway._servers import serve_thread
+
+WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:8080/activities
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     5.12ms    2.01ms  40.00ms   90.00%
+    Req/Sec     6.50k   500.00     7.00k    70.00%
+  Latency Distribution
+     50%  850.00us
+     75%    5.50ms
+     90%    7.00ms
+     99%    1.20s
+  32500 requests in 5.00s, 14.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:   6500.12
+Transfer/sec:      2.80MB
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream_url() -> Iterator[str]:
+    with serve_thread(upstream_app()) as url:
+        yield url
+
+
+class TestFactories:
+    @pytest.mark.parametrize("factory", [bench.forward_app, bench.mutate_app])
+    def test_factory_forwards(
+        self, factory: Any, upstream_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each contender's app forwards to the upstream named in the environment."""
+        monkeypatch.setenv(bench.UPSTREAM_ENV, upstream_url)
+        with serve_thread(factory(), lifespan="on") as url:
+            response = httpx.get(url + "/echo")
+        assert response.status_code == 200
+        names = [name for name, _ in response.json()["headers"]]
+        assert ("x-gateway-assertion" in names) == (factory is bench.mutate_app)
+
+
+class TestWrkParsing:
+    def test_parse(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Requests/s, p50, p99 (units converted to ms) and errors are read from wrk's output."""
+
+        def fake_run(*_args: Any, **_kwargs: Any) -> subprocess.CompletedProcess[str]:
+            return subprocess.CompletedProcess([], 0, stdout=WRK_OUTPUT)
+
+        monkeypatch.setattr(subprocess, "run", fake_run)
+        run = bench.wrk("http://127.0.0.1:1", 32, 5)
+        assert run.rps == pytest.approx(6500.12)
+        assert run.p50_ms == pytest.approx(0.85)
+        assert run.p99_ms == pytest.approx(1200.0)
+        assert run.errors == 7

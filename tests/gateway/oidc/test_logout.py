@@ -1,0 +1,179 @@
+"""gateway/oidc/_login.py: logout, back-channel logout and revoking a subject's sessions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import respx
+
+from tests.gateway.oidc._idp import CLIENT_ID, HOST, ISSUER, FakeIdP, Gateway
+
+BACKCHANNEL = "http://schemas.openid.net/event/backchannel-logout"
+
+
+@pytest.fixture
+def idp(respx_mock: respx.MockRouter) -> FakeIdP:
+    return FakeIdP(respx_mock)
+
+
+@pytest.fixture
+async def gw(tmp_path: Path, idp: FakeIdP) -> AsyncIterator[Gateway]:
+    gateway = Gateway(tmp_path, clock=idp.clock)
+    yield gateway
+    await gateway.aclose()
+
+
+def _logout_token(idp: FakeIdP, **claims: object) -> str:
+    now = int(time.time())
+    base: dict[str, object] = {
+        "iss": ISSUER,
+        "aud": CLIENT_ID,
+        "iat": now,
+        "exp": now + 120,
+        "jti": "j1",
+        "sub": idp.subject,
+        "events": {BACKCHANNEL: {}},
+    }
+    base.update(claims)
+    return idp.sign({k: v for k, v in base.items() if v is not None})
+
+
+def _backchannel(event: dict[str, object]) -> bool:
+    labels = event.get("labels")
+    return (
+        event["event.action"] == "logout"
+        and isinstance(labels, dict)
+        and labels.get("logout_kind") == "backchannel"
+    )
+
+
+class TestLogout:
+    async def test_get_shows_form_only(self, gw: Gateway, idp: FakeIdP) -> None:
+        """GET /logout asks for confirmation (a cross-site link cannot log you out)."""
+        await gw.login(idp)
+        page = await gw.browser.get("/_gateway/logout")
+        assert page.status_code == 200
+        assert 'method="post"' in page.text
+        assert (await gw.browser.get("/home")).status_code == 200
+
+    async def test_logout_revokes_old_cookie(self, gw: Gateway, idp: FakeIdP) -> None:
+        """After logout the session is cleared and the old cookie no longer works."""
+        await gw.login(idp)
+        old = gw.browser.cookies.get("__Host-gw_session")
+        response = await gw.browser.post("/_gateway/logout")
+        assert response.status_code == 303
+        assert any("Max-Age=0" in c for c in response.headers.get_list("set-cookie"))
+        replay = gw.client()
+        replay.cookies.set("__Host-gw_session", old or "", domain=HOST)
+        again = await replay.get("/home")
+        assert again.status_code == 303  # anonymous again: sent to log in
+        assert "session_revoked" in gw.reasons("session_rejected")
+        assert "logout" in gw.sink.actions()
+        await replay.aclose()
+
+    async def test_end_session_redirect(self, gw: Gateway, idp: FakeIdP) -> None:
+        """With an end_session_endpoint the browser is sent there with client_id."""
+        await gw.login(idp)
+        response = await gw.browser.post("/_gateway/logout")
+        location = response.headers["location"]
+        assert location.startswith(f"{ISSUER}/logout?")
+        query = parse_qs(urlsplit(location).query)
+        assert query["client_id"] == [CLIENT_ID]
+        assert query["post_logout_redirect_uri"] == [f"https://{HOST}/"]
+
+    async def test_no_end_session_goes_home(self, tmp_path: Path, idp: FakeIdP) -> None:
+        """Without an end_session_endpoint the browser goes to /."""
+        idp.end_session = False
+        gw = Gateway(tmp_path, clock=idp.clock)
+        await gw.login(idp)
+        response = await gw.browser.post("/_gateway/logout")
+        assert response.headers["location"] == "/"
+        await gw.aclose()
+
+
+class TestBackchannelLogout:
+    async def test_ends_subjects_sessions(self, gw: Gateway, idp: FakeIdP) -> None:
+        """A valid logout token ends every earlier session of its subject."""
+        await gw.login(idp)
+        assert (await gw.browser.get("/home")).status_code == 200
+        idp.clock.advance(1)
+        other = gw.client()
+        response = await other.post(
+            "/_gateway/backchannel-logout", data={"logout_token": _logout_token(idp)}
+        )
+        assert response.status_code == 200
+        assert (await gw.browser.get("/home")).status_code == 303
+        event = next(e for e in gw.sink.events if _backchannel(e))
+        assert event["event.outcome"] == "success"
+        assert event["user.id"] == f"{ISSUER}|user-1"
+        await other.aclose()
+
+    @pytest.mark.parametrize(
+        "claims",
+        [
+            {"events": None},
+            {"events": {"other": {}}},
+            {"nonce": "n"},
+            {"aud": "someone-else"},
+            {"iss": "https://evil.test"},
+            {"sub": None},
+            {"jti": None},
+        ],
+    )
+    async def test_invalid_logout_token(
+        self, gw: Gateway, idp: FakeIdP, claims: dict[str, object]
+    ) -> None:
+        """A logout token breaking a rule is refused with 400 and audited."""
+        await gw.login(idp)
+        response = await gw.client().post(
+            "/_gateway/backchannel-logout", data={"logout_token": _logout_token(idp, **claims)}
+        )
+        assert response.status_code == 400
+        assert (await gw.browser.get("/home")).status_code == 200
+        event = next(e for e in gw.sink.events if _backchannel(e))
+        assert event["event.outcome"] == "failure"
+
+    async def test_missing_token(self, gw: Gateway) -> None:
+        """No logout_token at all: 400."""
+        response = await gw.client().post("/_gateway/backchannel-logout", data={})
+        assert response.status_code == 400
+
+
+class TestRevokeSubject:
+    async def test_incident_responder_revokes(self, gw: Gateway, idp: FakeIdP) -> None:
+        """An incident responder ends all sessions of a user; the act is audited."""
+        await gw.login(idp)
+        victim = gw.browser
+        idp.subject, idp.claims = "responder", {"roles": ["incident_responder"]}
+        responder = gw.client()
+        gw.browser = responder
+        await gw.login(idp)
+        idp.clock.advance(1)
+        response = await responder.post(
+            "/_gateway/sessions/revoke", json={"user_id": f"{ISSUER}|user-1"}
+        )
+        assert response.status_code == 200
+        assert (await victim.get("/home")).status_code == 303
+        assert (await responder.get("/home")).status_code == 200
+        event = next(e for e in gw.sink.events if e["event.action"] == "sessions_revoked")
+        assert event["user.target.id"] == f"{ISSUER}|user-1"
+        assert event["user.id"] == f"{ISSUER}|responder"
+        await victim.aclose()
+
+    async def test_other_roles_refused(self, gw: Gateway, idp: FakeIdP) -> None:
+        """Without the incident_responder role the API refuses, whatever the policy said."""
+        await gw.login(idp)
+        response = await gw.browser.post("/_gateway/sessions/revoke", json={"user_id": "a|b"})
+        assert response.status_code == 403
+        assert "sessions_revoked" not in gw.sink.actions()
+
+    async def test_requires_json(self, gw: Gateway, idp: FakeIdP) -> None:
+        """A form post (what a cross-site page could send) is refused."""
+        idp.claims = {"roles": ["incident_responder"]}
+        await gw.login(idp)
+        response = await gw.browser.post("/_gateway/sessions/revoke", data={"user_id": "a|b"})
+        assert response.status_code == 400

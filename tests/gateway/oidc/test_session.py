@@ -1,0 +1,282 @@
+"""gateway/oidc/_session.py and _sessions_authn.py: the encrypted session cookie."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audit import MemorySink
+from gateway.oidc import (
+    MemoryRevocations,
+    Sealer,
+    Session,
+    SessionAuthenticator,
+    SessionCodec,
+    SessionCookieStage,
+    decode_key,
+    new_key,
+)
+from gateway.oidc._session import MAX_COOKIE_BYTES, read_cookie
+from gateway.oidc.errors import SessionTooLarge
+from gateway.types import Scope, state
+from tests.gateway._asgi import Recorder, call, http_scope, with_state
+from tests.gateway.oidc._support import Clock, codec, grants, key
+
+
+def _new(
+    c: SessionCodec, roles: frozenset[str] = frozenset({"teacher"}), tenant: str = "school-a"
+) -> Session:
+    return c.new(idp="surf", issuer="https://idp.example", subject="s1", roles=roles, tenant=tenant)
+
+
+class TestSealer:
+    def test_round_trip(self) -> None:
+        """What is sealed opens again with the same key and purpose."""
+        sealer = Sealer(keys=[key()])
+        assert sealer.open(sealer.seal({"a": 1}, purpose="p"), purpose="p") == {"a": 1}
+
+    def test_payload_is_not_readable(self) -> None:
+        """The cookie value does not show its content."""
+        sealer = Sealer(keys=[key()])
+        assert "secret-subject" not in sealer.seal({"sub": "secret-subject"}, purpose="p")
+
+    def test_altered_value_refused(self) -> None:
+        """Changing any character makes the value unreadable (authenticated encryption)."""
+        sealer = Sealer(keys=[key()])
+        value = sealer.seal({"a": 1}, purpose="p")
+        flipped = value[:-3] + ("A" if value[-3] != "A" else "B") + value[-2:]
+        assert sealer.open(flipped, purpose="p") is None
+
+    def test_other_purpose_refused(self) -> None:
+        """A login-state value cannot be replayed as a session (purpose is bound)."""
+        sealer = Sealer(keys=[key()])
+        assert sealer.open(sealer.seal({"a": 1}, purpose="login"), purpose="session") is None
+
+    def test_rotation_old_key_still_opens(self) -> None:
+        """After rotation the new key encrypts and values sealed with the old one still open."""
+        old, new = key(), key()
+        before = Sealer(keys=[old]).seal({"a": 1}, purpose="p")
+        rotated = Sealer(keys=[new, old])
+        assert rotated.open(before, purpose="p") == {"a": 1}
+        after = rotated.seal({"b": 2}, purpose="p")
+        assert Sealer(keys=[new]).open(after, purpose="p") == {"b": 2}
+        assert Sealer(keys=[old]).open(after, purpose="p") is None
+
+    def test_dropped_key_no_longer_opens(self) -> None:
+        """Once a key is removed, its cookies are refused."""
+        old = key()
+        value = Sealer(keys=[old]).seal({"a": 1}, purpose="p")
+        assert Sealer(keys=[key()]).open(value, purpose="p") is None
+
+    @pytest.mark.parametrize("value", ["", "v1.", "v2.abc", "v1.!!!", "v1.AAAA", "x" * 5000])
+    def test_garbage_refused(self, value: str) -> None:
+        """Malformed values are refused, never an exception."""
+        assert Sealer(keys=[key()]).open(value, purpose="p") is None
+
+    def test_new_key_decodes_to_32_bytes(self) -> None:
+        """new_key makes keys in the format session.keys takes."""
+        assert len(decode_key(new_key())) == 32
+
+
+class TestSessionCodec:
+    def test_round_trip(self) -> None:
+        """A session survives encode and decode."""
+        clock = Clock()
+        c = codec(clock)
+        session = _new(c)
+        decoded, reason = c.decode(c.encode(session))
+        assert reason == "ok"
+        assert decoded == session
+
+    def test_new_session_id_each_time(self) -> None:
+        """Every login gets a fresh random session id."""
+        c = codec(Clock())
+        assert _new(c).session_id != _new(c).session_id
+
+    def test_idle_timeout(self) -> None:
+        """A session unused for the idle timeout is refused."""
+        clock = Clock()
+        c = codec(clock)
+        value = c.encode(_new(c))
+        clock.advance(1800)
+        assert c.decode(value) == (None, "session_idle_timeout")
+
+    def test_refresh_resets_idle_clock(self) -> None:
+        """A refreshed session lives another idle period."""
+        clock = Clock()
+        c = codec(clock)
+        session = _new(c)
+        clock.advance(1700)
+        assert c.needs_refresh(session)
+        value = c.encode(c.refreshed(session))
+        clock.advance(1700)
+        assert c.decode(value)[1] == "ok"
+
+    def test_absolute_timeout(self) -> None:
+        """No refresh extends a session past its absolute expiry."""
+        clock = Clock()
+        c = codec(clock)
+        session = _new(c)
+        for _ in range(12 * 4):
+            clock.advance(900)
+            session = c.refreshed(session)
+        assert c.decode(c.encode(session)) == (None, "session_expired")
+
+    def test_cookie_attributes(self) -> None:
+        """__Host- prefix, Secure, HttpOnly, SameSite=Lax, Path=/ and no Domain."""
+        header = codec(Clock()).set_cookie("v").decode()
+        assert header.startswith("__Host-gw_session=v;")
+        for attribute in ("Path=/", "Secure", "HttpOnly", "SameSite=Lax"):
+            assert attribute in header
+        assert "domain" not in header.lower()
+
+    def test_oversized_session_refused(self) -> None:
+        """A session that would not fit in a cookie is an error, never silently dropped."""
+        c = codec(Clock())
+        roles = frozenset(f"role_{n:04d}" for n in range(400))
+        with pytest.raises(SessionTooLarge):
+            c.encode(_new(c, roles=roles))
+
+    def test_normal_session_well_below_limit(self) -> None:
+        """A usual session is far below the browser limit."""
+        c = codec(Clock())
+        assert len(c.set_cookie(c.encode(_new(c)))) < MAX_COOKIE_BYTES // 4
+
+
+class TestReadCookie:
+    def test_finds_named_cookie(self) -> None:
+        """The named cookie is found among others."""
+        headers = [(b"cookie", b"a=1; __Host-gw_session=xyz; b=2")]
+        assert read_cookie(headers, "__Host-gw_session") == "xyz"
+
+    def test_missing(self) -> None:
+        """No such cookie: None."""
+        assert read_cookie([(b"cookie", b"a=1")], "__Host-gw_session") is None
+
+
+def _scope(value: str | None) -> Scope:
+    headers = [("cookie", f"__Host-gw_session={value}")] if value else []
+    return with_state(http_scope("/", headers=headers))
+
+
+class TestSessionAuthenticator:
+    def _auth(self, tmp_path: Path, clock: Clock, text: str = "", **kw):  # type: ignore[no-untyped-def]
+        sink = MemorySink()
+        c = kw.pop("c", None) or codec(clock)
+        revocations = MemoryRevocations(clock=clock)
+        auth = SessionAuthenticator(
+            codec=c, revocations=revocations, grants=grants(tmp_path, text), sink=sink
+        )
+        return auth, c, revocations, sink
+
+    async def test_declines_without_cookie(self, tmp_path: Path) -> None:
+        """No session cookie: not this authenticator's request."""
+        auth, *_ = self._auth(tmp_path, Clock())
+        assert await auth.authenticate(_scope(None)) is None
+
+    async def test_valid_session_is_identity(self, tmp_path: Path) -> None:
+        """A valid cookie yields the identity it holds."""
+        clock = Clock()
+        auth, c, _, _ = self._auth(tmp_path, clock)
+        session = _new(c)
+        who = await auth.authenticate(_scope(c.encode(session)))
+        assert who is not None
+        assert who.roles == {"teacher"}
+        assert who.tenant == "school-a"
+        assert who.method == "session"
+        assert who.session_id == session.session_id
+        assert who.user_id == "https://idp.example|s1"
+
+    async def test_grants_added_at_request_time(self, tmp_path: Path) -> None:
+        """Local grants for the session's tenant are added to the federated roles."""
+        text = (
+            '[[grants]]\nissuer = "surf"\nsubject = "s1"\ntenant = "school-a"\n'
+            'roles = ["lob_coordinator"]\n'
+        )
+        clock = Clock()
+        auth, c, _, _ = self._auth(tmp_path, clock, text)
+        who = await auth.authenticate(_scope(c.encode(_new(c))))
+        assert who is not None
+        assert who.roles == {"teacher", "lob_coordinator"}
+
+    async def test_tampered_cookie_rejected_and_cleared(self, tmp_path: Path) -> None:
+        """A forged cookie is anonymous, audited and cleared."""
+        auth, _, _, sink = self._auth(tmp_path, Clock())
+        scope = _scope("v1.forged")
+        assert await auth.authenticate(scope) is None
+        assert sink.events[-1]["event.action"] == "session_rejected"
+        assert sink.events[-1]["event.reason"] == "session_invalid"
+        cookies = state(scope).extra["oidc.set_cookie"]
+        assert b"Max-Age=0" in cookies[0]
+
+    async def test_revoked_session_refused(self, tmp_path: Path) -> None:
+        """A session id in the revocation record is refused at once."""
+        clock = Clock()
+        auth, c, revocations, sink = self._auth(tmp_path, clock)
+        session = _new(c)
+        revocations.revoke_session(session.session_id, until=session.expires_at)
+        assert await auth.authenticate(_scope(c.encode(session))) is None
+        assert sink.events[-1]["event.reason"] == "session_revoked"
+
+    async def test_subject_revocation_spares_later_sessions(self, tmp_path: Path) -> None:
+        """Revoking a subject ends its sessions issued before, not those after."""
+        clock = Clock()
+        auth, c, revocations, _ = self._auth(tmp_path, clock)
+        old = _new(c)
+        revocations.revoke_subject(old.user_id, before=clock(), until=clock() + 99999)
+        clock.advance(1)
+        new = _new(c)
+        assert await auth.authenticate(_scope(c.encode(old))) is None
+        assert await auth.authenticate(_scope(c.encode(new))) is not None
+
+    async def test_stale_session_reissued(self, tmp_path: Path) -> None:
+        """A session used after the refresh interval gets a new cookie."""
+        clock = Clock()
+        auth, c, _, _ = self._auth(tmp_path, clock)
+        value = c.encode(_new(c))
+        clock.advance(400)
+        scope = _scope(value)
+        assert await auth.authenticate(scope) is not None
+        (cookie,) = state(scope).extra["oidc.set_cookie"]
+        fresh = cookie.decode().split(";")[0].split("=", 1)[1]
+        decoded, _ = c.decode(fresh)
+        assert decoded is not None
+        assert decoded.refreshed_at == clock()
+
+    async def test_refresh_audited(self, tmp_path: Path) -> None:
+        """A re-issued session is a session_refresh event with the current roles."""
+        clock = Clock()
+        auth, c, _, sink = self._auth(tmp_path, clock)
+        value = c.encode(_new(c))
+        assert await auth.authenticate(_scope(value)) is not None
+        assert sink.actions() == []
+        clock.advance(400)
+        assert await auth.authenticate(_scope(value)) is not None
+        assert sink.actions() == ["session_refresh"]
+        assert sink.events[0]["user.roles"] == ["teacher"]
+        assert sink.events[0]["organization.id"] == "school-a"
+
+
+class TestSessionCookieStage:
+    async def test_adds_requested_cookies(self) -> None:
+        """Set-Cookie values asked for during the request reach the response."""
+
+        async def inner(scope, receive, send):  # type: ignore[no-untyped-def]
+            scope["gateway"].extra["oidc.set_cookie"] = [b"a=1"]
+            await Recorder()(scope, receive, send)
+
+        result = await call(SessionCookieStage(inner), with_state(http_scope("/")))
+        assert result.header_values("set-cookie") == ["a=1"]
+
+    async def test_response_cookie_wins(self) -> None:
+        """A refresh of the old session never overrides a cookie the response sets (login)."""
+
+        async def inner(scope, receive, send):  # type: ignore[no-untyped-def]
+            scope["gateway"].extra["oidc.set_cookie"] = [b"__Host-gw_session=old", b"b=2"]
+            await Recorder(headers=[(b"set-cookie", b"__Host-gw_session=new")])(
+                scope, receive, send
+            )
+
+        result = await call(SessionCookieStage(inner), with_state(http_scope("/")))
+        assert result.header_values("set-cookie") == ["__Host-gw_session=new", "b=2"]
