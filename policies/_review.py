@@ -17,6 +17,7 @@ import csv
 import html
 import io
 import re
+import tomllib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -30,6 +31,7 @@ from policies._syntax import keymatch2_regex
 __all__ = [
     "Finding",
     "MatrixRow",
+    "claims_findings",
     "effective_changes",
     "lint",
     "matrix",
@@ -424,8 +426,59 @@ def _limited_grant_findings(
     return findings
 
 
-def lint(source: PolicySource, resources: Resources) -> list[Finding]:
-    """Risky grants and inconsistencies; the shipped policy has no errors."""
+def claims_findings(claims_text: str, resources: Resources) -> list[Finding]:
+    """Check the OIDC claims mapping (policies/claims.toml) against the roles of resources.toml.
+
+    Every federation role must come from some production mapping (one not named in
+    resources.toml's ``test_mappings``); no production mapping may assert a locally granted
+    or built-in role; every role a mapping asserts must be a known role.
+    """
+    try:
+        data = tomllib.loads(claims_text)
+        mappings = {
+            name: {str(v): str(role) for v, role in table.get("roles", {}).items()}
+            for name, table in data.get("mappings", {}).items()
+        }
+    except (tomllib.TOMLDecodeError, AttributeError) as exc:
+        return [Finding("error", "claims_unreadable", f"claims file: {exc}")]
+    findings = []
+    production = {
+        name: roles for name, roles in mappings.items() if name not in resources.test_mappings
+    }
+    produced = {role for roles in production.values() for role in roles.values()}
+    for name, info in resources.roles.items():
+        if info.granted_by == "federation" and name not in produced:
+            findings.append(
+                Finding(
+                    "error",
+                    "unproducible_role",
+                    f"{name} is granted by federation, but no production claims mapping asserts it",
+                )
+            )
+    for mapping, roles in mappings.items():
+        for value, name in sorted(roles.items()):
+            known = resources.roles.get(name)
+            where = f"claims mapping {mapping}: {value} -> {name}"
+            if known is None or known.abstract:
+                findings.append(Finding("error", "unknown_role", f"{where}: not a known role"))
+            elif mapping in production and known.granted_by != "federation":
+                findings.append(
+                    Finding(
+                        "error",
+                        "federated_local_role",
+                        f"{where}: {name} is granted {known.granted_by}, never by a federation",
+                    )
+                )
+    return findings
+
+
+def lint(
+    source: PolicySource, resources: Resources, *, claims_text: str | None = None
+) -> list[Finding]:
+    """Risky grants and inconsistencies; the shipped policy has no errors.
+
+    With ``claims_text`` (policies/claims.toml), also checks which roles a mapping produces.
+    """
     evaluator = FastEvaluator(source, cache_size=0)
     findings = _rule_findings(source, resources)
     findings += _audit_findings(evaluator, resources)
@@ -442,6 +495,8 @@ def lint(source: PolicySource, resources: Resources) -> list[Finding]:
                     f"{MAX_HIERARCHY_LEVEL - 1} links; pycasbin never follows them",
                 )
             )
+    if claims_text is not None:
+        findings += claims_findings(claims_text, resources)
     used = {rule.role for rule in source.rules} | {link.role for link in source.links}
     findings += [
         Finding("warning", "role_unused", f"{name} appears in no policy line")
@@ -451,12 +506,14 @@ def lint(source: PolicySource, resources: Resources) -> list[Finding]:
     return findings
 
 
-def report_files(source: PolicySource, resources: Resources) -> dict[str, str]:
+def report_files(
+    source: PolicySource, resources: Resources, *, claims_text: str | None = None
+) -> dict[str, str]:
     """The committed review outputs for a policy: file name -> content."""
     rows = matrix(FastEvaluator(source, cache_size=0), resources)
     roles = roles_of(resources)
     stamp = f"policy.csv sha256 {source.policy_sha256[:16]}"
-    findings = lint(source, resources)
+    findings = lint(source, resources, claims_text=claims_text)
     errors = sum(f.level == "error" for f in findings)
     lint_text = "".join(f"{finding}\n" for finding in findings)
     return {

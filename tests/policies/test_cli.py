@@ -6,7 +6,7 @@ import io
 import subprocess
 from pathlib import Path
 
-from policies._cli import REPORT_DIR, main
+from policies._cli import DEFAULT_CLAIMS, REPORT_DIR, main
 from policies._resources import Resources
 from policies._review import report_files
 from policies._source import PolicySource
@@ -24,7 +24,9 @@ class TestCommittedReport:
         """policies/report/ matches the shipped policy; regenerate with `make policy-report`."""
         stale = [
             name
-            for name, text in report_files(shipped, resources).items()
+            for name, text in report_files(
+                shipped, resources, claims_text=DEFAULT_CLAIMS.read_text(encoding="utf-8")
+            ).items()
             if not (REPORT_DIR / name).is_file()
             or (REPORT_DIR / name).read_text(encoding="utf-8") != text
         ]
@@ -113,6 +115,21 @@ class TestLintCommand:
         code, text = _run("--policy", str(risky), "review", "lint")
         assert code == 1
         assert "error cross_tenant_reach" in text
+
+    def test_exits_one_when_a_federation_asserts_a_local_role(self, tmp_path: Path) -> None:
+        """A production claims mapping granting platform_staff fails lint."""
+        claims = tmp_path / "claims.toml"
+        claims.write_text(
+            DEFAULT_CLAIMS.read_text(encoding="utf-8").replace(
+                'staff = "teacher"', 'staff = "platform_staff"'
+            ),
+            encoding="utf-8",
+        )
+        code, text = _run("--claims", str(claims), "review", "lint")
+        assert code == 1
+        assert "error federated_local_role: claims mapping surfconext: staff -> platform_staff" in (
+            text
+        )
 
 
 class TestDiffCommand:
