@@ -1,7 +1,7 @@
 """Review and check the access policy from the files the gateway enforces.
 
     python -m policies review matrix [--format md|csv|html]   role x route x method
-    python -m policies review reach                           who reaches each data category
+    python -m policies review reach [--category b] [--subject pupils]   who reaches what
     python -m policies review diff OLD.csv NEW.csv            what changed, in words
     python -m policies review diff --git REV [REV2]           the same between git revisions
     python -m policies review lint                            risky grants (exit 1 on errors)
@@ -9,7 +9,8 @@
     python -m policies check --role R [--tenant T] METHOD PATH   explain one decision
     python -m policies test                                   run the policy test table
 
-Options before the command choose other files (--model, --policy, --resources, --table).
+Options before the command choose other files (--model, --policy, --resources, --table,
+--claims: the OIDC claims mapping lint checks the roles against).
 """
 
 from __future__ import annotations
@@ -24,15 +25,17 @@ from typing import Final, TextIO
 from policies._evaluator import FastEvaluator
 from policies._reference import ReferenceAuthorizer
 from policies._resources import Resources
-from policies._review import diff_in_words, lint, report_files
+from policies._review import diff_in_words, lint, matrix, reach_markdown, report_files
 from policies._source import PolicySource, load_source, source_from_text
 from policies._store import DEFAULT_MODEL, DEFAULT_POLICY, DEFAULT_RESOURCES, DEFAULT_TABLE
 from policies._table import load_table, run_table
 from policies.errors import PolicyError
 
-__all__ = ["REPORT_DIR", "main"]
+__all__ = ["DEFAULT_CLAIMS", "REPORT_DIR", "main"]
 
 REPORT_DIR: Final = Path(__file__).resolve().parent / "report"
+#: The OIDC claims mapping (gateway/oidc), which lint checks against resources.toml's roles.
+DEFAULT_CLAIMS: Final = Path(__file__).resolve().parent / "claims.toml"
 _EXIT_LINT: Final = 1
 _EXIT_ERROR: Final = 2
 
@@ -53,8 +56,17 @@ def _git_text(path: Path, revision: str) -> str:
     ).stdout
 
 
+def _claims_text(path: Path) -> str | None:
+    """The claims file's text, or ``None`` when there is none (the check is then skipped)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
 def _cmd_review(args: argparse.Namespace, out: TextIO) -> int:
     resources = Resources.from_file(args.resources)
+    claims = _claims_text(args.claims)
     model_text = args.model.read_text(encoding="utf-8")
     if args.review == "diff":
         if args.git:
@@ -74,26 +86,44 @@ def _cmd_review(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     source = load_source(args.model, args.policy)
     if args.review == "lint":
-        findings = lint(source, resources)
+        findings = lint(source, resources, claims_text=claims)
         for finding in findings:
             out.write(f"{finding}\n")
         errors = sum(f.level == "error" for f in findings)
         out.write(f"{errors} errors, {len(findings) - errors} warnings\n")
         return _EXIT_LINT if errors else 0
     if args.review == "report":
-        return _report(source, resources, args.out, check=args.check, out=out)
-    files = report_files(source, resources)
+        return _report(source, resources, claims, args.out, check=args.check, out=out)
     if args.review == "reach":
-        out.write(files["reach.md"])
-    else:
-        out.write(files[f"matrix.{args.format}"])
+        rows = matrix(FastEvaluator(source, cache_size=0), resources)
+        try:
+            out.write(
+                reach_markdown(
+                    rows,
+                    resources,
+                    title="Who can reach what",
+                    categories=args.category,
+                    subjects=args.subject,
+                )
+            )
+        except ValueError as exc:
+            out.write(f"error: {exc}\n")
+            return _EXIT_ERROR
+        return 0
+    out.write(report_files(source, resources, claims_text=claims)[f"matrix.{args.format}"])
     return 0
 
 
 def _report(
-    source: PolicySource, resources: Resources, directory: Path, *, check: bool, out: TextIO
+    source: PolicySource,
+    resources: Resources,
+    claims: str | None,
+    directory: Path,
+    *,
+    check: bool,
+    out: TextIO,
 ) -> int:
-    files = report_files(source, resources)
+    files = report_files(source, resources, claims_text=claims)
     stale = [
         name
         for name, text in files.items()
@@ -167,12 +197,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--policy", type=Path, default=DEFAULT_POLICY)
     parser.add_argument("--resources", type=Path, default=DEFAULT_RESOURCES)
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    parser.add_argument("--claims", type=Path, default=DEFAULT_CLAIMS)
     commands = parser.add_subparsers(dest="command", required=True)
     review = commands.add_parser("review", help="compliance review outputs")
     kinds = review.add_subparsers(dest="review", required=True)
     shown = kinds.add_parser("matrix", help="permission matrix role x route x method")
     shown.add_argument("--format", choices=("md", "csv", "html"), default="md")
-    kinds.add_parser("reach", help="who can reach each data category and whose data")
+    reach = kinds.add_parser("reach", help="who can reach each data category and whose data")
+    reach.add_argument("--category", action="append", help="a to f; repeat for several")
+    reach.add_argument("--subject", action="append", help="e.g. pupils; repeat for several")
     diff = kinds.add_parser("diff", help="what changed between two policies, in words")
     diff.add_argument("files", nargs="*", help="OLD.csv NEW.csv")
     diff.add_argument("--git", nargs="+", metavar="REV", help="REV [REV2] (default: the file)")

@@ -10,6 +10,9 @@ Stable snake_case reasons (``Decision.reason``, the audit event's ``event.reason
                        path (does not start with ``/``, has control characters, is too long)
 ``policy_error``       the evaluator failed unexpectedly; denied, never raised
 
+``HEAD`` is decided as ``GET`` (it is a GET without the body, RFC 9110 9.3.2), so the policy
+lists GET only; every other method is taken as it is.
+
 ``Decision.rule`` is the deciding line as ``policy.csv`` states it (``p, role, scope, pattern,
 method, effect``): for a deny the first matching deny line, for an allow the last matching allow
 line. These are the lines pycasbin's ``enforce_ex`` reports, so both engines name the same rule.
@@ -31,6 +34,7 @@ __all__ = [
     "NO_MATCH",
     "NO_MATCHING_RULE",
     "POLICY_ERROR",
+    "matched_method",
     "precheck",
 ]
 
@@ -57,3 +61,8 @@ def precheck(
     if not (isinstance(path, str) and valid_path(path)):
         return _BAD_REQUEST
     return None
+
+
+def matched_method(method: str) -> str:
+    """The method the policy is matched with: ``HEAD`` as ``GET``, others unchanged."""
+    return "GET" if method == "HEAD" else method

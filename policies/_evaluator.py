@@ -5,9 +5,11 @@ compiled once, when a policy is loaded:
 
 - role inheritance is resolved ahead of time, exactly as pycasbin's ``RoleManager`` resolves it
   (a role reaches the roles at most ``MAX_HIERARCHY_LEVEL - 1`` ``g`` links away);
-- each role's reachable rules are indexed by method and by the pattern's first path segment,
-  with deny lines in file order and allow lines in reverse file order, so the first match in
-  each list is the deciding one (see :mod:`policies._decision`);
+- each role's reachable rules are indexed by method and then in a trie of the pattern's
+  literal leading segments (``/api/schools/:tenant`` sits under ``api`` -> ``schools``), so a
+  request only meets the rules whose literal prefix its path starts with; at each trie node
+  deny lines are kept in file order and allow lines in reverse file order, so the first match
+  in each list is the deciding one (see :mod:`policies._decision`);
 - path patterns are compiled to the very regular expressions pycasbin's ``keyMatch2`` and
   ``keyGet2`` build (anchored, ``:name`` one segment).
 
@@ -26,15 +28,16 @@ from policies._decision import (
     EXPLICIT_DENY,
     NO_MATCH,
     POLICY_ERROR,
+    matched_method,
     precheck,
 )
 from policies._source import PolicySource, Rule
 from policies._syntax import (
     METHOD_WILDCARD,
     TENANT_VAR,
-    first_literal_segment,
     keyget2_regex,
     keymatch2_regex,
+    literal_prefix,
 )
 
 __all__ = ["DEFAULT_CACHE_SIZE", "MAX_HIERARCHY_LEVEL", "FastEvaluator", "role_closure"]
@@ -53,8 +56,10 @@ _POLICY_ERROR: Final = Decision(allowed=False, reason=POLICY_ERROR)
 
 # One compiled rule: (index, scope code, regex match function, tenant group or 0, decision).
 _Compiled = tuple[int, int, Callable[[str], "re.Match[str] | None"], int, Decision]
-# Per (role, method, first segment): deny lines in file order, allow lines in reverse order.
+# Deny lines in file order, allow lines in reverse order.
 _Lists = tuple[tuple[_Compiled, ...], tuple[_Compiled, ...]]
+# A trie node: the rules whose literal prefix ends here (or None), and the children by segment.
+_Node = tuple["_Lists | None", dict[str, "_Node"]]
 
 
 def role_closure(
@@ -88,9 +93,23 @@ def _compile(rule: Rule) -> _Compiled:
     return (rule.index, _SCOPE_CODES[rule.scope], match, tenant_group, decision)
 
 
-def _first_segment(path: str) -> str:
-    end = path.find("/", 1)
-    return path[1:] if end < 0 else path[1:end]
+def _trie(
+    entries: list[tuple[tuple[str, ...], Rule]], depth: int, compiled: Mapping[int, _Compiled]
+) -> _Node:
+    """Rules (in file order, with their literal prefixes) arranged as a trie from ``depth``."""
+    here = [rule for prefix, rule in entries if len(prefix) == depth]
+    below: dict[str, list[tuple[tuple[str, ...], Rule]]] = {}
+    for prefix, rule in entries:
+        if len(prefix) > depth:
+            below.setdefault(prefix[depth], []).append((prefix, rule))
+    lists: _Lists | None = None
+    if here:
+        lists = (
+            tuple(compiled[r.index] for r in here if r.effect == "deny"),
+            tuple(compiled[r.index] for r in reversed(here) if r.effect == "allow"),
+        )
+    children = {segment: _trie(group, depth + 1, compiled) for segment, group in below.items()}
+    return (lists, children)
 
 
 class FastEvaluator:
@@ -109,7 +128,7 @@ class FastEvaluator:
             rules_by_role.setdefault(rule.role, []).append(rule)
         compiled = {rule.index: _compile(rule) for rule in source.rules}
         self._compiled = compiled
-        self._index: dict[str, dict[str, dict[str | None, _Lists]]] = {}
+        self._tries: dict[str, dict[str, _Node]] = {}
         for role in set(parents) | set(rules_by_role):
             closure = role_closure(parents, role)
             self.closures[role] = closure
@@ -118,26 +137,19 @@ class FastEvaluator:
                 key=lambda rule: rule.index,
             )
             if reachable:
-                self._index[role] = self._index_role(reachable, compiled)
+                self._tries[role] = self._index_role(reachable, compiled)
 
     @staticmethod
-    def _index_role(
-        rules: list[Rule], compiled: Mapping[int, _Compiled]
-    ) -> dict[str, dict[str | None, _Lists]]:
-        methods = {rule.method for rule in rules} | {METHOD_WILDCARD}
-        by_method: dict[str, dict[str | None, _Lists]] = {}
-        for method in methods:
-            for_method = [r for r in rules if r.method in (method, METHOD_WILDCARD)]
-            segments = {first_literal_segment(r.pattern) for r in for_method} | {None}
-            by_segment: dict[str | None, _Lists] = {}
-            for segment in segments:
-                selected = [
-                    r for r in for_method if first_literal_segment(r.pattern) in (segment, None)
-                ]
-                denies = tuple(compiled[r.index] for r in selected if r.effect == "deny")
-                allows = tuple(compiled[r.index] for r in reversed(selected) if r.effect == "allow")
-                by_segment[segment] = (denies, allows)
-            by_method[method] = by_segment
+    def _index_role(rules: list[Rule], compiled: Mapping[int, _Compiled]) -> dict[str, _Node]:
+        """One trie per method the role's rules name (each including the ``*`` lines)."""
+        by_method: dict[str, _Node] = {}
+        for method in {rule.method for rule in rules} | {METHOD_WILDCARD}:
+            entries = [
+                (literal_prefix(rule.pattern), rule)
+                for rule in rules
+                if rule.method in (method, METHOD_WILDCARD)
+            ]
+            by_method[method] = _trie(entries, 0, compiled)
         return by_method
 
     def decide(
@@ -157,7 +169,7 @@ class FastEvaluator:
             refused = precheck(roles=roles, tenant=tenant, method=method, path=path)
             if refused is not None:
                 return refused
-            found = self._match(roles, tenant or "", method, path)
+            found = self._match(roles, tenant or "", matched_method(method), path)
             if self._cache_size and len(path) <= MAX_CACHED_PATH:
                 if len(self._cache) >= self._cache_size:
                     self._cache.clear()
@@ -175,20 +187,32 @@ class FastEvaluator:
             rule
             for rule in self.source.rules
             if rule.role in reachable
-            and rule.method in (method, METHOD_WILDCARD)
+            and rule.method in (matched_method(method), METHOD_WILDCARD)
             and _hit(self._compiled[rule.index], tenant or "", path)
         ]
 
-    def _lists(self, role: str, method: str, segment: str) -> _Lists | None:
-        by_method = self._index.get(role)
-        if by_method is None:
-            return None
-        by_segment = by_method.get(method) or by_method[METHOD_WILDCARD]
-        return by_segment.get(segment) or by_segment[None]
+    def _candidates(self, roles: Collection[str], method: str, path: str) -> list[_Lists]:
+        """The rule lists of every trie node the path passes, for every role."""
+        segments = path[1:].split("/")
+        lists: list[_Lists] = []
+        for role in roles:
+            tries = self._tries.get(role)
+            if tries is None:
+                continue
+            node = tries.get(method) or tries[METHOD_WILDCARD]
+            if node[0] is not None:
+                lists.append(node[0])
+            for segment in segments:
+                found = node[1].get(segment)
+                if found is None:
+                    break
+                node = found
+                if node[0] is not None:
+                    lists.append(node[0])
+        return lists
 
     def _match(self, roles: Collection[str], tenant: str, method: str, path: str) -> Decision:
-        segment = _first_segment(path)
-        lists = [found for role in roles if (found := self._lists(role, method, segment))]
+        lists = self._candidates(roles, method, path)
         deny: Decision | None = None
         deny_index = len(self.source.rules)
         for denies, _ in lists:

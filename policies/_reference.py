@@ -22,7 +22,14 @@ import casbin
 from casbin import util
 
 from gateway.types import Decision
-from policies._decision import ALLOWED, EXPLICIT_DENY, NO_MATCH, POLICY_ERROR, precheck
+from policies._decision import (
+    ALLOWED,
+    EXPLICIT_DENY,
+    NO_MATCH,
+    POLICY_ERROR,
+    matched_method,
+    precheck,
+)
 from policies._source import PolicySource
 
 __all__ = ["ReferenceAuthorizer", "new_enforcer"]
@@ -77,6 +84,7 @@ class ReferenceAuthorizer:
         denied = precheck(roles=roles, tenant=tenant, method=method, path=path)
         if denied is not None:
             return denied
+        method = matched_method(method)
         deny_at: int | None = None
         allow_at: int | None = None
         for role in roles:

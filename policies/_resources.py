@@ -210,9 +210,16 @@ class Resources:
     """The parsed resources file, with a route classifier."""
 
     def __init__(
-        self, *, roles: Mapping[str, RoleInfo], families: Mapping[str, Family], routes: list[Route]
+        self,
+        *,
+        roles: Mapping[str, RoleInfo],
+        families: Mapping[str, Family],
+        routes: list[Route],
+        test_mappings: tuple[str, ...] = (),
     ) -> None:
         self.roles = dict(roles)
+        #: Claims mappings used only by test and demo identity providers (lint ignores them).
+        self.test_mappings = test_mappings
         self.families = dict(families)
         self.routes = tuple(routes)
         self._by_method: dict[str, list[tuple[re.Pattern[str], Route, RouteInfo]]] = {}
@@ -262,10 +269,19 @@ class Resources:
             family, family_routes = _family(name, value)
             families[name] = family
             routes.extend(family_routes)
-        return cls(roles=roles, families=families, routes=routes)
+        claims = data.get("claims", {})
+        if not isinstance(claims, dict):
+            raise ResourcesInvalid(f"{path.name}: [claims] is a table")
+        test_mappings = _strings(claims.get("test_mappings", []), "claims.test_mappings")
+        return cls(roles=roles, families=families, routes=routes, test_mappings=test_mappings)
 
     def classify(self, method: str, path: str) -> RouteInfo | None:
-        """The route a canonical path belongs to, or ``None`` for an unknown route."""
+        """The route a canonical path belongs to, or ``None`` for an unknown route.
+
+        ``HEAD`` is classified as ``GET`` (it is decided as GET too).
+        """
+        if method == "HEAD":
+            method = "GET"
         end = path.find("/", 1)
         segment = path[1:] if end < 0 else path[1:end]
         candidates = self._index.get((method, segment)) or self._index.get((method, None)) or ()

@@ -17,12 +17,13 @@ import csv
 import html
 import io
 import re
-from collections.abc import Iterable, Sequence
+import tomllib
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from policies._diff import diff_sources
-from policies._evaluator import FastEvaluator
+from policies._evaluator import MAX_HIERARCHY_LEVEL, FastEvaluator, role_closure
 from policies._resources import CATEGORIES, OTHER_TENANT, SAMPLE_TENANT, Resources, Route
 from policies._source import PolicySource, Rule
 from policies._syntax import keymatch2_regex
@@ -30,6 +31,7 @@ from policies._syntax import keymatch2_regex
 __all__ = [
     "Finding",
     "MatrixRow",
+    "claims_findings",
     "effective_changes",
     "lint",
     "matrix",
@@ -48,7 +50,6 @@ ONLY_WITHOUT: Final = "only without tenant"
 NO: Final = "—"
 _AUDIT_PATHS: Final = ("/_gateway/audit", "/_gateway/audit/x1", "/_gateway/audit/x1/x2")
 _AUDIT_WRITES: Final = ("DELETE", "PUT", "PATCH")
-_MAX_INHERITANCE: Final = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +166,32 @@ def _legend() -> str:
     )
 
 
-def reach_markdown(rows: Sequence[MatrixRow], resources: Resources, *, title: str) -> str:
-    """Who can reach each data category, and who can reach each group's personal data."""
+def reach_markdown(
+    rows: Sequence[MatrixRow],
+    resources: Resources,
+    *,
+    title: str,
+    categories: Collection[str] | None = None,
+    subjects: Collection[str] | None = None,
+) -> str:
+    """Who can reach each data category, and who can reach each group's personal data.
+
+    ``categories`` / ``subjects`` narrow the answer (``None``: all of them, unless the other
+    one is given); unknown names raise ``ValueError``.
+    """
     roles = roles_of(resources)
+    known_subjects = sorted(
+        {s for family in resources.families.values() for s in family.data_subjects}
+    )
+    for name, given, known in (
+        ("category", categories, list(CATEGORIES)),
+        ("data subject", subjects, known_subjects),
+    ):
+        unknown = sorted(set(given or ()) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {name} {', '.join(unknown)}; known: {', '.join(known)}")
+    if categories is None and subjects is None:
+        categories, subjects = list(CATEGORIES), known_subjects
     lines = [f"# {title}", ""]
 
     def section(heading: str, selected: list[MatrixRow]) -> None:
@@ -187,12 +211,15 @@ def reach_markdown(rows: Sequence[MatrixRow], resources: Resources, *, title: st
         lines.append("")
 
     for key, text in CATEGORIES.items():
+        if key not in (categories or ()):
+            continue
         section(
             f"Category {key}: {text}",
             [row for row in rows if key in row.route.family.categories],
         )
-    subjects = sorted({s for family in resources.families.values() for s in family.data_subjects})
-    for subject in subjects:
+    for subject in known_subjects:
+        if subject not in (subjects or ()):
+            continue
         section(
             f"Personal data of {subject.replace('_', ' ')} (someone other than the caller)",
             [
@@ -283,6 +310,19 @@ def _rule_findings(source: PolicySource, resources: Resources) -> list[Finding]:
             findings.append(
                 Finding("error", "cross_tenant_reach", f"{where}: any tenant, not only the own")
             )
+        if (
+            rule.effect == "allow"
+            and rule.method in (*_AUDIT_WRITES, "*")
+            and any(re.match(keymatch2_regex(rule.pattern), p) for p in _AUDIT_PATHS)
+        ):
+            findings.append(
+                Finding(
+                    "error",
+                    "audit_deletable",
+                    f"{where}: grants {rule.method} on audit events, even if a deny line "
+                    "blocks it today",
+                )
+            )
         if not _rule_routes(rule, resources):
             level = "error" if rule.effect == "allow" else "warning"
             findings.append(Finding(level, "unknown_route", f"{where}: matches no known route"))
@@ -304,9 +344,13 @@ def _rule_findings(source: PolicySource, resources: Resources) -> list[Finding]:
     return findings
 
 
-def _depth(source: PolicySource, role: str, seen: frozenset[str] = frozenset()) -> int:
-    parents = [link.inherits for link in source.links if link.role == role]
-    return max((1 + _depth(source, p, seen | {role}) for p in parents if p not in seen), default=0)
+def _cut_off(source: PolicySource, evaluator: FastEvaluator, role: str) -> list[str]:
+    """Roles ``role`` inherits through ``g`` lines that pycasbin's depth limit never reaches."""
+    parents: dict[str, set[str]] = {}
+    for link in source.links:
+        parents.setdefault(link.role, set()).add(link.inherits)
+    unbounded = role_closure(parents, role, max_level=len(parents) + 2)
+    return sorted(unbounded - evaluator.closures.get(role, frozenset({role})))
 
 
 def _audit_findings(evaluator: FastEvaluator, resources: Resources) -> list[Finding]:
@@ -382,23 +426,77 @@ def _limited_grant_findings(
     return findings
 
 
-def lint(source: PolicySource, resources: Resources) -> list[Finding]:
-    """Risky grants and inconsistencies; the shipped policy has no errors."""
+def claims_findings(claims_text: str, resources: Resources) -> list[Finding]:
+    """Check the OIDC claims mapping (policies/claims.toml) against the roles of resources.toml.
+
+    Every federation role must come from some production mapping (one not named in
+    resources.toml's ``test_mappings``); no production mapping may assert a locally granted
+    or built-in role; every role a mapping asserts must be a known role.
+    """
+    try:
+        data = tomllib.loads(claims_text)
+        mappings = {
+            name: {str(v): str(role) for v, role in table.get("roles", {}).items()}
+            for name, table in data.get("mappings", {}).items()
+        }
+    except (tomllib.TOMLDecodeError, AttributeError) as exc:
+        return [Finding("error", "claims_unreadable", f"claims file: {exc}")]
+    findings = []
+    production = {
+        name: roles for name, roles in mappings.items() if name not in resources.test_mappings
+    }
+    produced = {role for roles in production.values() for role in roles.values()}
+    for name, info in resources.roles.items():
+        if info.granted_by == "federation" and name not in produced:
+            findings.append(
+                Finding(
+                    "error",
+                    "unproducible_role",
+                    f"{name} is granted by federation, but no production claims mapping asserts it",
+                )
+            )
+    for mapping, roles in mappings.items():
+        for value, name in sorted(roles.items()):
+            known = resources.roles.get(name)
+            where = f"claims mapping {mapping}: {value} -> {name}"
+            if known is None or known.abstract:
+                findings.append(Finding("error", "unknown_role", f"{where}: not a known role"))
+            elif mapping in production and known.granted_by != "federation":
+                findings.append(
+                    Finding(
+                        "error",
+                        "federated_local_role",
+                        f"{where}: {name} is granted {known.granted_by}, never by a federation",
+                    )
+                )
+    return findings
+
+
+def lint(
+    source: PolicySource, resources: Resources, *, claims_text: str | None = None
+) -> list[Finding]:
+    """Risky grants and inconsistencies; the shipped policy has no errors.
+
+    With ``claims_text`` (policies/claims.toml), also checks which roles a mapping produces.
+    """
     evaluator = FastEvaluator(source, cache_size=0)
     findings = _rule_findings(source, resources)
     findings += _audit_findings(evaluator, resources)
     findings += _matrix_findings(matrix(evaluator, resources), resources)
     findings += _limited_grant_findings(source, evaluator, resources)
     for name in roles_of(resources):
-        if _depth(source, name) > _MAX_INHERITANCE:
+        cut_off = _cut_off(source, evaluator, name)
+        if cut_off:
             findings.append(
                 Finding(
                     "error",
                     "inheritance_too_deep",
-                    f"{name} inherits through more than {_MAX_INHERITANCE} links; "
-                    "pycasbin ignores the rest",
+                    f"{name} inherits {', '.join(cut_off[:5])} through more than "
+                    f"{MAX_HIERARCHY_LEVEL - 1} links; pycasbin never follows them",
                 )
             )
+    if claims_text is not None:
+        findings += claims_findings(claims_text, resources)
     used = {rule.role for rule in source.rules} | {link.role for link in source.links}
     findings += [
         Finding("warning", "role_unused", f"{name} appears in no policy line")
@@ -408,12 +506,14 @@ def lint(source: PolicySource, resources: Resources) -> list[Finding]:
     return findings
 
 
-def report_files(source: PolicySource, resources: Resources) -> dict[str, str]:
+def report_files(
+    source: PolicySource, resources: Resources, *, claims_text: str | None = None
+) -> dict[str, str]:
     """The committed review outputs for a policy: file name -> content."""
     rows = matrix(FastEvaluator(source, cache_size=0), resources)
     roles = roles_of(resources)
     stamp = f"policy.csv sha256 {source.policy_sha256[:16]}"
-    findings = lint(source, resources)
+    findings = lint(source, resources, claims_text=claims_text)
     errors = sum(f.level == "error" for f in findings)
     lint_text = "".join(f"{finding}\n" for finding in findings)
     return {

@@ -163,6 +163,8 @@ def _rule(tokens: list[str], *, index: int, name: str, number: int) -> Rule:
         raise PolicyInvalid(f"{where}: pattern {pattern!r}: {problem}")
     if method != METHOD_WILDCARD and not valid_method(method):
         raise PolicyInvalid(f"{where}: method {method!r} is not an upper-case HTTP method or *")
+    if method == "HEAD":
+        raise PolicyInvalid(f"{where}: HEAD is decided as GET; write GET")
     if effect not in EFFECTS:
         raise PolicyInvalid(f"{where}: effect {effect!r} is not allow or deny")
     if scope == "own" and keyget2_regex(pattern, TENANT_VAR)[1] is None:

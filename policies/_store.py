@@ -192,14 +192,15 @@ class PolicyStore:
             fields["user.target.id"] = route.subject_id
         return fields
 
-    def review_report(self) -> dict[str, str]:
+    def review_report(self, *, claims_text: str | None = None) -> dict[str, str]:
         """The review outputs of the policy in force (file name -> text), for /_gateway/policies.
 
-        Names: matrix.md, matrix.csv, matrix.html, reach.md, lint.txt. Takes tens of
-        milliseconds: cache it per ``state.source.policy_sha256``.
+        Names: matrix.md, matrix.csv, matrix.html, reach.md, lint.txt; pass the claims
+        file's text to include its checks in lint.txt. Takes tens of milliseconds: cache it per
+        ``state.source.policy_sha256``.
         """
         state = self._state
-        return report_files(state.source, state.resources)
+        return report_files(state.source, state.resources, claims_text=claims_text)
 
     def reload(self) -> bool:
         """Load, check and swap in the files' current policy; keep the old one on any failure.

@@ -20,9 +20,9 @@ __all__ = [
     "TENANT_VAR",
     "Effect",
     "Scope",
-    "first_literal_segment",
     "keyget2_regex",
     "keymatch2_regex",
+    "literal_prefix",
     "pattern_problem",
     "valid_method",
     "valid_path",
@@ -101,14 +101,19 @@ def keyget2_regex(pattern: str, path_var: str) -> tuple[str, int | None]:
     return "^" + key2 + "$", group
 
 
-def first_literal_segment(pattern: str) -> str | None:
-    """The pattern's first path segment when it is literal (for indexing), else ``None``."""
-    segment = pattern[1:].split("/", 1)[0]
-    if segment == "" and pattern != "/":
-        return None
-    if segment and not _LITERAL_SEGMENT.fullmatch(segment):
-        return None
-    return segment.replace("\\.", ".")
+def literal_prefix(pattern: str) -> tuple[str, ...]:
+    """The pattern's leading literal segments, unescaped: ``/api/x/:id`` -> ``("api", "x")``.
+
+    Every path the pattern matches starts with exactly these segments (for indexing).
+    """
+    prefix: list[str] = []
+    if pattern == "/":
+        return ()
+    for segment in pattern[1:].split("/"):
+        if not _LITERAL_SEGMENT.fullmatch(segment):
+            break
+        prefix.append(segment.replace("\\.", "."))
+    return tuple(prefix)
 
 
 def valid_tenant(tenant: str) -> bool:

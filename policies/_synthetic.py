@@ -21,6 +21,7 @@ Request = tuple[frozenset[str], str | None, str, str]
 
 TENANTS: Final = ("t-1", "t-2", "t-3")
 _METHODS: Final = ("GET", "GET", "GET", "POST", "PUT", "DELETE", "PATCH")
+_REQUEST_METHODS: Final = (*_METHODS, "HEAD")
 _FIRST: Final = (*(f"s{n}" for n in range(24)), "api", "_gateway")
 _WORDS: Final = ("items", "orders", "users", "reports", "files", "admin", "v1", r"feed\.json")
 
@@ -122,5 +123,9 @@ def synthetic_requests(source: PolicySource, *, count: int, seed: int = 1) -> It
             path = _bend(rng, path)
         if rng.random() < 0.003:
             path = path + "\n"
-        method = rule.method if rule.method != "*" and rng.random() < 0.75 else rng.choice(_METHODS)
+        method = (
+            rule.method
+            if rule.method != "*" and rng.random() < 0.75
+            else rng.choice(_REQUEST_METHODS)
+        )
         yield frozenset(picked), tenant, method, path

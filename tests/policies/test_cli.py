@@ -6,7 +6,7 @@ import io
 import subprocess
 from pathlib import Path
 
-from policies._cli import REPORT_DIR, main
+from policies._cli import DEFAULT_CLAIMS, REPORT_DIR, main
 from policies._resources import Resources
 from policies._review import report_files
 from policies._source import PolicySource
@@ -24,7 +24,9 @@ class TestCommittedReport:
         """policies/report/ matches the shipped policy; regenerate with `make policy-report`."""
         stale = [
             name
-            for name, text in report_files(shipped, resources).items()
+            for name, text in report_files(
+                shipped, resources, claims_text=DEFAULT_CLAIMS.read_text(encoding="utf-8")
+            ).items()
             if not (REPORT_DIR / name).is_file()
             or (REPORT_DIR / name).read_text(encoding="utf-8") != text
         ]
@@ -72,6 +74,29 @@ class TestCheck:
         assert "matching lines: none" in text
 
 
+class TestReachCommand:
+    def test_answers_who_reaches_pupils_data(self) -> None:
+        """--subject pupils lists the roles and how far they reach, nothing else."""
+        code, text = _run("review", "reach", "--subject", "pupils")
+        assert code == 0
+        assert "## Personal data of pupils" in text and "## Category" not in text
+        assert "- **teacher**: GET `/api/schools/:tenant/students` (own tenant)" in text
+        assert "**student**" not in text and "**anonymous**" not in text
+
+    def test_answers_per_category(self) -> None:
+        """--category c: only the newsletter route carries communications."""
+        code, text = _run("review", "reach", "--category", "c")
+        assert code == 0
+        assert "- **platform_staff**: POST `/api/admin/newsletters` (yes)" in text
+        assert "Personal data of" not in text
+
+    def test_an_unknown_category_is_an_error(self) -> None:
+        """A typo is not answered with an empty list."""
+        code, text = _run("review", "reach", "--category", "z")
+        assert code == 2
+        assert "unknown category z" in text
+
+
 class TestLintCommand:
     def test_exits_zero_on_the_shipped_policy(self) -> None:
         """The shipped policy passes lint."""
@@ -90,6 +115,21 @@ class TestLintCommand:
         code, text = _run("--policy", str(risky), "review", "lint")
         assert code == 1
         assert "error cross_tenant_reach" in text
+
+    def test_exits_one_when_a_federation_asserts_a_local_role(self, tmp_path: Path) -> None:
+        """A production claims mapping granting platform_staff fails lint."""
+        claims = tmp_path / "claims.toml"
+        claims.write_text(
+            DEFAULT_CLAIMS.read_text(encoding="utf-8").replace(
+                'staff = "teacher"', 'staff = "platform_staff"'
+            ),
+            encoding="utf-8",
+        )
+        code, text = _run("--claims", str(claims), "review", "lint")
+        assert code == 1
+        assert "error federated_local_role: claims mapping surfconext: staff -> platform_staff" in (
+            text
+        )
 
 
 class TestDiffCommand:

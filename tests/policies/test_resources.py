@@ -36,6 +36,11 @@ class TestClassify:
         assert info is not None
         assert (info.family, info.categories, info.others_personal_data) == ("catalogue", (), False)
 
+    def test_head_is_classified_as_get(self, resources: Resources) -> None:
+        """HEAD of a pupil's record is the same route as GET (it is decided as GET too)."""
+        info = resources.classify("HEAD", "/api/schools/school-a/students/42")
+        assert info is not None and info.family == "school_students"
+
     def test_method_is_part_of_the_route(self, resources: Resources) -> None:
         """A method the route does not serve is an unknown route."""
         assert resources.classify("PATCH", "/api/me") is None

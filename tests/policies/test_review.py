@@ -8,7 +8,14 @@ import pytest
 
 from policies._evaluator import FastEvaluator
 from policies._resources import Resources
-from policies._review import diff_in_words, effective_changes, lint, matrix, roles_of
+from policies._review import (
+    claims_findings,
+    diff_in_words,
+    effective_changes,
+    lint,
+    matrix,
+    roles_of,
+)
 from policies._source import PolicySource, source_from_text
 from tests.policies.conftest import MODEL, POLICY
 
@@ -102,6 +109,21 @@ class TestLint:
         )
         assert ("error", "audit_deletable") in _codes(source, resources)
 
+    def test_a_blocked_grant_to_delete_audit_events_is_still_an_error(
+        self, resources: Resources
+    ) -> None:
+        """An allow line for DELETE on audit events is reported even while a deny blocks it."""
+        source = _with("p, incident_responder, all, /_gateway/audit/*, DELETE, allow\n")
+        assert (
+            FastEvaluator(source)
+            .decide(
+                roles={"incident_responder"}, tenant=None, method="DELETE", path="/_gateway/audit/x"
+            )
+            .reason
+            == "explicit_deny"
+        )
+        assert ("error", "audit_deletable") in _codes(source, resources)
+
     def test_inheritance_deeper_than_pycasbin_follows_is_an_error(
         self, resources: Resources
     ) -> None:
@@ -110,6 +132,43 @@ class TestLint:
         links = "".join(f"g, {a}, {b}\n" for a, b in itertools.pairwise(chain))
         found = _codes(_with(links), resources)
         assert ("error", "inheritance_too_deep") in found
+
+
+class TestClaimsFindings:
+    CLAIMS = """
+[mappings.surfconext.roles]
+employee = "teacher"
+student = "student"
+[mappings.devidp.roles]
+x = "platform_admin"
+"""
+
+    def test_the_shipped_claims_mapping_passes(self, resources: Resources) -> None:
+        """policies/claims.toml asserts only federation roles, and all of them."""
+        text = (POLICY.parent / "claims.toml").read_text(encoding="utf-8")
+        assert claims_findings(text, resources) == []
+
+    def test_a_local_role_from_a_federation_is_an_error(self, resources: Resources) -> None:
+        """Local roles (lob_coordinator, the security roles...) are never federated."""
+        text = self.CLAIMS + '[mappings.entree.roles]\nstaff = "security_officer"\n'
+        codes = {f.code for f in claims_findings(text, resources)}
+        assert codes == {"federated_local_role"}
+
+    def test_test_mappings_may_assert_anything(self, resources: Resources) -> None:
+        """devidp (a test mapping) asserting platform_admin is fine."""
+        assert claims_findings(self.CLAIMS, resources) == []
+
+    def test_a_federation_role_no_mapping_produces_is_an_error(self, resources: Resources) -> None:
+        """If no production mapping asserts student, pupils cannot log in as students."""
+        text = self.CLAIMS.replace('student = "student"\n', "")
+        findings = claims_findings(text, resources)
+        assert [f.code for f in findings] == ["unproducible_role"]
+        assert findings[0].message.startswith("student is granted by federation")
+
+    def test_an_unknown_role_is_an_error(self, resources: Resources) -> None:
+        """A mapping to a role resources.toml does not know is refused."""
+        text = self.CLAIMS + '[mappings.entree.roles]\nstaff = "janitor"\n'
+        assert {f.code for f in claims_findings(text, resources)} == {"unknown_role"}
 
 
 class TestDiff:

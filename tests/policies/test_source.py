@@ -32,6 +32,7 @@ class TestParsePolicy:
             ("p, a, any, /x, GET, allow", PolicyInvalid, "scope"),
             ("p, a, all, /x/*/y, GET, allow", PolicyInvalid, "pattern"),
             ("p, a, all, /x, get, allow", PolicyInvalid, "method"),
+            ("p, a, all, /x, HEAD, allow", PolicyInvalid, "decided as GET"),
             ("p, a, all, /x, GET, permit", PolicyInvalid, "effect"),
             ("p, a, own, /x/:id, GET, allow", PolicyInvalid, ":tenant"),
             ("p, , all, /x, GET, allow", PolicyInvalid, "empty role"),

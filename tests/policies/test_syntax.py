@@ -8,9 +8,9 @@ import pytest
 from casbin import util
 
 from policies._syntax import (
-    first_literal_segment,
     keyget2_regex,
     keymatch2_regex,
+    literal_prefix,
     pattern_problem,
     valid_method,
     valid_path,
@@ -86,20 +86,21 @@ class TestRegexesMatchPycasbin:
         assert keyget2_regex("/api/me", "tenant")[1] is None
 
 
-class TestFirstLiteralSegment:
+class TestLiteralPrefix:
     @pytest.mark.parametrize(
-        ("pattern", "segment"),
+        ("pattern", "prefix"),
         [
-            ("/", ""),
-            ("/api/me", "api"),
-            (r"/jwks\.json", "jwks.json"),
-            ("/:id", None),
-            ("/*", None),
+            ("/", ()),
+            ("/api/me", ("api", "me")),
+            ("/api/schools/:tenant/students", ("api", "schools")),
+            (r"/_gateway/jwks\.json", ("_gateway", "jwks.json")),
+            ("/_gateway/audit/*", ("_gateway", "audit")),
+            ("/:id", ()),
         ],
     )
-    def test_indexes_only_literal_first_segments(self, pattern: str, segment: str | None) -> None:
-        """A literal first segment is an index key; a variable one is not."""
-        assert first_literal_segment(pattern) == segment
+    def test_is_the_literal_leading_segments(self, pattern: str, prefix: tuple[str, ...]) -> None:
+        """Every path a pattern matches starts with these segments (the index key)."""
+        assert literal_prefix(pattern) == prefix
 
 
 class TestInputChecks:

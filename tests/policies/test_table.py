@@ -9,9 +9,11 @@ from policies._reference import ReferenceAuthorizer
 from policies._resources import Resources
 from policies._table import Case, load_table, parse_table, run_table
 from policies.errors import PolicySyntaxError
+from tests.policies import intent
 from tests.policies.conftest import TABLE
 
 CASES = load_table(TABLE)
+GENERATED_MARKER = "# --- generated: tests/policies/intent.py"
 
 
 def _id(case: Case) -> str:
@@ -86,6 +88,14 @@ class TestTableCoverage:
                 ]
                 assert rows, (role, path)
                 assert all(not row.allowed and row.reason == "explicit_deny" for row in rows)
+
+
+class TestIntent:
+    def test_generated_rows_follow_the_written_intent(self, resources: Resources) -> None:
+        """The table's generated section is tests/policies/intent.py applied to every route."""
+        text = TABLE.read_text(encoding="utf-8")
+        section = text.split(GENERATED_MARKER, 1)[1].split("\n", 1)[1]
+        assert [line for line in section.splitlines() if line] == intent.rows(resources)
 
 
 class TestParseTable:
