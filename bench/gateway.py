@@ -9,6 +9,11 @@ Contenders, all in one run, against the same upstream (nginx answering a small J
     forward-aiohttp   wrk -> uvicorn -> Forward(aiohttp client) -> nginx
     forward-httpx     wrk -> uvicorn -> Forward(httpx client) -> nginx
     forward+mutate    wrk -> uvicorn -> MutateHeaders -> Forward(aiohttp) -> nginx
+    full-pipeline     wrk -> uvicorn -> the real gateway (gateway._wiring.build): host, path,
+                      session cookie (a teacher), Casbin decision with the shipped policy, a
+                      personal-data audit event per request through the spool to SQLite (or
+                      OpenSearch with --opensearch URL), mutate + signed assertion, forward;
+                      GET /api/schools/school-a/students
     NAME              wrk -> uvicorn -> your app factory (``--app``), e.g. the full pipeline
 
 Each gateway runs as uvicorn with 1 worker, uvloop and httptools, no access log and no
@@ -51,9 +56,12 @@ from pathlib import Path
 
 from audit import MemorySink
 from gateway._upstream import ClientKind, create_upstream
+from gateway._wiring import _demo_assertion_key, build
 from gateway.assertion import AssertionSigner, generate_key
-from gateway.headers import MutateHeaders
+from gateway.headers import DEFAULT_SESSION_COOKIE, MutateHeaders
+from gateway.oidc import Sealer, SessionCodec, decode_key, new_key
 from gateway.proxy import Forward
+from gateway.settings import Settings, load_settings
 from gateway.types import SCOPE_KEY, ASGIApp, GatewayState, Identity, Receive, Scope, Send
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,6 +86,15 @@ BENCH_IDENTITY = Identity(
 
 
 # --- the apps uvicorn serves (factories, imported by import string) ------------------------
+
+#: The full pipeline's request: a teacher reading their own school's pupils, which the real
+#: policy allows and which is a personal-data access (one audit event per request).
+FULL_PATH = "/api/schools/school-a/students"
+SESSION_KEY_ENV = "GATEWAY_BENCH_SESSION_KEY"
+STATE_ENV = "GATEWAY_BENCH_STATE"
+PORT_ENV = "GATEWAY_BENCH_PORT"
+OPENSEARCH_ENV = "GATEWAY_BENCH_OPENSEARCH"
+BENCH_IDP = "http://127.0.0.1:9"  # never contacted: sessions need no identity provider
 
 
 class _StandInState:
@@ -122,6 +139,62 @@ def mutate_app() -> ASGIApp:
 
 
 # --- processes -----------------------------------------------------------------------------
+
+
+def full_settings() -> Settings:
+    """The real gateway's settings for the benchmark: plain HTTP on loopback (TLS is not what
+    is measured), the shipped policy, the audit pipeline (SQLite, or OpenSearch when
+    GATEWAY_BENCH_OPENSEARCH is set), the signed assertion and OIDC sessions."""
+    state = Path(os.environ[STATE_ENV])
+    environ = {
+        "GATEWAY_SERVER__PUBLIC_HOSTS": "127.0.0.1",
+        "GATEWAY_SERVER__ALLOW_PLAIN_HTTP": "true",
+        "GATEWAY_SERVER__HTTP_PORT": os.environ[PORT_ENV],
+        "GATEWAY_ASSERTION__KEY_FILES": str(_demo_assertion_key(state)),
+        "GATEWAY_UPSTREAM__URL": os.environ[UPSTREAM_ENV],
+        "GATEWAY_UPSTREAM__CLIENT": os.environ.get(CLIENT_ENV, "aiohttp"),
+        "GATEWAY_AUDIT__SQLITE_PATH": str(state / "audit.db"),
+        "GATEWAY_AUDIT__SPOOL_DIR": str(state / f"spool-{os.getpid()}"),
+        "GATEWAY_POLICY__WATCH": "false",
+        "GATEWAY_OIDC__ISSUERS__BENCH__DISCOVERY_URL": BENCH_IDP
+        + "/.well-known/openid-configuration",
+        "GATEWAY_OIDC__ISSUERS__BENCH__CLIENT_ID": "bench",
+        "GATEWAY_OIDC__ISSUERS__BENCH__CLAIMS": "devidp",
+        "GATEWAY_SESSION__KEYS": os.environ[SESSION_KEY_ENV],
+        "GATEWAY_SESSION__REFRESH_INTERVAL": "12h",
+        "GATEWAY_SESSION__IDLE_TIMEOUT": "12h",
+    }
+    if os.environ.get(OPENSEARCH_ENV):
+        environ["GATEWAY_AUDIT__STORE"] = "opensearch"
+        environ["GATEWAY_AUDIT__OPENSEARCH_URLS"] = os.environ[OPENSEARCH_ENV]
+        environ["GATEWAY_AUDIT__INDEX_PREFIX"] = "bench-"
+        environ["GATEWAY_AUDIT__REPLICAS"] = "0"
+    return load_settings(environ=environ)
+
+
+def full_app() -> ASGIApp:
+    """Every stage: https, host, path, session authentication, the Casbin decision with a
+    personal-data audit event, the mutate stage with a signed assertion, and the forwarder."""
+    return build(full_settings()).app
+
+
+def session_cookie(key: str) -> str:
+    """A teacher's session cookie for school-a, sealed with ``key`` as a login would."""
+    codec = SessionCodec(
+        sealer=Sealer(keys=[decode_key(key)]),
+        cookie_name=DEFAULT_SESSION_COOKIE,
+        idle_timeout=12 * 3600,
+        absolute_timeout=12 * 3600,
+        refresh_interval=12 * 3600,
+    )
+    session = codec.new(
+        idp="bench",
+        issuer=BENCH_IDP,
+        subject="bench-teacher",
+        roles=frozenset({"teacher"}),
+        tenant="school-a",
+    )
+    return f"{DEFAULT_SESSION_COOKIE}={codec.encode(session)}"
 
 
 def _free_port() -> int:
@@ -199,7 +272,7 @@ def nginx(workdir: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def gateway(
-    factory: str, upstream: str, client: ClientKind = "aiohttp"
+    factory: str, upstream: str, client: ClientKind = "aiohttp", env: dict[str, str] | None = None
 ) -> Iterator[tuple[str, int]]:
     """uvicorn (1 worker, uvloop, httptools) serving ``factory``; yields its URL and pid."""
     port = _free_port()
@@ -227,7 +300,14 @@ def gateway(
             "warning",
         ],
         cwd=REPO,
-        env={**os.environ, UPSTREAM_ENV: upstream, CLIENT_ENV: client, "PYTHONPATH": str(REPO)},
+        env={
+            **os.environ,
+            **(env or {}),
+            UPSTREAM_ENV: upstream,
+            CLIENT_ENV: client,
+            PORT_ENV: str(port),
+            "PYTHONPATH": str(REPO),
+        },
     )
     try:
         _wait_port(port, process, f"uvicorn {factory}")
@@ -259,6 +339,8 @@ class Contender:
     name: str
     factory: str | None  # None: the upstream itself
     client: ClientKind = "aiohttp"
+    path: str = PATH
+    headers: tuple[str, ...] = ()
     url: str = ""
     pid: int | None = None
     runs: dict[int, list[Run]] = field(default_factory=dict)
@@ -274,7 +356,15 @@ def _latency(output: str, percentile: str) -> float:
     return float(found.group(1)) * _UNITS[found.group(2)]
 
 
-def wrk(url: str, connections: int, duration: float, pid: int | None = None) -> Run:
+def wrk(
+    url: str,
+    connections: int,
+    duration: float,
+    pid: int | None = None,
+    *,
+    path: str = PATH,
+    headers: tuple[str, ...] = (),
+) -> Run:
     """One bounded wrk run; latency from wrk's --latency distribution.
 
     With ``pid``, also the CPU time that process spent per request: the figure that the
@@ -290,7 +380,8 @@ def wrk(url: str, connections: int, duration: float, pid: int | None = None) -> 
         "--timeout",
         "5s",
         "--latency",
-        url + PATH,
+        *(arg for header in headers for arg in ("-H", header)),
+        url + path,
     ]
     output = subprocess.run(
         command, capture_output=True, text=True, check=True, timeout=duration + 30
@@ -323,6 +414,13 @@ def _contenders(args: argparse.Namespace) -> list[Contender]:
         Contender("forward-aiohttp", "bench.gateway:forward_app", "aiohttp"),
         Contender("forward-httpx", "bench.gateway:forward_app", "httpx"),
         Contender("forward+mutate", "bench.gateway:mutate_app", "aiohttp"),
+        Contender(
+            "full-pipeline",
+            "bench.gateway:full_app",
+            "aiohttp",
+            path=FULL_PATH,
+            headers=(f"Cookie: {session_cookie(args.session_key)}",),
+        ),
     ]
     for spec in args.app:
         name, sep, factory = spec.partition("=")
@@ -377,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         "--app", action="append", default=[], metavar="NAME=module:factory", help="add a contender"
     )
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these (and direct)")
+    parser.add_argument(
+        "--opensearch", metavar="URL", help="the full pipeline's audit store (default: SQLite)"
+    )
     args = parser.parse_args(argv)
     if not 0 < args.duration <= 60 or not 1 <= args.rounds <= 20:
         parser.error("--duration must be in (0, 60] and --rounds in [1, 20]")
@@ -386,18 +487,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing: {', '.join(missing)}. Install them with:\n    {INSTALL_HINT}")
         return 2
 
+    args.session_key = new_key()
     contenders = _contenders(args)
     with (
         tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp,
         contextlib.ExitStack() as stack,
     ):
+        bench_env = {SESSION_KEY_ENV: args.session_key, STATE_ENV: str(Path(tmp) / "state")}
+        if args.opensearch:
+            bench_env[OPENSEARCH_ENV] = args.opensearch
         upstream = stack.enter_context(nginx(Path(tmp)))
         for c in contenders:
             if c.factory is None:
                 c.url = upstream
             else:
-                c.url, c.pid = stack.enter_context(gateway(c.factory, upstream, c.client))
-            warm = wrk(c.url, 8, 1)
+                c.url, c.pid = stack.enter_context(
+                    gateway(c.factory, upstream, c.client, bench_env)
+                )
+            warm = wrk(c.url, 8, 1, path=c.path, headers=c.headers)
             if warm.errors:
                 print(f"warning: {c.name} answered {warm.errors} errors while warming up")
         total = len(contenders) * len(args.connections) * args.rounds * args.duration
@@ -413,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             for conns in args.connections:
                 for c in order:
-                    c.runs.setdefault(conns, []).append(wrk(c.url, conns, args.duration, c.pid))
+                    run = wrk(c.url, conns, args.duration, c.pid, path=c.path, headers=c.headers)
+                    c.runs.setdefault(conns, []).append(run)
             print(f"round {round_no + 1}/{args.rounds} done", flush=True)
     print()
     print(_table(contenders, args.connections))
