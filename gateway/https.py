@@ -12,6 +12,7 @@ HSTS and the request id on every response.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 import secrets
 from collections.abc import Sequence
@@ -27,9 +28,16 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 _SAFE_IN_LOCATION = "/%:@!$&'()*+,;=-._~"
 
 
+_ID_PREFIX = secrets.randbits(64)
+_ID_COUNTER = itertools.count(secrets.randbits(32))
+
+
 def new_request_id() -> str:
-    """A random 128-bit id, hex encoded."""
-    return secrets.token_hex(16)
+    """A unique 128-bit id, hex encoded: a random per-process prefix and a counter.
+
+    Unique, not secret (it is shown to the client); no system call per request.
+    """
+    return f"{_ID_PREFIX:016x}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -253,20 +261,15 @@ class HTTPSStage:
 
 
 class RedirectApp:
-    """The plain-HTTP listener: every request is redirected to HTTPS, nothing else is served."""
+    """The plain-HTTP listener: every request is redirected to HTTPS, nothing else is served.
+
+    Served with lifespan off (see :mod:`gateway.server`): it has nothing to start or stop.
+    """
 
     def __init__(self, *, redirect: RedirectTarget) -> None:
         self._redirect = redirect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return

@@ -136,20 +136,13 @@ class MetricsStage:
 
 class MetricsApp:
     """The local operations listener: ``/metrics`` (Prometheus) and ``/health`` (liveness, for
-    container health checks that cannot pass the host allow-list); 404 for anything else."""
+    container health checks that cannot pass the host allow-list); 404 for anything else.
+    Served with lifespan off (see :mod:`gateway.server`)."""
 
     def __init__(self, *, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
         if scope["type"] != "http":
             return
         status, body, content_type = 404, b"", b"text/plain"

@@ -6,7 +6,13 @@ import ipaddress
 
 import pytest
 
-from gateway.https import ForwardedResolver, HTTPSStage, RedirectApp, RedirectTarget
+from gateway.https import (
+    ForwardedResolver,
+    HTTPSStage,
+    RedirectApp,
+    RedirectTarget,
+    new_request_id,
+)
 from gateway.types import Receive, Scope, Send
 from tests.gateway._asgi import Recorder, call, http_scope
 
@@ -207,3 +213,11 @@ class TestPeerAddress:
         client_ip, _, _, trusted = ForwardedResolver().resolve(http_scope(client=(peer, 0)))
         assert client_ip is None
         assert trusted is False
+
+
+class TestRequestIds:
+    def test_unique_and_well_formed(self) -> None:
+        """Request ids are 32 hex characters and never repeat within a process."""
+        ids = [new_request_id() for _ in range(10_000)]
+        assert len(set(ids)) == len(ids)
+        assert all(len(value) == 32 and int(value, 16) >= 0 for value in ids)
