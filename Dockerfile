@@ -8,6 +8,8 @@ COPY gateway ./gateway
 COPY policies ./policies
 COPY audit ./audit
 COPY retention ./retention
+COPY demo_upstream ./demo_upstream
+COPY devidp ./devidp
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install -c constraints.txt .
 
@@ -18,6 +20,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 gateway \
  && useradd --system --uid 10001 --gid gateway --home-dir /nonexistent --shell /usr/sbin/nologin gateway
 COPY --from=build /opt/venv /opt/venv
+# The audit spool lives here: mount a volume so events survive a container restart.
+RUN mkdir -p /var/lib/gateway && chown gateway:gateway /var/lib/gateway
+WORKDIR /var/lib/gateway
 USER gateway:gateway
 # HTTPS, and the plain-HTTP listener that only redirects. Metrics stay on 127.0.0.1:9090.
 EXPOSE 8443 8080

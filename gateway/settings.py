@@ -37,6 +37,8 @@ from typing import Any, ClassVar, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 ENV_PREFIX = "GATEWAY_"
+#: The policy files shipped with the package (beside ``gateway/``), whatever the working dir.
+SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 ENV_CONFIG_FILE = "GATEWAY_CONFIG"
 NESTING = "__"
 FILE_SUFFIX = "_file"
@@ -280,9 +282,9 @@ class OIDCSettings:
 
     issuers: Mapping[str, IssuerSettings] = field(default_factory=_no_issuers)
     #: Per-issuer mapping of claims to roles and tenant (``policies/claims.toml``).
-    claims_file: Path = Path("policies/claims.toml")
+    claims_file: Path = SHIPPED_POLICIES / "claims.toml"
     #: Locally granted roles keyed on (issuer, subject) and tenant; reloaded on change.
-    grants_file: Path = Path("policies/grants.toml")
+    grants_file: Path = SHIPPED_POLICIES / "grants.toml"
     #: Origins (``https://host[:port]``, exactly) that login and logout may return to besides
     #: this gateway's own paths.
     return_origins: tuple[str, ...] = ()
