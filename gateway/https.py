@@ -11,6 +11,7 @@ HSTS and the request id on every response.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import re
@@ -57,6 +58,7 @@ def _header_values(scope: Scope, name: bytes) -> list[str]:
     return [value for value in values if value]
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip().strip('"')
     if text.startswith("["):  # [v6]:port

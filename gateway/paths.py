@@ -58,11 +58,13 @@ def canonicalise(raw_path: bytes) -> str:
         decoded = unquote_to_bytes(raw_path).decode("utf-8", errors="strict")
     except UnicodeDecodeError as exc:
         raise PathRejected("invalid_utf8") from exc
-    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in decoded):
+    if _DECODED_CONTROL.search(decoded):
         raise PathRejected("control_character")
     return _resolve_segments(decoded)
 
 
+_RAW_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+_DECODED_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _RAW_FORBIDDEN = ((b"\\", "backslash"), (b";", "path_parameter"), (b"#", "fragment"))
 
 
@@ -70,7 +72,7 @@ def _check_raw(raw_path: bytes) -> None:
     """Reject what is ambiguous before decoding."""
     if not raw_path.startswith(b"/"):
         raise PathRejected("not_origin_form")
-    if any(byte < 0x20 or byte == 0x7F for byte in raw_path):
+    if _RAW_CONTROL.search(raw_path):
         raise PathRejected("control_character")
     for needle, reason in _RAW_FORBIDDEN:
         if needle in raw_path:
