@@ -113,6 +113,7 @@ DEFAULT_IDENTITY_PREFIXES: tuple[str, ...] = (
     "x-forwarded-",
     "x-authenticated-",
     "x-remote-",
+    "remote-",  # Authelia-style Remote-User/-Groups/-Email/-Name (found by tests/security)
     "x-pomerium-",
     "x-webauth-",
     "x-ms-client-principal",

@@ -3,7 +3,8 @@
 The host (from ``Host``, or from a trusted proxy's forwarding header) is compared
 case-insensitively, without a trailing dot, IDNs in punycode; a port, when given, must be one
 the gateway is reached on. An absolute-form request target (``GET https://host/path``) must
-name the same host. Anything else is a 400 before any other stage looks at the request.
+name the same host, and a request with more than one ``Host`` line is refused (RFC 9112 §3.2).
+Anything else is a 400 before any other stage looks at the request.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from gateway.errors import BadRequest
 from gateway.pages import send_error
 from gateway.settings import normalise_host
 from gateway.types import ASGIApp, Receive, Scope, Send, state
+
+#: Where the server keeps the request target as sent (see ``gateway.server``); uvicorn's own
+#: ``raw_path`` has lost the authority of an absolute-form target by then.
+REQUEST_TARGET_KEY = "gateway.request_target"
 
 
 def split_host_port(value: str) -> tuple[str, int | None]:
@@ -77,10 +82,13 @@ class HostStage:
             return
         gateway = state(scope)
         reason = None
-        if not self.allowed(gateway.host):
+        if sum(1 for name, _ in scope.get("headers", ()) if name == b"host") > 1:
+            reason = "duplicate_host"  # RFC 9112 §3.2: proxies may disagree on which one
+        elif not self.allowed(gateway.host):
             reason = "unknown_host"
         else:
-            authority = absolute_form_authority(scope.get("raw_path") or b"")
+            target = scope.get(REQUEST_TARGET_KEY) or scope.get("raw_path") or b""
+            authority = absolute_form_authority(target)
             if authority is not None and not self._same_host(authority, gateway.host):
                 reason = "absolute_form_host_mismatch"
         if reason is not None:

@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.hosts import REQUEST_TARGET_KEY
 from gateway.types import ASGIApp
 
 logger = logging.getLogger("gateway")
@@ -42,6 +44,19 @@ class Listener:
         scheme = "https" if self.ssl else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
+
+
+class _TargetKeepingProtocol(HttpToolsProtocol):
+    """httptools, keeping the request target as sent.
+
+    uvicorn's httptools protocol reduces an absolute-form target (``GET https://host/p``) to
+    its path before any stage runs; the host stage needs the authority to refuse a target that
+    names another host than ``Host`` (RFC 9112 §3.2.2).
+    """
+
+    def on_headers_complete(self) -> None:
+        self.scope[REQUEST_TARGET_KEY] = bytes(self.url)  # type: ignore[literal-required]
+        super().on_headers_complete()
 
 
 class _Server(uvicorn.Server):
@@ -74,7 +89,7 @@ def _config(listener: Listener, graceful_timeout: float, log_level: str) -> uvic
         timeout_graceful_shutdown=int(graceful_timeout),
         log_level=log_level,
         access_log=False,
-        http="httptools",
+        http=_TargetKeepingProtocol,
         loop="uvloop",
         ws="websockets-sansio",
     )

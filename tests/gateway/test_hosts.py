@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.hosts import HostStage, split_host_port
+from gateway.hosts import REQUEST_TARGET_KEY, HostStage, split_host_port
 from tests.gateway._asgi import Recorder, call, http_scope, with_state
 
 
@@ -104,3 +104,25 @@ class TestSplitHostPort:
         """Malformed values raise."""
         with pytest.raises(ValueError):
             split_host_port(value)
+
+
+class TestDuplicateAndTarget:
+    async def test_two_host_lines_are_a_400(self) -> None:
+        """RFC 9112 §3.2: more than one Host line is refused, even when both are ours."""
+        inner = Recorder()
+        scope = with_state(
+            http_scope(headers=[("host", "platform.example.nl")]), host="platform.example.nl"
+        )
+        scope["headers"].append((b"host", b"evil.example"))
+        result = await call(stage(inner), scope)
+        assert result.status == 400
+        assert not inner.called
+
+    async def test_kept_request_target_is_checked(self) -> None:
+        """The request target the server kept (absolute form) must name our host."""
+        inner = Recorder()
+        scope = with_state(http_scope(raw_path=b"/activities"), host="platform.example.nl")
+        scope[REQUEST_TARGET_KEY] = b"https://evil.example/activities"
+        assert (await call(stage(inner), scope)).status == 400
+        scope[REQUEST_TARGET_KEY] = b"https://platform.example.nl/activities"
+        assert (await call(stage(inner), scope)).status == 200

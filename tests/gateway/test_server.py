@@ -192,3 +192,30 @@ class TestListeners:
         assert served.process.wait(timeout=20) == 0
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{served.http}/")
+
+
+def _raw_tls(served: Served, request: bytes) -> bytes:
+    context = ssl.create_default_context(cafile=str(served.cert))
+    with (
+        socket.create_connection(("127.0.0.1", served.https), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(request)
+        return tls.recv(65536)
+
+
+class TestRequestLine:
+    def test_absolute_form_naming_another_host_is_refused(self, served: Served) -> None:
+        """The listener keeps the request target: an absolute-form target for another host
+        is a 400 (uvicorn's httptools alone would reduce it to its path)."""
+        port = served.https
+        evil = f"GET https://evil.example/x HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"
+        ours = f"GET https://localhost:{port}/x HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"
+        assert _raw_tls(served, evil.encode()).startswith(b"HTTP/1.1 400")
+        assert _raw_tls(served, ours.encode()).startswith(b"HTTP/1.1 200")
+
+    def test_two_host_lines_are_refused(self, served: Served) -> None:
+        """RFC 9112 §3.2: a request with two Host lines is a 400."""
+        port = served.https
+        request = f"GET /x HTTP/1.1\r\nHost: localhost:{port}\r\nHost: evil.example\r\n\r\n"
+        assert _raw_tls(served, request.encode()).startswith(b"HTTP/1.1 400")
