@@ -257,6 +257,8 @@ def create_app(
             hsts_max_age=int(server.hsts_max_age),
             hsts_preload=server.hsts_preload,
             allow_plain_http=server.allow_plain_http,
+            max_header_bytes=server.max_header_bytes,
+            max_header_count=server.max_header_count,
         ),
         Middleware(HostStage, public_hosts=server.public_hosts, ports=sorted(ports)),
         Middleware(PathStage),

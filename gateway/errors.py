@@ -6,6 +6,7 @@
     ├── AccessDenied (403)
     ├── NotFound (404)
     ├── TooManyRequests (429)    carries ``retry_after`` seconds
+    ├── HeadersTooLarge (431)    the request's header block is over the configured limits
     ├── InternalError (500)      never with detail; the cause is logged, not shown
     ├── UpstreamUnavailable (502)
     ├── ServiceUnavailable (503) e.g. the audit log cannot record and must not drop
@@ -94,6 +95,17 @@ class TooManyRequests(GatewayError):
     def __init__(self, reason: str | None = None, *, retry_after: int) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class HeadersTooLarge(GatewayError):
+    """The request's headers are too many or too large (RFC 6585); nothing was forwarded."""
+
+    code = "request_header_fields_too_large"
+    status_code = 431
+    title_nl = "Verzoek te groot"
+    title_en = "Request headers too large"
+    text_nl = "De kopregels van dit verzoek zijn te groot. Verwijder cookies en probeer opnieuw."
+    text_en = "This request's headers are too large. Clear cookies and try again."
 
 
 class InternalError(GatewayError):

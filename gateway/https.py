@@ -20,10 +20,14 @@ from collections.abc import Sequence
 from typing import ClassVar
 from urllib.parse import quote_from_bytes
 
+from gateway.errors import HeadersTooLarge
+from gateway.pages import send_error
 from gateway.settings import IPNetwork, normalise_host
 from gateway.types import SCOPE_KEY, ASGIApp, GatewayState, Message, Receive, Scope, Send
 
 REDIRECT_STATUS = 308
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+DEFAULT_MAX_HEADER_COUNT = 100
 MAX_FORWARDED_HOPS = 20
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 _SAFE_IN_LOCATION = "/%:@!$&'()*+,;=-._~"
@@ -203,8 +207,12 @@ class HTTPSStage:
         hsts_max_age: int,
         hsts_preload: bool = False,
         allow_plain_http: bool = False,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_header_count: int = DEFAULT_MAX_HEADER_COUNT,
     ) -> None:
         self.app = app
+        self._max_header_bytes = max_header_bytes
+        self._max_header_count = max_header_count
         self._resolver = resolver
         self._redirect = redirect
         self._allow_plain_http = allow_plain_http
@@ -217,6 +225,10 @@ class HTTPSStage:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        headers = scope.get("headers", ())
+        oversized = len(headers) > self._max_header_count or (
+            sum(len(name) + len(value) for name, value in headers) > self._max_header_bytes
+        )
         client_ip, scheme, host, trusted = self._resolver.resolve(scope)
         request_id = None
         if trusted:
@@ -230,6 +242,12 @@ class HTTPSStage:
             host=host,
         )
         scope[SCOPE_KEY] = state
+        if oversized:  # before anything reads, audits or forwards them (CWE-770)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1009})
+                return
+            await send_error(scope, send, HeadersTooLarge(), state.request_id)
+            return
 
         if scheme != "https" and not self._allow_plain_http:
             if scope["type"] == "websocket":

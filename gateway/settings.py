@@ -140,6 +140,9 @@ class ServerSettings:
     hsts_max_age: Duration = ONE_YEAR
     hsts_preload: bool = False
     graceful_timeout: Duration = DEFAULT_GRACEFUL_TIMEOUT
+    #: Request header limits (431 above them), as nginx and Envoy have.
+    max_header_bytes: int = 32 * 1024
+    max_header_count: int = 100
     metrics_host: str = "127.0.0.1"
     #: The Prometheus listener; 0 turns it off.
     metrics_port: int = 9090
@@ -706,6 +709,10 @@ def _validate_server(server: ServerSettings, *, demo: bool) -> None:
                     f"server.{name}: required to serve HTTPS (or set server.allow_plain_http "
                     "for local development)"
                 )
+    if not 1024 <= server.max_header_bytes <= 1024 * 1024 or not server.max_header_count >= 8:
+        raise SettingsError(
+            "server.max_header_bytes/max_header_count: 1 KiB to 1 MiB, and at least 8 headers"
+        )
     if server.hsts_max_age < ONE_YEAR:
         raise SettingsError("server.hsts_max_age: must be at least one year (365d)")
 

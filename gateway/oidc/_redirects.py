@@ -4,14 +4,15 @@ URL on an exactly allow-listed origin (``oidc.return_origins``).
 A return path is accepted when, decoded any number of times, it still starts with exactly one
 ``/`` followed by something other than ``/`` or ``\\``, and contains no control characters,
 backslashes, scheme or user-info. Anything else becomes ``/``. The accepted path is the
-original text (never the decoded one), so what is checked is what is sent.
+original text (never the decoded one), so what is checked is what is sent; non-ASCII
+characters in it are percent-encoded (UTF-8), since a ``Location`` header must be ASCII.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 DEFAULT_TARGET = "/"
 MAX_TARGET_LENGTH = 2048
@@ -24,8 +25,18 @@ def safe_next(candidate: str | None, origins: Collection[str] = ()) -> str:
     if not candidate or len(candidate) > MAX_TARGET_LENGTH:
         return DEFAULT_TARGET
     if is_safe_relative(candidate) or (origins and _on_allowed_origin(candidate, origins)):
-        return candidate
+        return _ascii(candidate)
     return DEFAULT_TARGET
+
+
+#: ASCII that may stand in a Location as it is; everything else is percent-encoded (UTF-8).
+_LOCATION_SAFE = "/?&=%:@!$'()*+,;-._~#[]"
+
+
+def _ascii(target: str) -> str:
+    """``target`` with non-ASCII characters percent-encoded: a ``Location`` header is
+    Latin-1 at best, and a non-ASCII one crashed the callback (found by tests/security)."""
+    return target if target.isascii() else quote(target, safe=_LOCATION_SAFE)
 
 
 def _on_allowed_origin(candidate: str, origins: Collection[str]) -> bool:

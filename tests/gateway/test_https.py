@@ -221,3 +221,26 @@ class TestRequestIds:
         ids = [new_request_id() for _ in range(10_000)]
         assert len(set(ids)) == len(ids)
         assert all(len(value) == 32 and int(value, 16) >= 0 for value in ids)
+
+
+class TestHeaderLimits:
+    async def test_too_many_headers_is_a_431(self) -> None:
+        """More header lines than the limit: 431, nothing reaches the next stage (CWE-770)."""
+        inner = Recorder()
+        headers = [(f"x-h{i}", "v") for i in range(150)]
+        result = await call(stage(inner), http_scope(headers=headers))
+        assert result.status == 431
+        assert not inner.called
+
+    async def test_too_many_bytes_is_a_431(self) -> None:
+        """A header block over the byte limit (a huge cookie): 431."""
+        inner = Recorder()
+        result = await call(stage(inner), http_scope(headers=[("cookie", "a=" + "x" * 40_000)]))
+        assert result.status == 431
+        assert not inner.called
+
+    async def test_within_limits_passes(self) -> None:
+        """Ordinary requests are untouched."""
+        inner = Recorder()
+        result = await call(stage(inner), http_scope(headers=[("cookie", "a=" + "x" * 4000)]))
+        assert result.status == 200

@@ -96,3 +96,18 @@ class TestAllowedOrigins:
     def test_absolute_url_refused_without_origins(self) -> None:
         """With no allow-listed origins, absolute URLs are never accepted."""
         assert safe_next("https://app.example.nl/") == "/"
+
+
+class TestNonAscii:
+    @pytest.mark.parametrize(
+        ("given", "sent"),
+        [
+            ("/\uff0fevil.example", "/%EF%BC%8Fevil.example"),
+            ("/\u2215x", "/%E2%88%95x"),
+            ("/caf\u00e9?q=\u00e9", "/caf%C3%A9?q=%C3%A9"),
+            ("/plain/ascii?x=1", "/plain/ascii?x=1"),
+        ],
+    )
+    def test_sent_as_ascii_on_this_site(self, given: str, sent: str) -> None:
+        """A non-ASCII return path stays on this site, percent-encoded for Location."""
+        assert safe_next(given) == sent
