@@ -52,6 +52,7 @@ from gateway.tls import build_ssl_context, ensure_self_signed
 from policies import PolicyError, PolicyStore
 from policies._store import DEFAULT_MODEL, DEFAULT_POLICY, DEFAULT_RESOURCES, DEFAULT_TABLE
 from policies._watch import PolicyWatcher
+from retention.api import holds_api
 
 logger = logging.getLogger("gateway")
 
@@ -204,7 +205,11 @@ def build(settings: Settings) -> Gateway:
         sink=pipeline,
         forward=MutateHeaders(forward, signer=signer, session_cookie=settings.session.cookie_name),
         authenticators=oidc.authenticators if oidc else (),
-        routes=[jwks_route(signer), *(oidc.routes if oidc else ())],
+        routes=[
+            jwks_route(signer),
+            *(oidc.routes if oidc else ()),
+            *holds_api(settings.audit, sink=pipeline),
+        ],
         login_path=oidc.login_path if oidc else None,
         before_authenticate=oidc.stages() if oidc else (),
         readiness={"upstream": upstream_probe(settings.upstream.url), "audit": pipeline.ready},

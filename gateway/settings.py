@@ -332,6 +332,15 @@ class ThrottleSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """Retention periods per category, over the defaults of DESIGN.md §4 (``retention``)."""
+
+    #: Overrides ``CATEGORY=FULL_DAYS/DELETE_DAYS`` (FULL ``-``: never minimised),
+    #: e.g. ``["errors=30/90"]``.
+    rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
@@ -342,6 +351,7 @@ class Settings:
     oidc: OIDCSettings = field(default_factory=OIDCSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     #: Settings whose values are secrets (``section.key``), accepted with a ``_file`` variant.
     #: ``*`` stands for the name of an entry of a table such as ``[oidc.issuers.NAME]``.
@@ -693,6 +703,7 @@ def _validate(settings: Settings) -> None:
     _validate_oidc(settings.oidc)
     _validate_session(settings.session, needed=bool(settings.oidc.issuers))
     _validate_throttle(settings.throttle)
+    _validate_retention(settings.retention)
 
 
 def _validate_server(server: ServerSettings, *, demo: bool) -> None:
@@ -846,6 +857,15 @@ def _validate_throttle(throttle: ThrottleSettings) -> None:
         raise SettingsError("throttle.window, block: must be positive")
     if throttle.max_tracked < 100:
         raise SettingsError("throttle.max_tracked: must be at least 100")
+
+
+def _validate_retention(retention: RetentionSettings) -> None:
+    from retention import parse_rules  # noqa: PLC0415 - retention's CLI imports this module
+
+    try:
+        parse_rules(retention.rules)
+    except ValueError as exc:
+        raise SettingsError(f"retention.rules: {exc}") from exc
 
 
 def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:

@@ -1,1 +1,27 @@
-"""Retention of audit events: pruning and minimisation, never past an incident hold."""
+"""Retention of audit events: pruning and minimisation, never past an incident hold.
+
+This package imports nothing from ``gateway`` at import time (the gateway's settings validate
+``[retention]`` with :func:`parse_rules`); the holds API lives in ``retention.api``.
+"""
+
+from retention._rules import DEFAULT_RULES, RetentionRule, inventory, parse_rules, rules_with
+from retention.errors import (
+    HoldAlreadyReleased,
+    HoldNotFound,
+    InvalidHold,
+    InvalidRule,
+    RetentionError,
+)
+
+__all__ = [
+    "DEFAULT_RULES",
+    "HoldAlreadyReleased",
+    "HoldNotFound",
+    "InvalidHold",
+    "InvalidRule",
+    "RetentionError",
+    "RetentionRule",
+    "inventory",
+    "parse_rules",
+    "rules_with",
+]

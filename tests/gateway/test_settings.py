@@ -512,3 +512,22 @@ class TestAssertionSettings:
         """Forwarded methods are upper-case names."""
         with pytest.raises(SettingsError, match=r"upstream\.methods"):
             load_settings(_file(tmp_path), environ={"GATEWAY_UPSTREAM__METHODS": "get"})
+
+
+class TestRetentionSettings:
+    def test_defaults_have_no_overrides(self, tmp_path: Path) -> None:
+        """Without a [retention] section the defaults of DESIGN.md §4 apply."""
+        settings = load_settings(_file(tmp_path), environ={})
+        assert settings.retention.rules == ()
+
+    def test_override_read_from_file(self, tmp_path: Path) -> None:
+        """Rules given in the file are kept as written."""
+        text = BASE + '\n[retention]\nrules = ["errors=14/60", "backbone=-/1000"]\n'
+        settings = load_settings(_file(tmp_path, text), environ={})
+        assert settings.retention.rules == ("errors=14/60", "backbone=-/1000")
+
+    @pytest.mark.parametrize("item", ["errors", "logins=30/90", "errors=100/90", "errors=x/90"])
+    def test_bad_rule_names_the_setting(self, tmp_path: Path, item: str) -> None:
+        """A malformed rule is refused at load, naming retention.rules."""
+        with pytest.raises(SettingsError, match=r"retention\.rules"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_RETENTION__RULES": item})

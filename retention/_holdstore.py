@@ -1,0 +1,293 @@
+# ruff: noqa: S608 - SQL is built from our own table constant; values are bound
+"""Where holds live: in the audit store's own place (a table in SQLite, an index in OpenSearch).
+
+:class:`HoldStore` is what the retention job, the API and the CLI use; one contract test runs
+over both implementations. A hold is added once and released once (atomically: two releases
+racing leave one winner and one :class:`HoldAlreadyReleased`); nothing here deletes a hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import orjson
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import ConflictError, NotFoundError, TransportError
+from opensearchpy.exceptions import ConnectionError as OSConnectionError
+
+from audit.errors import StoreError, StoreUnavailable
+from retention._holds import Hold
+from retention.errors import HoldNotFound, InvalidHold
+
+__all__ = ["HOLDS_INDEX", "HOLDS_TABLE", "HoldStore", "OpenSearchHoldStore", "SQLiteHoldStore"]
+
+HOLDS_TABLE: Final = "audit_holds"
+#: ``{prefix}audit-holds``: outside the ``audit-events-*`` pattern, so never pruned with events.
+HOLDS_INDEX: Final = "audit-holds"
+BUSY_TIMEOUT: Final = 10.0
+MAX_HOLDS: Final = 10_000
+
+
+class HoldStore(Protocol):
+    """Holds kept next to the audit events."""
+
+    def ensure_schema(self) -> None:
+        """Create the table or index if missing (idempotent)."""
+
+    def add(self, hold: Hold) -> None:
+        """Store a new hold; raises :class:`InvalidHold` when its id is taken."""
+
+    def get(self, hold_id: str) -> Hold:
+        """The hold with that id; raises :class:`HoldNotFound`."""
+
+    def release(self, hold_id: str, *, by: str, at: datetime, reason: str) -> Hold:
+        """Release an active hold once; raises HoldNotFound or HoldAlreadyReleased."""
+
+    def holds(self, *, active: bool | None = None) -> list[Hold]:
+        """Holds oldest first: all, only active (``True``) or only released (``False``)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class SQLiteHoldStore:
+    """Holds in a table of the audit store's SQLite file (its own connection)."""
+
+    def __init__(self, *, path: str | Path) -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT
+        )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite busy: {exc}") from exc
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def ensure_schema(self) -> None:
+        with self._lock:
+            self._db.execute(
+                f"CREATE TABLE IF NOT EXISTS {HOLDS_TABLE} (hold_id TEXT PRIMARY KEY,"
+                " placed_at TEXT NOT NULL, released_at TEXT, document TEXT NOT NULL)"
+            )
+
+    def add(self, hold: Hold) -> None:
+        with self._transaction() as db:
+            try:
+                db.execute(
+                    f"INSERT INTO {HOLDS_TABLE} VALUES (?, ?, NULL, ?)",
+                    (hold.hold_id, hold.placed_at.isoformat(), _dump(hold)),
+                )
+            except sqlite3.IntegrityError:
+                raise InvalidHold(f"hold id {hold.hold_id} is taken") from None
+
+    def get(self, hold_id: str) -> Hold:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT document FROM {HOLDS_TABLE} WHERE hold_id = ?", (hold_id,)
+            ).fetchone()
+        if row is None:
+            raise HoldNotFound(f"no hold {hold_id!r}")
+        return Hold.from_json(orjson.loads(row[0]))
+
+    def release(self, hold_id: str, *, by: str, at: datetime, reason: str) -> Hold:
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT document FROM {HOLDS_TABLE} WHERE hold_id = ?", (hold_id,)
+            ).fetchone()
+            if row is None:
+                raise HoldNotFound(f"no hold {hold_id!r}")
+            released = Hold.from_json(orjson.loads(row[0])).released(by=by, at=at, reason=reason)
+            db.execute(
+                f"UPDATE {HOLDS_TABLE} SET released_at = ?, document = ? WHERE hold_id = ?",
+                (at.isoformat(), _dump(released), hold_id),
+            )
+        return released
+
+    def holds(self, *, active: bool | None = None) -> list[Hold]:
+        where = {
+            None: "",
+            True: " WHERE released_at IS NULL",
+            False: " WHERE released_at IS NOT NULL",
+        }
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT document FROM {HOLDS_TABLE}{where[active]}"
+                " ORDER BY placed_at, hold_id LIMIT ?",
+                (MAX_HOLDS,),
+            ).fetchall()
+        return [Hold.from_json(orjson.loads(row[0])) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _dump(hold: Hold) -> str:
+    return orjson.dumps(hold.to_json()).decode()
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except OSConnectionError as exc:
+        raise StoreUnavailable(f"OpenSearch unreachable: {type(exc).__name__}") from exc
+    except TransportError as exc:
+        status = exc.status_code if isinstance(exc.status_code, int) else 0
+        if status == 429 or status >= 500 or status in (401, 403):
+            raise StoreUnavailable(f"OpenSearch answered {status}: {exc.error}") from exc
+        raise StoreError(f"OpenSearch answered {status}: {exc.error}") from exc
+
+
+_MAPPINGS: Final = {
+    "dynamic": "strict",
+    "properties": {
+        "hold_id": {"type": "keyword"},
+        "placed_at": {"type": "date"},
+        "released_at": {"type": "date"},
+        "document": {"type": "text", "index": False},
+    },
+}
+
+
+class OpenSearchHoldStore:
+    """Holds in the index ``{prefix}audit-holds``; releases use optimistic concurrency."""
+
+    def __init__(
+        self,
+        *,
+        url: str | Sequence[str],
+        index_prefix: str = "",
+        username: str | None = None,
+        password: str | None = None,
+        ca_certs: str | None = None,
+        replicas: int = 1,
+        timeout: float = 30.0,
+    ) -> None:
+        if username is not None and not all(
+            u.startswith("https://") for u in ([url] if isinstance(url, str) else url)
+        ):
+            raise ValueError("basic auth over plain http would expose the password; use https")
+        urls = [url] if isinstance(url, str) else list(url)
+        self.index = f"{index_prefix.lower()}{HOLDS_INDEX}"
+        self._replicas = replicas
+        self._client = OpenSearch(
+            hosts=urls,
+            http_auth=(username, password) if username is not None else None,
+            use_ssl=urls[0].startswith("https://"),
+            ca_certs=ca_certs,
+            timeout=timeout,
+        )
+
+    def ensure_schema(self) -> None:
+        with _translated():
+            if self._client.indices.exists(index=self.index):
+                return
+            try:
+                self._client.indices.create(
+                    index=self.index,
+                    body={
+                        "settings": {"number_of_shards": 1, "number_of_replicas": self._replicas},
+                        "mappings": _MAPPINGS,
+                    },
+                )
+            except TransportError as exc:  # another process created it meanwhile
+                if exc.error != "resource_already_exists_exception":
+                    raise
+
+    def _body(self, hold: Hold) -> dict[str, Any]:
+        return {
+            "hold_id": hold.hold_id,
+            "placed_at": hold.placed_at.isoformat(),
+            "released_at": None if hold.released_at is None else hold.released_at.isoformat(),
+            "document": _dump(hold),
+        }
+
+    def add(self, hold: Hold) -> None:
+        try:
+            with _translated():
+                self._client.index(
+                    index=self.index,
+                    id=hold.hold_id,
+                    body=self._body(hold),
+                    op_type="create",
+                    refresh="true",
+                )
+        except StoreError as exc:
+            if isinstance(exc.__cause__, ConflictError):
+                raise InvalidHold(f"hold id {hold.hold_id} is taken") from None
+            raise
+
+    def _read(self, hold_id: str) -> tuple[Hold, int, int]:
+        try:
+            with _translated():
+                found = self._client.get(index=self.index, id=hold_id)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, NotFoundError):
+                raise HoldNotFound(f"no hold {hold_id!r}") from None
+            raise
+        hold = Hold.from_json(orjson.loads(found["_source"]["document"]))
+        return hold, int(found["_seq_no"]), int(found["_primary_term"])
+
+    def get(self, hold_id: str) -> Hold:
+        return self._read(hold_id)[0]
+
+    def release(self, hold_id: str, *, by: str, at: datetime, reason: str) -> Hold:
+        hold, seq_no, term = self._read(hold_id)
+        released = hold.released(by=by, at=at, reason=reason)
+        try:
+            with _translated():
+                self._client.index(
+                    index=self.index,
+                    id=hold_id,
+                    body=self._body(released),
+                    if_seq_no=seq_no,
+                    if_primary_term=term,
+                    refresh="true",
+                )
+        except StoreError as exc:
+            if isinstance(exc.__cause__, ConflictError):  # released meanwhile by another
+                self._read(hold_id)[0].released(by=by, at=at, reason=reason)
+            raise
+        return released
+
+    def holds(self, *, active: bool | None = None) -> list[Hold]:
+        query: dict[str, Any] = {"match_all": {}}
+        if active is True:
+            query = {"bool": {"must_not": [{"exists": {"field": "released_at"}}]}}
+        elif active is False:
+            query = {"exists": {"field": "released_at"}}
+        with _translated():
+            response = self._client.search(
+                index=self.index,
+                body={
+                    "query": query,
+                    "size": MAX_HOLDS,
+                    "sort": [{"placed_at": "asc"}, {"hold_id": "asc"}],
+                },
+                ignore_unavailable=True,
+            )
+        return [
+            Hold.from_json(orjson.loads(hit["_source"]["document"]))
+            for hit in response["hits"]["hits"]
+        ]
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,159 @@
+"""retention/_cli.py: ``python -m retention`` subcommands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from audit import Scope, SQLiteStore
+from retention._cli import main
+from tests.retention.conftest import NOW, record, write
+
+CONFIG = """
+[server]
+public_hosts = ["platform.example.nl"]
+tls_cert_file = "/etc/gateway/cert.pem"
+tls_key_file = "/etc/gateway/key.pem"
+
+[assertion]
+key_files = ["/etc/gateway/assertion-key.pem"]
+
+[retention]
+rules = ["errors=14/60"]
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        CONFIG + f'\n[audit]\nsqlite_path = "{tmp_path}/audit.db"\nspool_dir = "{tmp_path}/spool"\n'
+    )
+    return path
+
+
+def events(config: Path) -> list[dict[str, object]]:
+    store = SQLiteStore(path=config.parent / "audit.db")
+    try:
+        return store.search(Scope(), size=1000)
+    finally:
+        store.close()
+
+
+def seed(config: Path, *ages: timedelta, **fields: str) -> None:
+    store = SQLiteStore(path=config.parent / "audit.db")
+    store.ensure_schema()
+    write(store, *(record(age, **fields) for age in ages))
+    store.close()
+
+
+class TestInventory:
+    def test_prints_configured_periods(
+        self, config: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The inventory shows the periods of the settings file, not only the defaults."""
+        assert main(["--config", str(config), "inventory"]) == 0
+        out = capsys.readouterr().out
+        errors = out.split("\nerrors\n", 1)[1].split("\n\n", 1)[0]
+        assert "full detail:  14 days" in errors
+        assert "deleted after 60 days" in errors
+
+    def test_bad_setting_exits_2(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A malformed rule stops the command with a message, exit status 2."""
+        path = tmp_path / "gateway.toml"
+        path.write_text(CONFIG.replace("errors=14/60", "errors=99/60"))
+        assert main(["--config", str(path), "inventory"]) == 2
+        assert "retention.rules" in capsys.readouterr().err
+
+    def test_defaults_without_settings(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Without a settings file the inventory shows the defaults and says so."""
+        monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
+        assert main(["inventory"]) == 0
+        captured = capsys.readouterr()
+        assert "defaults" in captured.err
+        assert "deleted after 90 days" in captured.out
+
+    def test_module_runs(self, config: Path) -> None:
+        """``python -m retention inventory`` runs as a program."""
+        done = subprocess.run(
+            [sys.executable, "-m", "retention", "--config", str(config), "inventory"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "personal_data_access" in done.stdout
+
+
+class TestRun:
+    def test_now_and_dry_run(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """--dry-run reports without deleting; a real run at --now deletes; both are audited."""
+        seed(config, timedelta(days=400))
+        when = (NOW).isoformat()
+        assert main(["--config", str(config), "run", "--dry-run", "--now", when]) == 0
+        assert "would delete" in capsys.readouterr().out
+        assert len([e for e in events(config) if e["event.action"] == "access_denied"]) == 1
+        assert main(["--config", str(config), "run", "--now", when]) == 0
+        out = capsys.readouterr().out
+        assert "access_denied" in out
+        actions = [e["event.action"] for e in events(config)]
+        assert "access_denied" not in actions
+        assert actions.count("retention_run") == 2
+
+    def test_now_without_zone_refused(
+        self, config: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A run time without a time zone is refused before anything runs."""
+        with pytest.raises(SystemExit):
+            main(["--config", str(config), "run", "--now", "2027-01-01T00:00:00"])
+        assert "time zone" in capsys.readouterr().err
+
+
+class TestHolds:
+    def test_place_list_release(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A hold placed from the CLI protects its events until released, all audited."""
+        seed(config, timedelta(days=400), **{"user.id": "iss|mallory"})
+        base = ["--config", str(config), "holds"]
+        assert (
+            main(
+                [
+                    *base,
+                    "place",
+                    "--by",
+                    "ops|ann",
+                    "--incident",
+                    "INC-9",
+                    "--reason",
+                    "takeover",
+                    "--user",
+                    "iss|mallory",
+                ]
+            )
+            == 0
+        )
+        hold = json.loads(capsys.readouterr().out)
+        assert hold["scope"]["user_ids"] == ["iss|mallory"]
+        assert main(["--config", str(config), "run", "--now", NOW.isoformat()]) == 0
+        assert any(e["event.action"] == "access_denied" for e in events(config))
+        assert main([*base, "release", hold["hold_id"], "--by", "ops|ann", "--reason", "done"]) == 0
+        capsys.readouterr()
+        assert main([*base, "list", "--state", "released"]) == 0
+        [listed] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert listed["release_reason"] == "done"
+        assert main(["--config", str(config), "run", "--now", NOW.isoformat()]) == 0
+        actions = [e["event.action"] for e in events(config)]
+        assert "access_denied" not in actions
+        assert {"hold_placed", "hold_released"} <= set(actions)
+
+    def test_bad_hold_exits_2(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A hold without a scope is refused with the reason, exit status 2."""
+        argv = ["--config", str(config), "holds", "place", "--by", "ops|ann"]
+        assert main([*argv, "--incident", "INC-9", "--reason", "r"]) == 2
+        assert "invalid_hold" in capsys.readouterr().err
