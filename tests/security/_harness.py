@@ -132,12 +132,11 @@ class Deployment:
         """Send ``request`` as bytes (TLS to the HTTPS listener, or plain to the redirect one);
         (status, whole response)."""
         port = self.https_port if tls else self.http_port
-        with socket.create_connection(("127.0.0.1", port), timeout=RAW_TIMEOUT) as plain:
-            sock: socket.socket = (
-                self.ssl_context.wrap_socket(plain, server_hostname=HOST) if tls else plain
-            )
+        plain = socket.create_connection(("127.0.0.1", port), timeout=RAW_TIMEOUT)
+        sock = self.ssl_context.wrap_socket(plain, server_hostname=HOST) if tls else plain
+        received = b""
+        with contextlib.closing(plain), contextlib.closing(sock):
             sock.sendall(request)
-            received = b""
             while True:
                 try:
                     chunk = sock.recv(65536)
