@@ -75,6 +75,19 @@ async def echo_upstream(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+class CountingApp:
+    """Wraps an ASGI app and counts requests per path (how often the gateway calls the IdP)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.hits: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.hits[scope["path"]] = self.hits.get(scope["path"], 0) + 1
+        await self.app(scope, receive, send)
+
+
 @contextlib.contextmanager
 def _serve(server: uvicorn.Server, sock: socket.socket | None = None) -> Iterator[None]:
     kwargs = {"sockets": [sock]} if sock is not None else {}
@@ -105,6 +118,7 @@ class Deployment:
     http_port: int
     idp_url: str
     ssl_context: ssl.SSLContext
+    idp_hits: dict[str, int]
 
     @property
     def base(self) -> str:
@@ -188,8 +202,8 @@ def person(role: str) -> Person:
 
 
 @contextlib.contextmanager
-def deployed(state: Path) -> Iterator[Deployment]:
-    """The whole deployment under ``state``; stopped on exit."""
+def deployed(state: Path, environ: dict[str, str] | None = None) -> Iterator[Deployment]:
+    """The whole deployment under ``state`` (``environ``: extra settings); stopped on exit."""
     idp_sock, upstream_sock = _listening_socket(), _listening_socket()
     https_port, http_port = _free_port(), _free_port()
     settings = demo_settings(
@@ -202,16 +216,19 @@ def deployed(state: Path) -> Iterator[Deployment]:
             "GATEWAY_SERVER__HTTPS_PORT": str(https_port),
             "GATEWAY_SERVER__HTTP_PORT": str(http_port),
             "GATEWAY_SERVER__METRICS_PORT": str(_free_port()),
+            **(environ or {}),
         },
     )
     secret = settings.oidc.issuers["devidp"].client_secret
     assert secret is not None
     idp_url = f"http://127.0.0.1:{idp_sock.getsockname()[1]}"
-    idp = for_gateway(
-        port=idp_sock.getsockname()[1],
-        gateway_origins=[f"https://{HOST}:{https_port}"],
-        client_secret=secret.reveal(),
-        mode="test",
+    idp = CountingApp(
+        for_gateway(
+            port=idp_sock.getsockname()[1],
+            gateway_origins=[f"https://{HOST}:{https_port}"],
+            client_secret=secret.reveal(),
+            mode="test",
+        )
     )
     gateway = build(settings)
     by_name = {listener.name: listener for listener in gateway.listeners}
@@ -224,4 +241,4 @@ def deployed(state: Path) -> Iterator[Deployment]:
         _serve(https),
         _serve(redirect),
     ):
-        yield Deployment(settings, https_port, http_port, idp_url, context)
+        yield Deployment(settings, https_port, http_port, idp_url, context, idp.hits)
