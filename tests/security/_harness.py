@@ -202,8 +202,17 @@ def person(role: str) -> Person:
 
 
 @contextlib.contextmanager
-def deployed(state: Path, environ: dict[str, str] | None = None) -> Iterator[Deployment]:
-    """The whole deployment under ``state`` (``environ``: extra settings); stopped on exit."""
+def deployed(
+    state: Path,
+    environ: dict[str, str] | None = None,
+    *,
+    idp_up: bool = True,
+    upstream_up: bool = True,
+) -> Iterator[Deployment]:
+    """The whole deployment under ``state`` (``environ``: extra settings); stopped on exit.
+
+    ``idp_up``/``upstream_up`` False leave that port bound but not listening (connections
+    are refused), for fail-closed tests."""
     idp_sock, upstream_sock = _listening_socket(), _listening_socket()
     https_port, http_port = _free_port(), _free_port()
     settings = demo_settings(
@@ -236,8 +245,10 @@ def deployed(state: Path, environ: dict[str, str] | None = None) -> Iterator[Dep
     redirect = uvicorn.Server(_config(by_name["http-redirect"], 5.0, "warning"))
     context = ssl.create_default_context(cafile=str(settings.server.tls_cert_file))
     with (
-        _serve(_plain(idp), idp_sock),
-        _serve(_plain(echo_upstream), upstream_sock),
+        _serve(_plain(idp), idp_sock) if idp_up else contextlib.closing(idp_sock),
+        _serve(_plain(echo_upstream), upstream_sock)
+        if upstream_up
+        else contextlib.closing(upstream_sock),
         _serve(https),
         _serve(redirect),
     ):
