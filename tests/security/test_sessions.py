@@ -10,6 +10,10 @@ session and CSRF advisories.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
+import re
 from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
 
@@ -216,3 +220,59 @@ class TestRevocationCSRF:
         assert response.status_code in (200, 202, 204), response.text
         route = "/api/schools/school-a/reports"
         assert _me(deployment, target_cookie, route).status_code == 401
+
+
+def _idp_tokens_in(text: str, issuer: str) -> list[str]:
+    """JWTs in ``text`` (also inside base64url blobs) whose ``iss`` is the identity provider."""
+    found = []
+    candidates = re.findall(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", text)
+    for blob in re.findall(r"[A-Za-z0-9_-]{40,}", text):
+        with contextlib.suppress(ValueError):
+            decoded = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
+            candidates += re.findall(
+                r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
+                decoded.decode("latin-1"),
+            )
+    for token in candidates:
+        with contextlib.suppress(ValueError, IndexError):
+            body = token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            if isinstance(claims, dict) and claims.get("iss") == issuer:
+                found.append(token)
+    return found
+
+
+class TestNoRawTokens:
+    """The IdP's tokens stay inside the gateway."""
+
+    def test_no_idp_token_reaches_the_browser_or_the_upstream(self, deployment: Deployment) -> None:
+        """CWE-200 / CWE-312 (tokens exposed in cookies, pages or forwarded headers): no JWT
+        issued by the IdP appears in the session cookie, any gateway page, or what the
+        upstream receives."""
+        seen_text = []
+        with deployment.client() as browser:
+            to_idp = browser.get("/_gateway/login", params={"next": "/api/me"})
+            seen_text.append(str(to_idp.headers))
+            chosen = httpx.post(
+                to_idp.headers["location"], data={"person": person("student").subject}
+            )
+            back = urlsplit(chosen.headers["location"])
+            done = browser.get(f"{back.path}?{back.query}")
+            seen_text += [str(done.headers.multi_items()), done.text]
+            for path in ("/api/me", "/_gateway/logout", "/_gateway/health", "/_gateway/ready"):
+                page = browser.get(path)
+                assert page.status_code == 200, (path, page.text)
+                seen_text += [str(page.headers.multi_items()), page.text]
+            seen_text += [f"{c.name}={c.value}" for c in browser.cookies.jar]
+        assert _session_value(browser) is not None
+        assert _idp_tokens_in("\n".join(seen_text), deployment.idp_url) == []
+
+    def test_the_scanner_finds_an_idp_token(self, deployment: Deployment) -> None:
+        """Control for the test above: an IdP-issued JWT (plain or base64-wrapped) is found."""
+        claims = base64.urlsafe_b64encode(
+            json.dumps({"iss": deployment.idp_url, "sub": "x"}).encode()
+        ).rstrip(b"=")
+        token = f"eyJhbGciOiJSUzI1NiJ9.{claims.decode()}.c2ln"
+        wrapped = base64.urlsafe_b64encode(f"junk {token} junk".encode()).decode()
+        assert _idp_tokens_in(f"a {token} b", deployment.idp_url) == [token]
+        assert _idp_tokens_in(wrapped, deployment.idp_url) == [token]
