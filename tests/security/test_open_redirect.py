@@ -167,3 +167,51 @@ class TestAfterLogout:
             assert query["post_logout_redirect_uri"] == [f"{deployment.base}/"]
         else:
             assert location == "/"
+
+
+#: Raw request targets for the plain-HTTP listener, which redirects to HTTPS on the same path.
+HTTP_LISTENER_TARGETS: list[bytes] = [
+    b"//evil.example/",
+    b"///evil.example/",
+    b"/\\evil.example/",
+    b"/%2F%2Fevil.example/",
+    b"/%5Cevil.example",
+    b"/%0d%0aLocation:%20https://evil.example/",
+    b"/%0d%0aSet-Cookie:%20__Host-gw_session=x",
+    b"/x?%0d%0aLocation:%20https://evil.example/",
+    b"/x?next=//evil.example",
+    b"/@evil.example",
+    b"/:@evil.example",
+    b"https://evil.example/",
+]
+
+
+class TestPlainHTTPRedirect:
+    """The HTTP-to-HTTPS redirect keeps the path but never the destination."""
+
+    @pytest.mark.parametrize("target", HTTP_LISTENER_TARGETS, ids=lambda t: t.decode("latin-1"))
+    def test_redirect_stays_on_the_configured_origin(
+        self, deployment: Deployment, target: bytes
+    ) -> None:
+        """CWE-601 / CWE-113 (open redirect and header splitting in the HTTPS upgrade): one
+        ``Location``, on the configured host and HTTPS port, with no header injected."""
+        request = b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        status, response = deployment.raw(request, tls=False)
+        head = response.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+        locations = [
+            line.split(":", 1)[1].strip() for line in head if line.lower().startswith("location:")
+        ]
+        assert status == 308, response[:300]
+        assert len(locations) == 1, head
+        assert not [line for line in head if line.lower().startswith("set-cookie:")]
+        scheme, host, port = _browser_target("http://localhost", locations[0])
+        assert (scheme, host, port) == ("https", HOST, deployment.https_port), locations[0]
+
+    def test_raw_non_ascii_target_is_refused(self, deployment: Deployment) -> None:
+        """CWE-601 with Unicode look-alikes (fullwidth solidus as raw UTF-8): the parser
+        refuses the request line, so no redirect is built from it."""
+        target = b"/\xef\xbc\x8f\xef\xbc\x8fevil.example"
+        request = b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        status, response = deployment.raw(request, tls=False)
+        assert status == 400, response[:300]
+        assert b"location:" not in response.lower()
