@@ -9,8 +9,11 @@ raw bytes over a TLS socket (:meth:`Deployment.raw`).
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
+import secrets
 import socket
 import ssl
 import threading
@@ -19,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import uvicorn
@@ -194,6 +197,51 @@ def body_json(response: bytes) -> dict[str, Any]:
 def upstream_headers(seen: dict[str, Any]) -> list[tuple[str, str]]:
     """The echo upstream's header list as (lower-case name, value) pairs."""
     return [(name.lower(), value) for name, value in seen["headers"]]
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url, as JOSE writes it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def idp_tokens(deployment: Deployment) -> dict[str, str]:
+    """The dev IdP's token response (access and ID token) for a student, obtained as the
+    gateway's client (code flow with PKCE)."""
+    secret = deployment.settings.oidc.issuers["devidp"].client_secret
+    assert secret is not None
+    verifier = secrets.token_urlsafe(48)
+    challenge = b64url(hashlib.sha256(verifier.encode()).digest())
+    redirect_uri = f"{deployment.base}/_gateway/callback"
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": "gateway",
+            "redirect_uri": redirect_uri,
+            "scope": "openid profile",
+            "state": secrets.token_urlsafe(16),
+            "nonce": secrets.token_urlsafe(16),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+    chosen = httpx.post(
+        f"{deployment.idp_url}/authorize?{query}", data={"person": person("student").subject}
+    )
+    assert chosen.status_code == 302, chosen.text
+    code = parse_qs(urlsplit(chosen.headers["location"]).query)["code"][0]
+    answer = httpx.post(
+        f"{deployment.idp_url}/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        },
+        auth=("gateway", secret.reveal()),
+    )
+    assert answer.status_code == 200, answer.text
+    data: dict[str, str] = answer.json()
+    return data
 
 
 def person(role: str) -> Person:

@@ -14,13 +14,14 @@ import base64
 import contextlib
 import json
 import re
+import time
 from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.security._harness import Deployment, person
+from tests.security._harness import Deployment, b64url, idp_tokens, person
 
 SESSION = "__Host-gw_session"
 
@@ -276,3 +277,44 @@ class TestNoRawTokens:
         wrapped = base64.urlsafe_b64encode(f"junk {token} junk".encode()).decode()
         assert _idp_tokens_in(f"a {token} b", deployment.idp_url) == [token]
         assert _idp_tokens_in(wrapped, deployment.idp_url) == [token]
+
+
+class TestBackchannelLogoutForgery:
+    """Only a logout token the IdP signed for this purpose ends sessions."""
+
+    def _forged(self, deployment: Deployment) -> dict[str, str]:
+        claims = {
+            "iss": deployment.idp_url,
+            "aud": "gateway",
+            "sub": person("teacher").subject,
+            "iat": int(time.time()),
+            "jti": "forged-1",
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+        }
+        head_none = b64url(json.dumps({"alg": "none", "typ": "logout+jwt"}).encode())
+        body = b64url(json.dumps(claims).encode())
+        id_token = idp_tokens(deployment)["id_token"]
+        return {
+            "alg-none": f"{head_none}.{body}.",
+            "id-token": id_token,
+            "id-token-payload-swapped": ".".join(
+                [id_token.split(".")[0], body, id_token.split(".")[2]]
+            ),
+            "garbage": "x",
+        }
+
+    @pytest.mark.parametrize(
+        "name", ["alg-none", "id-token", "id-token-payload-swapped", "garbage"]
+    )
+    def test_forged_logout_token_ends_nothing(self, deployment: Deployment, name: str) -> None:
+        """CWE-352 / CWE-347 (forged back-channel logout): anyone can POST to the endpoint,
+        so a token that is unsigned, altered, or an ID token (signed, but no ``events``
+        and with a nonce) is a 400 and the teacher's session lives on."""
+        browser, cookie = _logged_in(deployment, "teacher")
+        browser.close()
+        token = self._forged(deployment)[name]
+        with deployment.client() as attacker:
+            response = attacker.post("/_gateway/backchannel-logout", data={"logout_token": token})
+        assert response.status_code == 400, response.text
+        route = "/api/schools/school-a/students"
+        assert _me(deployment, cookie, route).status_code == 200

@@ -16,17 +16,15 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.security._harness import Deployment, deployed, person
+from tests.security._harness import Deployment, b64url, deployed, idp_tokens, person
 
 PROTECTED = "/api/me"
 PUBLIC = "/activities"
@@ -34,8 +32,7 @@ UNKNOWN_KID_FLOOD = 30
 MAX_JWKS_FETCHES_FOR_FLOOD = 3
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+_b64 = b64url
 
 
 def _unb64(text: str) -> bytes:
@@ -55,45 +52,6 @@ def _hs256(header: dict[str, Any], claims: dict[str, Any], key: bytes) -> str:
     return f"{head}.{body}.{_b64(mac)}"
 
 
-def _tokens(deployment: Deployment) -> dict[str, str]:
-    """(access token, id token) from the dev IdP for a student, as the gateway's client."""
-    secret = deployment.settings.oidc.issuers["devidp"].client_secret
-    assert secret is not None
-    verifier = secrets.token_urlsafe(48)
-    challenge = _b64(hashlib.sha256(verifier.encode()).digest())
-    redirect_uri = f"{deployment.base}/_gateway/callback"
-    query = urlencode(
-        {
-            "response_type": "code",
-            "client_id": "gateway",
-            "redirect_uri": redirect_uri,
-            "scope": "openid profile",
-            "state": secrets.token_urlsafe(16),
-            "nonce": secrets.token_urlsafe(16),
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-        }
-    )
-    chosen = httpx.post(
-        f"{deployment.idp_url}/authorize?{query}", data={"person": person("student").subject}
-    )
-    assert chosen.status_code == 302, chosen.text
-    code = parse_qs(urlsplit(chosen.headers["location"]).query)["code"][0]
-    answer = httpx.post(
-        f"{deployment.idp_url}/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-            "code_verifier": verifier,
-        },
-        auth=("gateway", secret.reveal()),
-    )
-    assert answer.status_code == 200, answer.text
-    data: dict[str, str] = answer.json()
-    return data
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """The deployment with the bearer throttle out of the way (it would answer 429 after a
@@ -105,7 +63,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 @pytest.fixture(scope="module")
 def genuine(deployment: Deployment) -> dict[str, str]:
-    return _tokens(deployment)
+    return idp_tokens(deployment)
 
 
 @pytest.fixture(scope="module")
