@@ -121,3 +121,24 @@ class TestHostAllowList:
         ours = b"localhost:" + _port(deployment)
         status, response = deployment.raw(_request([b"evil.example", ours]))
         assert status == 400, response[:300]
+
+
+class TestDuplicateHost:
+    """Found by this suite, fixed in gateway/hosts.py."""
+
+    @pytest.mark.parametrize(
+        "lines",
+        [
+            [b"localhost:{port}", b"localhost:{port}"],
+            [b"localhost:{port}", b"evil.example"],
+            [b"evil.example", b"localhost:{port}"],
+        ],
+        ids=["same", "ours-then-evil", "evil-then-ours"],
+    )
+    def test_duplicate_host_is_a_400(self, deployment: Deployment, lines: list[bytes]) -> None:
+        """CWE-436 (RFC 9112 §3.2): more than one Host line is a 400."""
+        port = _port(deployment)
+        status, response = deployment.raw(
+            _request([line.replace(b"{port}", port) for line in lines])
+        )
+        assert status == 400, response[:300]

@@ -79,3 +79,24 @@ class TestAmbiguousRequestsAreRefused:
         assert seen["body"] == "abcdefg"
         names = [name.lower() for name, _ in seen["headers"]]
         assert not ("transfer-encoding" in names and "content-length" in names)
+
+
+class TestOversizedHeaders:
+    """Header blocks larger than the configured limits are refused before any stage."""
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            b"Cookie: a=" + b"x" * 200_000 + b"\r\n",
+            b"".join(b"X-H%d: v\r\n" % i for i in range(5_000)),
+        ],
+        ids=["200kB-cookie", "5000-lines"],
+    )
+    def test_oversized_header_block_is_a_431(self, deployment: Deployment, headers: bytes) -> None:
+        """CWE-770 (allocation without limits): an oversized header block is a 431 (or 400),
+        never forwarded."""
+        status, response = deployment.raw(
+            _request(deployment, headers + b"Connection: close\r\n", b"")
+        )
+        assert status in (400, 431), response[:300]
+        assert b'"raw_path"' not in response

@@ -223,3 +223,21 @@ class TestSessionCookieNeverForwarded:
         assert response.status_code == 200, response.text
         cookies = [v for k, v in upstream_headers(response.json()) if k == "cookie"]
         assert cookies == ["theme=dark; x=1"]
+
+
+AUTHELIA_NAMES = ["Remote-Groups", "Remote-Email", "Remote-Name"]
+
+
+class TestAutheliaHeaders:
+    """Authelia's forward-auth identity headers never reach the upstream."""
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [(s, f"injected-{s}") for n in AUTHELIA_NAMES for s in spellings(n)],
+    )
+    def test_remote_family_is_removed(self, deployment: Deployment, name: str, value: str) -> None:
+        """CWE-290 (Authelia ``Remote-*`` header trust): a client's ``Remote-Groups``,
+        ``Remote-Email`` or ``Remote-Name`` never reaches the upstream, in any spelling."""
+        with deployment.client() as browser:
+            seen = _get(browser, "/activities", [(name, value), (name, value)])
+        _assert_no_injection(seen)

@@ -23,6 +23,8 @@ EVIL = "evil.example"
 
 #: Our own research list of redirect tricks (port-dependent ones use ``{port}``).
 PAYLOADS: list[str] = [
+    "/\uff0fevil.example",
+    "/\u2215evil.example",
     "//evil.example",
     "//evil.example/",
     "///evil.example",
@@ -215,3 +217,18 @@ class TestPlainHTTPRedirect:
         status, response = deployment.raw(request, tls=False)
         assert status == 400, response[:300]
         assert b"location:" not in response.lower()
+
+
+class TestNonAsciiNext:
+    """Found by this suite, fixed in gateway/oidc/_redirects.py."""
+
+    @pytest.mark.parametrize("next_path", ["/\uff0fevil.example", "/\u2215x", "/caf\u00e9"])
+    def test_non_ascii_next_keeps_the_login(self, deployment: Deployment, next_path: str) -> None:
+        """CWE-116 (improper encoding of output) on ``Location``: a non-ASCII ``next`` is
+        sent ASCII-encoded, on this site, and the session is set."""
+        with deployment.client() as browser:
+            location = _final_location(deployment, browser, next_path)
+            assert location.isascii()
+            assert browser.cookies.get("__Host-gw_session")
+        scheme, host, port = _browser_target(deployment.base, location)
+        assert (scheme, host, port) == ("https", HOST, deployment.https_port)

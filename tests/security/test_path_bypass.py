@@ -214,3 +214,24 @@ def _student_cookie(deployment: Deployment) -> str:
     if deployment.https_port not in _STUDENT:
         _STUDENT[deployment.https_port] = _cookie_for(deployment, "student")
     return _STUDENT[deployment.https_port]
+
+
+class TestAbsoluteForm:
+    """Found by this suite, fixed in gateway/server.py and gateway/hosts.py."""
+
+    @pytest.mark.parametrize(
+        "target",
+        [
+            b"https://evil.example/activities",
+            b"https://evil.example:{port}/activities",
+            b"https://localhost:{port}@evil.example/activities",
+        ],
+    )
+    def test_absolute_form_naming_another_host_is_rejected(
+        self, deployment: Deployment, target: bytes
+    ) -> None:
+        """CWE-441 (unintended proxy) / CWE-436: an absolute-form target naming another host
+        is a 400, as gateway/hosts.py documents."""
+        raw = target.replace(b"{port}", str(deployment.https_port).encode())
+        status, response = deployment.raw(deployment.raw_get(raw))
+        assert status == 400, response[:300]
