@@ -7,6 +7,8 @@
   ``cursor`` of the previous answer; ``order=asc|desc`` (by time). Answers
   ``{"events": [...], "total": {"value": n, "relation": "eq"|"gte"}, "next_cursor": ...}``.
 * ``GET /_gateway/audit/export?subject=...&format=json|csv`` — the data-subject export.
+* ``GET /_gateway/stats?row=week&row=organization.id&column=event.action&since=&until=`` —
+  counts with small-cell and complementary suppression (:mod:`audit._stats`).
 
 The policy decides who reaches these routes at all; the scope (which events) is decided in the
 query by :func:`audit._search.scope_for` from the caller's identity. Bad filters are 400 with a
@@ -25,17 +27,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from audit import AuditSink, AuditStore
+from audit import AuditSink, AuditStore, Scope
 from audit._export import SubjectExporter
 from audit._search import DEFAULT_PAGE_SIZE, AuditSearch, BadFilter, Requester, SearchRefused
 from audit._search import parse_filters as _parse_filters
+from audit._stats import DEFAULT_THRESHOLD, Statistics
 from audit.errors import StoreError, StoreUnavailable
 from gateway.types import identity
 
-__all__ = ["EXPORT_PATH", "SEARCH_PATH", "audit_routes"]
+__all__ = ["EXPORT_PATH", "SEARCH_PATH", "STATS_PATH", "audit_routes"]
 
 SEARCH_PATH: Final = "/_gateway/audit"
 EXPORT_PATH: Final = "/_gateway/audit/export"
+STATS_PATH: Final = "/_gateway/stats"
 _PAGING: Final = ("size", "cursor", "order")
 _NO_STORE: Final = {"cache-control": "no-store"}
 
@@ -84,11 +88,16 @@ def _answer(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
 
 
 def audit_routes(
-    *, store: AuditStore, sink: AuditSink, pseudonymise_staff: bool = True
+    *,
+    store: AuditStore,
+    sink: AuditSink,
+    pseudonymise_staff: bool = True,
+    stats_threshold: int = DEFAULT_THRESHOLD,
 ) -> Sequence[Route]:
     """The audit API's routes over ``store``; searches and exports are recorded in ``sink``."""
     searcher = AuditSearch(store=store, sink=sink)
     exporter = SubjectExporter(store=store, sink=sink, pseudonymise_staff=pseudonymise_staff)
+    statistics = Statistics(store=store, sink=sink, threshold=stats_threshold)
 
     def search(request: Request) -> Response:
         params = {
@@ -144,7 +153,31 @@ def audit_routes(
             headers={**_NO_STORE, "content-disposition": 'attachment; filename="export.json"'},
         )
 
+    def stats(request: Request) -> Response:
+        unknown = set(request.query_params) - {"row", "column", "since", "until"}
+        if unknown:
+            raise BadFilter(f"unknown parameters: {', '.join(sorted(unknown))}")
+        period = _parse_filters(
+            {
+                k: request.query_params.getlist(k)
+                for k in ("since", "until")
+                if k in request.query_params
+            }
+        )
+        rows = request.query_params.getlist("row") or ["week", "organization.id"]
+        try:
+            table = statistics.table(
+                requester(request),
+                rows=rows,
+                column=_single(request, "column") or "event.action",
+                scope=Scope(since=period.since, until=period.until),
+            )
+        except ValueError as exc:
+            raise BadFilter(str(exc)) from exc
+        return _json(table)
+
     return [
         Route(SEARCH_PATH, _answer(search), methods=["GET"]),
+        Route(STATS_PATH, _answer(stats), methods=["GET"]),
         Route(EXPORT_PATH, _answer(export), methods=["GET"]),
     ]

@@ -162,3 +162,29 @@ class TestExport:
             gateway(store, person("security_officer")), "/_gateway/audit/export", **params
         )
         assert result.status == 400
+
+
+class TestStats:
+    async def test_reviewer_gets_suppressed_table(self, store: SQLiteStore) -> None:
+        """A compliance reviewer gets counts; small cells read '<10'."""
+        result = await get(gateway(store, person("compliance_reviewer")), "/_gateway/stats")
+        assert result.status == 200
+        table = body(result)
+        assert table["threshold"] == 10
+        assert all(row["cells"]["access_denied"] == "<10" for row in table["rows"])
+
+    async def test_school_admin_is_refused_by_policy(self, store: SQLiteStore) -> None:
+        """The policy keeps school admins out of statistics."""
+        result = await get(gateway(store, person("school_admin", "school-a")), "/_gateway/stats")
+        assert result.status == 403
+
+    @pytest.mark.parametrize(
+        "params", [{"row": "user.id"}, {"column": "source.ip"}, {"since": "soon"}, {"x": "1"}]
+    )
+    async def test_bad_stats_request_is_400(
+        self, store: SQLiteStore, params: dict[str, str]
+    ) -> None:
+        """Grouping by a person or address, or a bad period, is a 400."""
+        app = gateway(store, person("compliance_reviewer"))
+        result = await get(app, "/_gateway/stats", **params)
+        assert result.status == 400
