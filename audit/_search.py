@@ -27,6 +27,7 @@ import orjson
 
 from audit._sink import AuditSink
 from audit._store import AuditStore, Page, Scope, Total
+from audit.errors import BadFilter, SearchRefused
 from audit.events import ACTIONS, Action, Category, parse_timestamp
 
 __all__ = [
@@ -69,14 +70,6 @@ _LIST_PARAMS: Final = {
 }
 #: Every query parameter a search understands (the HTTP layer adds its own: size, cursor).
 FILTER_PARAMS: Final = frozenset({*_LIST_PARAMS, "since", "until", "q"})
-
-
-class BadFilter(ValueError):
-    """A filter value is malformed; the message names the parameter (a 400)."""
-
-
-class SearchRefused(PermissionError):
-    """The requester may not search, or not what they asked for (a 403)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,11 +27,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from audit import AuditSink, AuditStore, Scope
-from audit._export import SubjectExporter
-from audit._search import DEFAULT_PAGE_SIZE, AuditSearch, BadFilter, Requester, SearchRefused
-from audit._search import parse_filters as _parse_filters
-from audit._stats import DEFAULT_THRESHOLD, Statistics
+from audit import (
+    AuditSearch,
+    AuditSink,
+    AuditStore,
+    BadFilter,
+    Requester,
+    Scope,
+    SearchRefused,
+    Statistics,
+    SubjectExporter,
+)
+from audit import parse_filters as _parse_filters
 from audit.errors import StoreError, StoreUnavailable
 from gateway.types import identity
 
@@ -40,6 +47,8 @@ __all__ = ["EXPORT_PATH", "SEARCH_PATH", "STATS_PATH", "audit_routes"]
 SEARCH_PATH: Final = "/_gateway/audit"
 EXPORT_PATH: Final = "/_gateway/audit/export"
 STATS_PATH: Final = "/_gateway/stats"
+DEFAULT_PAGE_SIZE: Final = 100
+DEFAULT_STATS_THRESHOLD: Final = 10
 _PAGING: Final = ("size", "cursor", "order")
 _NO_STORE: Final = {"cache-control": "no-store"}
 
@@ -92,7 +101,7 @@ def audit_routes(
     store: AuditStore,
     sink: AuditSink,
     pseudonymise_staff: bool = True,
-    stats_threshold: int = DEFAULT_THRESHOLD,
+    stats_threshold: int = DEFAULT_STATS_THRESHOLD,
 ) -> Sequence[Route]:
     """The audit API's routes over ``store``; searches and exports are recorded in ``sink``."""
     searcher = AuditSearch(store=store, sink=sink)
