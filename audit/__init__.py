@@ -6,13 +6,16 @@ The request path calls ``sink.emit({...})`` (see ``audit/_sink.py``). The gatewa
 :func:`opensearch_store` or :func:`sqlite_store`.
 """
 
+from audit._export import SubjectExporter
 from audit._opensearch import OpenSearchStore
 from audit._pipeline import DEFAULT_FULL_POLICY, AuditPipeline, Metrics
+from audit._search import AuditSearch, Filters, Requester, parse_filters
 from audit._sink import AuditSink, Event, MemorySink
 from audit._sqlite import SQLiteStore
+from audit._stats import Statistics
 from audit._store import AuditStore, ItemResult, Page, Record, Scope
 from audit._stores import opensearch_store, sqlite_store
-from audit.errors import AuditError, AuditUnavailable
+from audit.errors import AuditError, AuditUnavailable, BadFilter, SearchRefused
 from audit.events import Action, Category, LoginFailure
 
 __all__ = [
@@ -20,11 +23,14 @@ __all__ = [
     "Action",
     "AuditError",
     "AuditPipeline",
+    "AuditSearch",
     "AuditSink",
     "AuditStore",
     "AuditUnavailable",
+    "BadFilter",
     "Category",
     "Event",
+    "Filters",
     "ItemResult",
     "LoginFailure",
     "MemorySink",
@@ -32,8 +38,13 @@ __all__ = [
     "OpenSearchStore",
     "Page",
     "Record",
+    "Requester",
     "SQLiteStore",
     "Scope",
+    "SearchRefused",
+    "Statistics",
+    "SubjectExporter",
     "opensearch_store",
+    "parse_filters",
     "sqlite_store",
 ]

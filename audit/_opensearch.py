@@ -28,7 +28,18 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
 
-from audit._store import ItemResult, Page, Record, Scope, require_until, truncate_ip
+from audit._store import (
+    COUNT_KEYS,
+    TEXT_FIELDS,
+    TOTAL_LIMIT,
+    ItemResult,
+    Page,
+    Record,
+    Scope,
+    Total,
+    require_until,
+    truncate_ip,
+)
 from audit.errors import StoreError, StoreUnavailable
 from audit.events import (
     DEADLETTER_INDEX,
@@ -282,6 +293,44 @@ class OpenSearchStore:
             )
         return int(response["count"])
 
+    def total(self, scope: Scope, *, limit: int = TOTAL_LIMIT) -> Total:
+        body = {"query": _query(scope, ()), "size": 0, "track_total_hits": limit}
+        with _translated():
+            response = self._client.search(
+                index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
+            )
+        hits = response["hits"]["total"]
+        value = int(hits["value"])
+        return Total(min(value, limit), exact=hits["relation"] == "eq" and value <= limit)
+
+    def counts(self, scope: Scope, *, by: Sequence[str]) -> dict[tuple[str, ...], int]:
+        """A composite aggregation over the keys, paged with its ``after_key``."""
+        if not by:
+            raise ValueError("counts needs at least one key to group by")
+        sources = [{f"k{i}": _count_source(key)} for i, key in enumerate(by)]
+        found: dict[tuple[str, ...], int] = {}
+        after: dict[str, Any] | None = None
+        while True:
+            composite: dict[str, Any] = {"sources": sources, "size": PAGE_SIZE}
+            if after is not None:
+                composite["after"] = after
+            body = {"query": _query(scope, ()), "size": 0, "aggs": {"c": {"composite": composite}}}
+            with _translated():
+                response = self._client.search(
+                    index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
+                )
+            agg = (response.get("aggregations") or {}).get("c") or {}
+            buckets = agg.get("buckets") or []
+            for bucket in buckets:
+                key = tuple(
+                    "" if bucket["key"][f"k{i}"] is None else str(bucket["key"][f"k{i}"])
+                    for i in range(len(by))
+                )
+                found[key] = int(bucket["doc_count"])
+            after = agg.get("after_key")
+            if len(buckets) < PAGE_SIZE or after is None:
+                return found
+
     def _hits(
         self, query: Mapping[str, Any], source: list[str] | bool, index: str | None = None
     ) -> Iterator[dict[str, Any]]:
@@ -442,9 +491,33 @@ def _filters(scope: Scope) -> list[dict[str, Any]]:
         ("audit.category", scope.categories),
         ("event.action", scope.actions),
         ("event.id", scope.event_ids),
+        ("user.target.id", scope.target_ids),
+        ("event.outcome", scope.outcomes),
+        ("http.response.status_code", scope.status_codes),
+        ("trace.id", scope.trace_ids),
+        ("rule.name", scope.rule_names),
     ):
         if values:
             filters.append({"terms": {name: list(values)}})
+    for names, values in (
+        (("user.id", "user.target.id"), scope.subjects),
+        (("organization.id", "labels.data_tenant"), scope.tenants),
+    ):
+        if values:
+            filters.append(_any_of([{"terms": {name: list(values)}} for name in names]))
+    if scope.text is not None:
+        pattern = "*" + _escape_wildcard(scope.text) + "*"
+        filters.append(
+            _any_of(
+                [
+                    *(
+                        {"wildcard": {name: {"value": pattern, "case_insensitive": True}}}
+                        for name in TEXT_FIELDS
+                    ),
+                    {"match": {"error.message": {"query": scope.text, "operator": "and"}}},
+                ]
+            )
+        )
     if scope.source_ips:
         filters.append(
             {
@@ -468,6 +541,29 @@ def _filters(scope: Scope) -> list[dict[str, Any]]:
     for key, value in scope.labels.items():
         filters.append({"term": {f"labels.{key}": value}})
     return filters
+
+
+def _any_of(clauses: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"bool": {"should": clauses, "minimum_should_match": 1}}
+
+
+def _escape_wildcard(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
+
+
+def _count_source(key: str) -> dict[str, Any]:
+    if key not in COUNT_KEYS:
+        raise ValueError(f"cannot count by {key!r}; choose from {', '.join(COUNT_KEYS)}")
+    if key == "week":
+        return {
+            "date_histogram": {
+                "field": "@timestamp",
+                "calendar_interval": "week",
+                "format": "yyyy-MM-dd",
+                "time_zone": "UTC",
+            }
+        }
+    return {"terms": {"field": key, "missing_bucket": True}}
 
 
 def _query(scope: Scope, exclude: Sequence[Scope]) -> dict[str, Any]:

@@ -23,7 +23,18 @@ from typing import Any, Final
 
 import orjson
 
-from audit._store import ItemResult, Page, Record, Scope, require_until, truncate_ip
+from audit._store import (
+    COUNT_KEYS,
+    TEXT_FIELDS,
+    TOTAL_LIMIT,
+    ItemResult,
+    Page,
+    Record,
+    Scope,
+    Total,
+    require_until,
+    truncate_ip,
+)
 from audit.errors import StoreUnavailable
 from audit.events import FIELDS, SQLITE_COLUMNS, Field, field, parse_timestamp
 
@@ -147,10 +158,29 @@ def _conditions(scope: Scope) -> tuple[str, list[Any]]:
         ("audit_category", scope.categories),
         ("event_action", scope.actions),
         ("event_id", scope.event_ids),
+        ("user_target_id", scope.target_ids),
+        ("event_outcome", scope.outcomes),
+        ("http_response_status_code", scope.status_codes),
+        ("trace_id", scope.trace_ids),
+        ("rule_name", scope.rule_names),
     ):
         if values:
             parts.append(f"{column} IN ({','.join('?' * len(values))})")
             params += list(values)
+    if scope.subjects:
+        marks = ",".join("?" * len(scope.subjects))
+        parts.append(f"(user_id IN ({marks}) OR user_target_id IN ({marks}))")
+        params += [*scope.subjects, *scope.subjects]
+    if scope.tenants:
+        marks = ",".join("?" * len(scope.tenants))
+        parts.append(
+            f"(organization_id IN ({marks}) OR json_extract(labels, '$.data_tenant') IN ({marks}))"
+        )
+        params += [*scope.tenants, *scope.tenants]
+    if scope.text is not None:
+        columns = [SQLITE_COLUMNS[name] for name in (*TEXT_FIELDS, "error.message")]
+        parts.append("(" + " OR ".join(f"instr(lower({c}), ?) > 0" for c in columns) + ")")
+        params += [scope.text.lower()] * len(columns)
     if scope.source_ips:
         parts.append("(" + " OR ".join("ip_in(source_ip, ?)" for _ in scope.source_ips) + ")")
         params += list(scope.source_ips)
@@ -168,6 +198,14 @@ def _conditions(scope: Scope) -> tuple[str, list[Any]]:
         parts.append("json_extract(labels, ?) = ?")
         params += ['$."' + key.replace('"', "") + '"', value]
     return (" AND ".join(parts) or "1 = 1"), params
+
+
+def _count_key(key: str) -> str:
+    if key not in COUNT_KEYS:
+        raise ValueError(f"cannot count by {key!r}; choose from {', '.join(COUNT_KEYS)}")
+    if key == "week":  # the Monday of the ISO week ('weekday 0' = the next Sunday or today)
+        return "date(ts, 'weekday 0', '-6 days')"
+    return SQLITE_COLUMNS[key]
 
 
 @contextlib.contextmanager
@@ -294,6 +332,30 @@ class SQLiteStore:
                 f"SELECT COUNT(*) FROM {TABLE} WHERE {where}", params
             ).fetchone()
         return int(n)
+
+    def total(self, scope: Scope, *, limit: int = TOTAL_LIMIT) -> Total:
+        where, params = _where(scope, ())
+        with self._lock:
+            (n,) = self._db.execute(
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM {TABLE} WHERE {where} LIMIT ?)",
+                [*params, limit + 1],
+            ).fetchone()
+        return Total(min(int(n), limit), exact=int(n) <= limit)
+
+    def counts(self, scope: Scope, *, by: Sequence[str]) -> dict[tuple[str, ...], int]:
+        if not by:
+            raise ValueError("counts needs at least one key to group by")
+        keys = [_count_key(key) for key in by]
+        where, params = _where(scope, ())
+        select = ", ".join(keys)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {select}, COUNT(*) FROM {TABLE} WHERE {where} GROUP BY {select}",
+                params,
+            ).fetchall()
+        return {
+            tuple("" if v is None else str(v) for v in row[: len(keys)]): row[-1] for row in rows
+        }
 
     def delete(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
         require_until(scope)

@@ -15,9 +15,37 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
-__all__ = ["AuditStore", "ItemResult", "Page", "Record", "Scope", "truncate_ip"]
+__all__ = [
+    "COUNT_KEYS",
+    "TEXT_FIELDS",
+    "TOTAL_LIMIT",
+    "AuditStore",
+    "ItemResult",
+    "Page",
+    "Record",
+    "Scope",
+    "Total",
+    "truncate_ip",
+]
+
+#: Totals are exact up to this many matches, then reported as "at least" this many.
+TOTAL_LIMIT: Final = 10_000
+#: Free text (``Scope.text``) matches a case-insensitive substring of these keyword fields, or
+#: a word of ``error.message`` (analysed text on OpenSearch; a substring on SQLite).
+TEXT_FIELDS: Final = ("url.path", "event.reason", "error.type", "user_agent.original")
+#: What ``AuditStore.counts`` can group by: keyword fields, and ``week`` (ISO weeks, Monday
+#: 00:00 UTC, given as ``YYYY-MM-DD``).
+COUNT_KEYS: Final = ("audit.category", "event.action", "organization.id", "event.outcome", "week")
+
+
+@dataclass(frozen=True, slots=True)
+class Total:
+    """How many events match: exact when ``exact``, else at least ``value``."""
+
+    value: int
+    exact: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +85,19 @@ class Scope:
     until: datetime | None = None  # exclusive
     minimised: bool | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    # --- for audit search (issue 7) ---
+    subjects: Sequence[str] = ()  # user.id OR user.target.id (the person, either way)
+    target_ids: Sequence[str] = ()  # user.target.id
+    tenants: Sequence[str] = ()  # organization.id OR labels.data_tenant (whose data it is)
+    outcomes: Sequence[str] = ()  # event.outcome
+    status_codes: Sequence[int] = ()  # http.response.status_code
+    trace_ids: Sequence[str] = ()  # trace.id (the request id)
+    rule_names: Sequence[str] = ()  # rule.name
+    text: str | None = None  # case-insensitive; see TEXT_FIELDS
 
     def __post_init__(self) -> None:
+        if self.text is not None and not self.text.strip():
+            raise ValueError("free text must not be blank")
         for value in self.source_ips:
             ipaddress.ip_network(value, strict=False)  # ValueError on a bad address
         for moment in (self.since, self.until):
@@ -123,6 +162,14 @@ class AuditStore(Protocol):
 
     def count(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
         """How many events match."""
+
+    def total(self, scope: Scope, *, limit: int = TOTAL_LIMIT) -> Total:
+        """How many events match, counted exactly up to ``limit``; beyond, ``exact=False``
+        and ``value == limit``."""
+
+    def counts(self, scope: Scope, *, by: Sequence[str]) -> dict[tuple[str, ...], int]:
+        """Matching events counted per combination of the ``by`` keys (from
+        :data:`COUNT_KEYS`); an event without a key's field counts under ``""``."""
 
     def delete(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
         """Delete matching events; returns how many. ``scope.until`` is required."""

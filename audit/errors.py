@@ -5,6 +5,9 @@ AuditError                 base class
 │                          is ``block``: the request that produced it must be refused (503)
 ├── SpoolFull              the spool has no room (byte bound reached or the disk is full)
 ├── SpoolLocked            another pipeline (process) already uses this spool directory
+├── BadFilter              an audit search/export/statistics request is malformed (400);
+│                          also a ValueError
+├── SearchRefused          the requester may not search, or not that scope (403)
 └── StoreError             the audit store failed
     └── StoreUnavailable   the store cannot be reached or is overloaded (connection error,
                            timeout, 429, 5xx): retry later, nothing was rejected
@@ -38,6 +41,20 @@ class SpoolLocked(AuditError):
     """Each gateway process needs its own spool directory; this one is taken."""
 
     code = "audit_spool_locked"
+
+
+class BadFilter(AuditError, ValueError):
+    """A filter of an audit search is malformed; the message names the parameter."""
+
+    code = "bad_filter"
+    status_code = 400
+
+
+class SearchRefused(AuditError):
+    """The requester may not search, or not what they asked for."""
+
+    code = "search_refused"
+    status_code = 403
 
 
 class StoreError(AuditError):

@@ -33,6 +33,7 @@ from audit.processors import Pseudonymise, Pseudonymiser
 from gateway._upstream import create_upstream
 from gateway.app import GatewayApp, Lifecycle, create_app
 from gateway.assertion import AssertionSigner, load_key
+from gateway.audit_api import audit_routes
 from gateway.headers import MutateHeaders
 from gateway.https import RedirectApp, RedirectTarget
 from gateway.metrics import GatewayMetrics, MetricsApp
@@ -93,7 +94,7 @@ def audit_store(settings: AuditSettings) -> AuditStore:
     )
 
 
-def audit_pipeline(settings: AuditSettings) -> AuditPipeline:
+def audit_pipeline(settings: AuditSettings, store: AuditStore | None = None) -> AuditPipeline:
     pseudonymise = None
     if settings.pseudonym_key is not None and settings.pseudonymise_fields:
         pseudonymise = Pseudonymise(
@@ -101,7 +102,7 @@ def audit_pipeline(settings: AuditSettings) -> AuditPipeline:
             fields=settings.pseudonymise_fields,
         )
     return AuditPipeline(
-        store=audit_store(settings),
+        store=store if store is not None else audit_store(settings),
         spool_dir=settings.spool_dir,
         spool_max_bytes=settings.spool_max_bytes,
         fsync=settings.fsync,
@@ -169,7 +170,8 @@ def _policy_samples(store: PolicyStore) -> Iterable[tuple[str, Mapping[str, str]
 
 def build(settings: Settings) -> Gateway:
     """Every component, from the settings; raises ValueError/PolicyError naming what is wrong."""
-    pipeline = audit_pipeline(settings.audit)
+    events = audit_store(settings.audit)  # shipped to by the pipeline, read by the audit API
+    pipeline = audit_pipeline(settings.audit, events)
     files = settings.policy
     store = PolicyStore(
         model_path=files.model_file or DEFAULT_MODEL,
@@ -209,6 +211,7 @@ def build(settings: Settings) -> Gateway:
             jwks_route(signer),
             *(oidc.routes if oidc else ()),
             *holds_api(settings.audit, sink=pipeline),
+            *audit_routes(store=events, sink=pipeline),
         ],
         login_path=oidc.login_path if oidc else None,
         before_authenticate=oidc.stages() if oidc else (),

@@ -1,0 +1,127 @@
+"""Audit search, subject export and statistics from the command line.
+
+    python -m audit --sqlite PATH | --opensearch URL [--index-prefix P]
+                    --user ID --role ROLE [--role ...] [--tenant T]  COMMAND ...
+
+    search  [--filter NAME=VALUE ...] [--size N] [--cursor C] [--order asc|desc]
+    export  SUBJECT [--format json|csv]
+    stats   [--row KEY ...] [--column KEY]
+
+The same scoping as the HTTP API applies to the ``--role``/``--tenant`` given (the CLI runs
+with the store's credentials, so whoever runs it already holds them: the roles state on whose
+behalf). Every search, export and statistics request is written to the store as an audit
+event, directly (the CLI has no spool). Exit status 2 for a bad filter, 3 for a refusal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from audit._export import SubjectExporter
+from audit._opensearch import OpenSearchStore
+from audit._search import AuditSearch, Requester, parse_filters
+from audit._sqlite import SQLiteStore
+from audit._stats import Statistics
+from audit._store import AuditStore, Record
+from audit.errors import BadFilter, SearchRefused
+from audit.processors import audit_processors, render_json, run_chain
+
+
+class StoreSink:
+    """Writes each event straight to the store (through the processor chain)."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self._store = store
+        self._chain = audit_processors(render=False)
+
+    def emit(self, event: Mapping[str, Any]) -> None:
+        doc = run_chain(self._chain, event)
+        record = Record(doc["event.id"], doc["@timestamp"], render_json(None, "", doc))
+        [result] = self._store.write([record])
+        if result.status not in ("stored", "duplicate"):
+            raise SystemExit(f"could not record the audit event: {result.reason}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m audit", description=__doc__.split("\n")[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--sqlite", help="path of the SQLite audit store")
+    where.add_argument("--opensearch", help="OpenSearch node URL")
+    parser.add_argument("--index-prefix", default="")
+    parser.add_argument("--user", required=True, help="who runs this (issuer|subject)")
+    parser.add_argument("--role", action="append", required=True)
+    parser.add_argument("--tenant")
+    commands = parser.add_subparsers(dest="command", required=True)
+    search = commands.add_parser("search", help="search events")
+    search.add_argument("--filter", action="append", default=[], metavar="NAME=VALUE")
+    search.add_argument("--size", type=int, default=100)
+    search.add_argument("--cursor")
+    search.add_argument("--order", choices=["asc", "desc"], default="asc")
+    export = commands.add_parser("export", help="everything about one person")
+    export.add_argument("subject")
+    export.add_argument("--format", choices=["json", "csv"], default="json")
+    stats = commands.add_parser("stats", help="suppressed counts")
+    stats.add_argument("--row", action="append")
+    stats.add_argument("--column", default="event.action")
+    return parser
+
+
+def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
+    params: dict[str, list[str]] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise BadFilter(f"--filter wants NAME=VALUE, got {pair!r}")
+        params.setdefault(name, []).append(value)
+    return params
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    store: AuditStore = (
+        SQLiteStore(path=args.sqlite)
+        if args.sqlite
+        else OpenSearchStore(url=args.opensearch, index_prefix=args.index_prefix)
+    )
+    who = Requester(args.user, frozenset(args.role), args.tenant)
+    sink = StoreSink(store)
+    try:
+        if args.command == "search":
+            result = AuditSearch(store=store, sink=sink).search(
+                who,
+                parse_filters(_filters(args.filter)),
+                size=args.size,
+                cursor=args.cursor,
+                newest_first=args.order == "desc",
+            )
+            total = {"value": result.total.value, "relation": "eq" if result.total.exact else "gte"}
+            body = {"events": result.events, "total": total, "next_cursor": result.next_cursor}
+            sys.stdout.write(orjson.dumps(body).decode() + "\n")
+        elif args.command == "export":
+            made = SubjectExporter(store=store, sink=sink).export(who, args.subject)
+            sys.stdout.write(made.to_csv() if args.format == "csv" else made.to_json().decode())
+        else:
+            rows = args.row or ["week", "organization.id"]
+            try:
+                table = Statistics(store=store, sink=sink).table(who, rows=rows, column=args.column)
+            except ValueError as exc:
+                raise BadFilter(str(exc)) from exc
+            sys.stdout.write(orjson.dumps(table).decode() + "\n")
+    except BadFilter as exc:
+        sys.stderr.write(f"bad filter: {exc}\n")
+        return 2
+    except SearchRefused as exc:
+        sys.stderr.write(f"refused: {exc}\n")
+        return 3
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""The data-subject export for an access request (AVG art. 15; EU Court C-579/21).
+
+Every event about one person, as the actor (``user.id``) and as the person whose data someone
+else consulted (``user.target.id``), in time order, with a cover section: the period, counts by
+category, and each consultation of their data by someone else with its date and purposes
+(the route family and data categories), as C-579/21 asks. Other people's identities in the
+events are replaced by their roles unless the exporter is built with
+``pseudonymise_staff=False``. Scope is enforced as for search (:func:`audit._search.scope_for`):
+a school admin exports only what their own tenant may see. Every export is an ``audit_export``
+event.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from audit._search import BadFilter, Filters, Requester, SearchRefused, backbone_event, scope_for
+from audit._sink import AuditSink
+from audit._store import AuditStore, Page, Scope
+from audit.events import FIELDS, Action
+
+__all__ = ["EXPORT_COLUMNS", "SubjectExport", "SubjectExporter"]
+
+#: The CSV columns: every schema field, in schema order.
+EXPORT_COLUMNS: Final = tuple(f.name for f in FIELDS)
+PAGE_SIZE: Final = 1000
+#: Cells starting with these are prefixed with ``'`` so spreadsheets do not run them.
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectExport:
+    """The cover section and the events (oldest first) about one subject."""
+
+    cover: dict[str, Any]
+    events: list[dict[str, Any]]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"cover": self.cover, "events": self.events})
+
+    def to_csv(self) -> str:
+        """The cover as ``cover,key,value`` rows, an empty row, then one row per event."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        for key, value in self.cover.items():
+            text = value if isinstance(value, str) else orjson.dumps(value).decode()
+            writer.writerow(["cover", key, _cell(text)])
+        writer.writerow([])
+        writer.writerow(EXPORT_COLUMNS)
+        for event in self.events:
+            writer.writerow([_cell(_text(event.get(name))) for name in EXPORT_COLUMNS])
+        return out.getvalue()
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+class SubjectExporter:
+    """Builds subject exports from ``store`` and records each in ``sink``."""
+
+    def __init__(
+        self, *, store: AuditStore, sink: AuditSink, pseudonymise_staff: bool = True
+    ) -> None:
+        self._store = store
+        self._sink = sink
+        self._pseudonymise = pseudonymise_staff
+
+    def export(self, who: Requester, subject: str) -> SubjectExport:
+        """Everything about ``subject`` that ``who`` may see; raises SearchRefused/BadFilter."""
+        if not subject or len(subject) > 512 or not subject.isprintable():
+            raise BadFilter("subject: empty, too long or not printable")
+        filters = Filters(subjects=(subject,))
+        try:
+            scope = scope_for(who, filters)
+        except SearchRefused as exc:
+            self._emit(who, subject, outcome="failure", labels={"refused": str(exc)})
+            raise
+        events = [self._shown(event, subject) for event in self._all(scope)]
+        export = SubjectExport(_cover(subject, events), events)
+        self._emit(who, subject, outcome="success", labels={"results": str(len(events))})
+        return export
+
+    def _all(self, scope: Scope) -> Iterator[dict[str, Any]]:
+        after: Page | None = None
+        while True:
+            page = self._store.search(scope, size=PAGE_SIZE, after=after)
+            yield from page
+            if len(page) < PAGE_SIZE:
+                return
+            after = Page.of(page[-1])
+
+    def _shown(self, event: dict[str, Any], subject: str) -> dict[str, Any]:
+        actor = event.get("user.id")
+        if not self._pseudonymise or actor in (None, subject):
+            return event
+        shown = dict(event)
+        roles = event.get("user.roles") or []
+        shown["user.id"] = "role:" + (",".join(roles) if roles else "unknown")
+        return shown
+
+    def _emit(self, who: Requester, subject: str, *, outcome: str, labels: dict[str, Any]) -> None:
+        event = backbone_event(Action.AUDIT_EXPORT, who, outcome=outcome, labels=labels)
+        event["user.target.id"] = subject
+        self._sink.emit(event)
+
+
+def _cover(subject: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    consultations = [
+        {
+            "date": event["@timestamp"],
+            "by": event.get("user.id"),
+            "purposes": (event.get("labels") or {}).get("route_family", ""),
+            "data_categories": event.get("audit.data_categories") or [],
+        }
+        for event in events
+        if event.get("user.target.id") == subject and event.get("user.id") != subject
+    ]
+    return {
+        "subject": subject,
+        "generated_at": datetime.now(UTC).isoformat(),
+        "period": {
+            "first": events[0]["@timestamp"] if events else None,
+            "last": events[-1]["@timestamp"] if events else None,
+        },
+        "events": len(events),
+        "counts_by_category": dict(Counter(str(e.get("audit.category")) for e in events)),
+        "consultations": consultations,
+    }

@@ -1,0 +1,307 @@
+"""Audit search for security staff: filters from query parameters, scope by role, the search.
+
+Three steps, each a plain function or small class so the HTTP layer stays thin:
+
+* :func:`parse_filters` turns query parameters (``name -> [values]``) into :class:`Filters`,
+  raising :class:`BadFilter` with a message naming the parameter.
+* :func:`scope_for` turns (requester, filters) into the store :class:`Scope`. The scope is
+  enforced in the query itself: ``security_officer`` and ``incident_responder`` search
+  everything; ``school_admin`` only their own tenant (``organization.id`` or the data tenant of
+  a personal-data event); everyone else is refused. Filters only ever narrow: every condition
+  is ANDed, and a school admin asking for another tenant is refused, never widened.
+* :class:`AuditSearch` runs the search and records it as an ``audit_search`` event (who, the
+  filters, how many results), refusals included.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+
+from audit._sink import AuditSink
+from audit._store import AuditStore, Page, Scope, Total
+from audit.errors import BadFilter, SearchRefused
+from audit.events import ACTIONS, Action, Category, parse_timestamp
+
+__all__ = [
+    "ALL_EVENTS_ROLES",
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "TENANT_ROLES",
+    "AuditSearch",
+    "BadFilter",
+    "Filters",
+    "Requester",
+    "SearchRefused",
+    "SearchResult",
+    "decode_cursor",
+    "encode_cursor",
+    "parse_filters",
+    "scope_for",
+]
+
+#: Roles that search every event.
+ALL_EVENTS_ROLES: Final = frozenset({"security_officer", "incident_responder"})
+#: Roles that search the events of their own tenant only.
+TENANT_ROLES: Final = frozenset({"school_admin"})
+DEFAULT_PAGE_SIZE: Final = 100
+MAX_PAGE_SIZE: Final = 1000
+#: At most this many values per filter (keeps queries bounded).
+MAX_VALUES: Final = 100
+_OUTCOMES: Final = frozenset({"success", "failure", "unknown"})
+_LIST_PARAMS: Final = {
+    "subject": "subjects",
+    "target": "target_ids",
+    "tenant": "tenants",
+    "source_ip": "source_ips",
+    "category": "categories",
+    "action": "actions",
+    "outcome": "outcomes",
+    "status": "status_codes",
+    "request_id": "trace_ids",
+    "rule": "rule_names",
+}
+#: Every query parameter a search understands (the HTTP layer adds its own: size, cursor).
+FILTER_PARAMS: Final = frozenset({*_LIST_PARAMS, "since", "until", "q"})
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who searches: the issuer-qualified user id, roles and tenant of the caller."""
+
+    user_id: str | None
+    roles: frozenset[str]
+    tenant: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What was asked for; empty fields do not restrict."""
+
+    subjects: tuple[str, ...] = ()
+    target_ids: tuple[str, ...] = ()
+    tenants: tuple[str, ...] = ()
+    source_ips: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    outcomes: tuple[str, ...] = ()
+    status_codes: tuple[int, ...] = ()
+    trace_ids: tuple[str, ...] = ()
+    rule_names: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    text: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The filters as JSON-ready values, empty ones left out (for the audit event)."""
+        out: dict[str, Any] = {}
+        for name, value in asdict(self).items():
+            if value in ((), None):
+                continue
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+def _one(params: Mapping[str, Sequence[str]], name: str) -> str | None:
+    values = params.get(name) or []
+    if len(values) > 1:
+        raise BadFilter(f"{name}: give it once")
+    return values[0] if values else None
+
+
+def _moment(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = parse_timestamp(value)
+    except ValueError as exc:
+        raise BadFilter(f"{name}: not an ISO 8601 time with a zone: {value!r}") from exc
+    if moment.tzinfo is None:
+        raise BadFilter(f"{name}: give a time zone (for example Z): {value!r}")
+    return moment
+
+
+def _check(name: str, value: str) -> Any:
+    if not value or len(value) > 512 or not value.isprintable():
+        raise BadFilter(f"{name}: empty, too long or not printable")
+    if name == "source_ip":
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise BadFilter(f"source_ip: not an address or CIDR: {value!r}") from exc
+    elif name == "status":
+        if not value.isdigit() or not 100 <= int(value) <= 599:
+            raise BadFilter(f"status: not an HTTP status code: {value!r}")
+        return int(value)
+    elif name == "category" and value not in set(Category):
+        raise BadFilter(f"category: one of {', '.join(sorted(Category))}")
+    elif name == "action" and value not in ACTIONS:
+        raise BadFilter(f"action: not a known action: {value!r}")
+    elif name == "outcome" and value not in _OUTCOMES:
+        raise BadFilter(f"outcome: one of {', '.join(sorted(_OUTCOMES))}")
+    return value
+
+
+def parse_filters(params: Mapping[str, Sequence[str]]) -> Filters:
+    """Filters from query parameters; repeat a list parameter for several values (OR)."""
+    unknown = set(params) - FILTER_PARAMS
+    if unknown:
+        raise BadFilter(f"unknown parameters: {', '.join(sorted(unknown))}")
+    lists: dict[str, tuple[Any, ...]] = {}
+    for param, attribute in _LIST_PARAMS.items():
+        values = params.get(param) or []
+        if len(values) > MAX_VALUES:
+            raise BadFilter(f"{param}: at most {MAX_VALUES} values")
+        lists[attribute] = tuple(dict.fromkeys(_check(param, v) for v in values))
+    since = _moment("since", _one(params, "since"))
+    until = _moment("until", _one(params, "until"))
+    if since is not None and until is not None and since >= until:
+        raise BadFilter("since must be before until")
+    text = _one(params, "q")
+    if text is not None and (not text.strip() or len(text) > 256 or not text.isprintable()):
+        raise BadFilter("q: blank, longer than 256 characters or not printable")
+    return Filters(since=since, until=until, text=text, **lists)
+
+
+def scope_for(who: Requester, filters: Filters) -> Scope:
+    """The store scope for ``who`` asking ``filters``; raises SearchRefused.
+
+    Every filter narrows (the store ANDs all conditions); the role decides the tenant
+    condition, and a tenant filter outside the requester's reach is refused.
+    """
+    if who.roles & ALL_EVENTS_ROLES:
+        tenants = filters.tenants
+    elif who.roles & TENANT_ROLES:
+        if not who.tenant:
+            raise SearchRefused("a school administrator without a tenant searches nothing")
+        if any(t != who.tenant for t in filters.tenants):
+            raise SearchRefused("you may search your own tenant's events only")
+        tenants = (who.tenant,)
+    else:
+        raise SearchRefused("your roles do not allow audit search")
+    return Scope(
+        subjects=filters.subjects,
+        target_ids=filters.target_ids,
+        tenants=tenants,
+        source_ips=filters.source_ips,
+        categories=filters.categories,
+        actions=filters.actions,
+        outcomes=filters.outcomes,
+        status_codes=filters.status_codes,
+        trace_ids=filters.trace_ids,
+        rule_names=filters.rule_names,
+        since=filters.since,
+        until=filters.until,
+        text=filters.text,
+    )
+
+
+def encode_cursor(page: Page, *, newest_first: bool) -> str:
+    """An opaque cursor for the next page (the last event's time and id, and the order)."""
+    raw = orjson.dumps([page.timestamp, page.event_id, "desc" if newest_first else "asc"])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *, newest_first: bool) -> Page:
+    """The page a cursor points after; BadFilter when it is malformed or for the other order."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        timestamp, event_id, order = orjson.loads(raw)
+        parse_timestamp(str(timestamp))
+    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError) as exc:
+        raise BadFilter("cursor: malformed") from exc
+    if not isinstance(event_id, str) or order != ("desc" if newest_first else "asc"):
+        raise BadFilter("cursor: malformed or for the other sort order")
+    return Page(str(timestamp), event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """One page of events, the total, and the cursor of the next page (None at the end)."""
+
+    events: list[dict[str, Any]]
+    total: Total
+    next_cursor: str | None
+    filters: Filters = field(default_factory=Filters)
+
+
+def backbone_event(
+    action: Action, who: Requester, *, outcome: str, labels: Mapping[str, Any]
+) -> dict[str, Any]:
+    """An event of the backbone's own trail about ``who`` (labels are stored as strings)."""
+    event: dict[str, Any] = {
+        "event.kind": "event",
+        "event.action": action.value,
+        "event.outcome": outcome,
+        "user.roles": sorted(who.roles),
+        "labels": {
+            k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in labels.items()
+        },
+    }
+    if who.user_id is not None:
+        event["user.id"] = who.user_id
+    if who.tenant is not None:
+        event["organization.id"] = who.tenant
+    return event
+
+
+class AuditSearch:
+    """Runs scoped searches over ``store`` and records each one in ``sink``."""
+
+    def __init__(self, *, store: AuditStore, sink: AuditSink) -> None:
+        self._store = store
+        self._sink = sink
+
+    def search(
+        self,
+        who: Requester,
+        filters: Filters,
+        *,
+        size: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+        newest_first: bool = False,
+    ) -> SearchResult:
+        """One page; raises SearchRefused (recorded as a failed audit_search) or BadFilter."""
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise BadFilter(f"size: between 1 and {MAX_PAGE_SIZE}")
+        after = decode_cursor(cursor, newest_first=newest_first) if cursor else None
+        try:
+            scope = scope_for(who, filters)
+        except SearchRefused as exc:
+            self._sink.emit(
+                backbone_event(
+                    Action.AUDIT_SEARCH,
+                    who,
+                    outcome="failure",
+                    labels={"filters": filters.describe(), "refused": str(exc)},
+                )
+            )
+            raise
+        events = self._store.search(scope, size=size, newest_first=newest_first, after=after)
+        total = self._store.total(scope)
+        next_cursor = (
+            encode_cursor(Page.of(events[-1]), newest_first=newest_first)
+            if len(events) == size
+            else None
+        )
+        self._sink.emit(
+            backbone_event(
+                Action.AUDIT_SEARCH,
+                who,
+                outcome="success",
+                labels={
+                    "filters": filters.describe(),
+                    "results": str(total.value) if total.exact else f">={total.value}",
+                    "returned": str(len(events)),
+                    "page": "next" if after is not None else "first",
+                },
+            )
+        )
+        return SearchResult(events, total, next_cursor, filters)

@@ -1,0 +1,141 @@
+"""The data-subject export: everything about one person, in order, with a cover."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from audit import AuditStore, MemorySink, OpenSearchStore, SQLiteStore
+from audit._export import SubjectExporter
+from audit._search import Requester, SearchRefused
+from tests.audit.test_store_contract import record, write
+
+OFFICER = Requester("iss|sec", frozenset({"security_officer"}), None)
+ADMIN_A = Requester("iss|adm", frozenset({"school_admin"}), "school-a")
+PUPIL = "iss|pupil"
+
+
+@pytest.fixture(params=["sqlite", "opensearch"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
+    made: AuditStore
+    if request.param == "sqlite":
+        made = SQLiteStore(path=tmp_path / "audit.db")
+    else:
+        node = request.getfixturevalue("opensearch_node")
+        prefix = request.getfixturevalue("index_prefix")
+        made = OpenSearchStore(url=node.url, index_prefix=prefix, replicas=0)
+    made.ensure_schema()
+    yield made
+    made.close()
+
+
+def seed(store: AuditStore) -> dict[str, str]:
+    login = record(
+        0, **{"event.action": "login_success", "user.id": PUPIL, "organization.id": "school-a"}
+    )
+    read = record(
+        5,
+        **{
+            "event.action": "personal_data_access",
+            "user.id": "iss|teacher",
+            "user.roles": ["teacher"],
+            "user.target.id": PUPIL,
+            "organization.id": "school-a",
+            "audit.data_categories": ["b"],
+            "labels": {"route_family": "school_students", "data_tenant": "school-a"},
+        },
+    )
+    elsewhere = record(9, **{"user.id": PUPIL, "organization.id": "school-b"})
+    other = record(3, **{"user.id": "iss|someone-else", "organization.id": "school-a"})
+    write(store, login, read, elsewhere, other)
+    return {"login": login.event_id, "read": read.event_id, "elsewhere": elsewhere.event_id}
+
+
+class TestExport:
+    def test_actor_and_target_events_in_time_order(self, store: AuditStore) -> None:
+        """The export holds the person's own events and others' access to their data, in order."""
+        made = seed(store)
+        export = SubjectExporter(store=store, sink=MemorySink()).export(OFFICER, PUPIL)
+        assert [e["event.id"] for e in export.events] == [
+            made["login"],
+            made["read"],
+            made["elsewhere"],
+        ]
+
+    def test_cover_states_consultations_with_date_and_purpose(self, store: AuditStore) -> None:
+        """The cover lists each consultation by someone else: date, role, purpose (C-579/21)."""
+        seed(store)
+        cover = SubjectExporter(store=store, sink=MemorySink()).export(OFFICER, PUPIL).cover
+        [consultation] = cover["consultations"]
+        assert consultation["purposes"] == "school_students"
+        assert consultation["data_categories"] == ["b"]
+        assert consultation["by"] == "role:teacher"
+        assert consultation["date"].startswith("2026-03-10T12:05")
+        assert cover["events"] == 3
+        assert cover["counts_by_category"] == {
+            "authentication": 1,
+            "personal_data_access": 1,
+            "access_denied": 1,
+        }
+
+    def test_staff_identity_kept_when_not_pseudonymised(self, store: AuditStore) -> None:
+        """With pseudonymise_staff=False the staff member's id stays."""
+        seed(store)
+        exporter = SubjectExporter(store=store, sink=MemorySink(), pseudonymise_staff=False)
+        users = [e["user.id"] for e in exporter.export(OFFICER, PUPIL).events]
+        assert "iss|teacher" in users
+
+    def test_school_admin_exports_own_tenant_only(self, store: AuditStore) -> None:
+        """A school admin's export leaves out the person's events at another tenant."""
+        made = seed(store)
+        export = SubjectExporter(store=store, sink=MemorySink()).export(ADMIN_A, PUPIL)
+        assert made["elsewhere"] not in {e["event.id"] for e in export.events}
+        assert len(export.events) == 2
+
+    def test_export_is_audited(self, store: AuditStore) -> None:
+        """An export emits audit_export naming the subject and the number of events."""
+        seed(store)
+        sink = MemorySink()
+        SubjectExporter(store=store, sink=sink).export(OFFICER, PUPIL)
+        [event] = sink.events
+        assert event["event.action"] == "audit_export"
+        assert event["user.target.id"] == PUPIL
+        assert event["labels"]["results"] == "3"
+
+    def test_refused_export_is_audited(self, store: AuditStore) -> None:
+        """A teacher may not export; the refusal is recorded."""
+        sink = MemorySink()
+        teacher = Requester("iss|t", frozenset({"teacher"}), "school-a")
+        with pytest.raises(SearchRefused):
+            SubjectExporter(store=store, sink=sink).export(teacher, PUPIL)
+        assert sink.events[0]["event.outcome"] == "failure"
+
+
+class TestFormats:
+    def test_json_round_trips(self, store: AuditStore) -> None:
+        """The JSON form holds the cover and the events."""
+        seed(store)
+        export = SubjectExporter(store=store, sink=MemorySink()).export(OFFICER, PUPIL)
+        assert orjson.loads(export.to_json())["events"] == export.events
+
+    def test_csv_has_cover_then_one_row_per_event(self, store: AuditStore) -> None:
+        """The CSV form starts with cover rows, then a header and one row per event."""
+        seed(store)
+        export = SubjectExporter(store=store, sink=MemorySink()).export(OFFICER, PUPIL)
+        rows = list(csv.reader(io.StringIO(export.to_csv())))
+        blank = rows.index([])
+        assert all(row[0] == "cover" for row in rows[:blank])
+        header, *events = rows[blank + 1 :]
+        assert len(events) == 3
+        assert events[0][header.index("user.id")] == PUPIL
+
+    def test_csv_neutralises_formulas(self, store: AuditStore) -> None:
+        """A cell that a spreadsheet would run as a formula is prefixed with a quote."""
+        write(store, record(0, **{"user.id": PUPIL, "url.path": "=HYPERLINK(1)"}))
+        text = SubjectExporter(store=store, sink=MemorySink()).export(OFFICER, PUPIL).to_csv()
+        assert "'=HYPERLINK(1)" in text
