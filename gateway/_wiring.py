@@ -308,6 +308,7 @@ def start(settings: Settings, *, banner: Callable[[Gateway], None] | None = None
         graceful_timeout=float(settings.server.graceful_timeout),
         started=announce,
         on_hangup=gateway.reload_policy,
+        head_timeout=float(settings.server.request_head_timeout),
     )
     return 0
 

@@ -46,17 +46,54 @@ class Listener:
         return f"{scheme}://{host}:{self.port}"
 
 
-class _TargetKeepingProtocol(HttpToolsProtocol):
-    """httptools, keeping the request target as sent.
+DEFAULT_HEAD_TIMEOUT = 10.0
+
+
+class _GatewayProtocol(HttpToolsProtocol):
+    """httptools, keeping the request target as sent, with a request-head timeout.
 
     uvicorn's httptools protocol reduces an absolute-form target (``GET https://host/p``) to
     its path before any stage runs; the host stage needs the authority to refuse a target that
-    names another host than ``Host`` (RFC 9112 §3.2.2).
+    names another host than ``Host`` (RFC 9112 §3.2.2). And uvicorn has no timeout for reading
+    a request head (its keep-alive timeout runs only between requests): a client that connects
+    and trickles or never finishes its head is closed after ``head_timeout`` (slowloris,
+    CWE-400; nginx's client_header_timeout, Go's ReadHeaderTimeout).
     """
 
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_timer is None:
+            self._arm_head_timer()
+
     def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
         self.scope[REQUEST_TARGET_KEY] = bytes(self.url)  # type: ignore[literal-required]
         super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
 
 
 class _Server(uvicorn.Server):
@@ -67,7 +104,13 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(listener: Listener, graceful_timeout: float, log_level: str) -> uvicorn.Config:
+def _config(
+    listener: Listener,
+    graceful_timeout: float,
+    log_level: str,
+    *,
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+) -> uvicorn.Config:
     factory = None
     if listener.ssl is not None:
         make_context = listener.ssl
@@ -89,7 +132,7 @@ def _config(listener: Listener, graceful_timeout: float, log_level: str) -> uvic
         timeout_graceful_shutdown=int(graceful_timeout),
         log_level=log_level,
         access_log=False,
-        http=_TargetKeepingProtocol,
+        http=type("GatewayProtocol", (_GatewayProtocol,), {"head_timeout": head_timeout}),
         loop="uvloop",
         ws="websockets-sansio",
     )
@@ -102,12 +145,16 @@ async def serve(
     log_level: str = "info",
     started: Callable[[], None] | None = None,
     on_hangup: Callable[[], None] | None = None,
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT,
 ) -> None:
     """Serve every listener until a signal (or one of them failing) stops them all.
 
     SIGHUP calls ``on_hangup`` (the gateway reloads its policy) when given.
     """
-    servers = [_Server(_config(item, graceful_timeout, log_level)) for item in listeners]
+    servers = [
+        _Server(_config(item, graceful_timeout, log_level, head_timeout=head_timeout))
+        for item in listeners
+    ]
     loop = asyncio.get_running_loop()
 
     def stop(signum: int) -> None:
@@ -153,6 +200,7 @@ def run(
     log_level: str = "info",
     started: Callable[[], None] | None = None,
     on_hangup: Callable[[], None] | None = None,
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT,
 ) -> None:
     """Serve on a uvloop event loop until stopped by a signal."""
     import uvloop  # noqa: PLC0415 - only the process that serves needs it
@@ -165,5 +213,6 @@ def run(
                 log_level=log_level,
                 started=started,
                 on_hangup=on_hangup,
+                head_timeout=head_timeout,
             )
         )

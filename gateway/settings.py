@@ -112,6 +112,7 @@ class Duration(float):
 
 ONE_YEAR = Duration(365 * 86400)
 DEFAULT_GRACEFUL_TIMEOUT = Duration(30)
+DEFAULT_HEAD_TIMEOUT = Duration(10)
 DEFAULT_CONNECT_TIMEOUT = Duration(5)
 DEFAULT_READ_TIMEOUT = Duration(30)
 DEFAULT_ASSERTION_LIFETIME = Duration(60)
@@ -140,6 +141,8 @@ class ServerSettings:
     hsts_max_age: Duration = ONE_YEAR
     hsts_preload: bool = False
     graceful_timeout: Duration = DEFAULT_GRACEFUL_TIMEOUT
+    #: A connection must send its complete request head within this (slow clients, CWE-400).
+    request_head_timeout: Duration = DEFAULT_HEAD_TIMEOUT
     #: Request header limits (431 above them), as nginx and Envoy have.
     max_header_bytes: int = 32 * 1024
     max_header_count: int = 100
@@ -724,6 +727,8 @@ def _validate_server(server: ServerSettings, *, demo: bool) -> None:
         raise SettingsError(
             "server.max_header_bytes/max_header_count: 1 KiB to 1 MiB, and at least 8 headers"
         )
+    if not 0.5 <= server.request_head_timeout <= 300:
+        raise SettingsError("server.request_head_timeout: between 500ms and 5m")
     if server.hsts_max_age < ONE_YEAR:
         raise SettingsError("server.hsts_max_age: must be at least one year (365d)")
 

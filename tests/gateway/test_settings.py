@@ -531,3 +531,11 @@ class TestRetentionSettings:
         """A malformed rule is refused at load, naming retention.rules."""
         with pytest.raises(SettingsError, match=r"retention\.rules"):
             load_settings(_file(tmp_path), environ={"GATEWAY_RETENTION__RULES": item})
+
+
+class TestHeadTimeout:
+    def test_default_and_bounds(self, tmp_path: Path) -> None:
+        """The request-head timeout defaults to 10 s and must stay between 500 ms and 5 min."""
+        assert float(load_settings(_file(tmp_path), environ={}).server.request_head_timeout) == 10
+        with pytest.raises(SettingsError, match=r"server\.request_head_timeout"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_SERVER__REQUEST_HEAD_TIMEOUT": "1h"})

@@ -270,6 +270,7 @@ def deployed(
             "GATEWAY_DEMO__IDP_PORT": str(idp_sock.getsockname()[1]),
             "GATEWAY_DEMO__UPSTREAM_PORT": str(upstream_sock.getsockname()[1]),
             "GATEWAY_POLICY__WATCH": "false",
+            "GATEWAY_SERVER__REQUEST_HEAD_TIMEOUT": "2s",
             "GATEWAY_SERVER__HTTPS_PORT": str(https_port),
             "GATEWAY_SERVER__HTTP_PORT": str(http_port),
             "GATEWAY_SERVER__METRICS_PORT": str(_free_port()),
@@ -289,8 +290,9 @@ def deployed(
     )
     gateway = build(settings)
     by_name = {listener.name: listener for listener in gateway.listeners}
-    https = uvicorn.Server(_config(by_name["https"], 5.0, "warning"))
-    redirect = uvicorn.Server(_config(by_name["http-redirect"], 5.0, "warning"))
+    head = float(settings.server.request_head_timeout)
+    https = uvicorn.Server(_config(by_name["https"], 5.0, "warning", head_timeout=head))
+    redirect = uvicorn.Server(_config(by_name["http-redirect"], 5.0, "warning", head_timeout=head))
     context = ssl.create_default_context(cafile=str(settings.server.tls_cert_file))
     with (
         _serve(_plain(idp), idp_sock) if idp_up else contextlib.closing(idp_sock),

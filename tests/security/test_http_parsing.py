@@ -9,7 +9,9 @@ folding) and CWE-20 (invalid header names that some servers trim into ours).
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 
 import pytest
 
@@ -100,3 +102,22 @@ class TestOversizedHeaders:
         )
         assert status in (400, 431), response[:300]
         assert b'"raw_path"' not in response
+
+
+class TestSlowClients:
+    """A client that does not finish its request head is disconnected."""
+
+    @pytest.mark.parametrize("partial", [b"", b"GET /activities HTTP/1.1\r\nHost: localhost\r\n"])
+    def test_incomplete_head_is_closed(self, deployment: Deployment, partial: bytes) -> None:
+        """CWE-400 (slowloris): the gateway closes the connection (or answers 408) within
+        the header timeout plus a margin."""
+        plain = socket.create_connection(("127.0.0.1", deployment.https_port), timeout=20)
+        sock = deployment.ssl_context.wrap_socket(plain, server_hostname="localhost")
+        with contextlib.closing(sock):
+            if partial:
+                sock.sendall(partial)
+            try:
+                data = sock.recv(100)
+            except TimeoutError:
+                pytest.fail("connection still open after 20 s")
+            assert data == b"" or data.startswith(b"HTTP/1.1 408")
