@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from audit import AuditSink
+from audit.errors import StoreUnavailable
 from gateway.types import identity
 from retention._config import hold_store
 from retention._service import Holds
@@ -43,6 +44,10 @@ def _error(code: str, description: str, status: int) -> JSONResponse:
     return JSONResponse(
         {"error": code, "description": description}, status_code=status, headers=_NO_STORE
     )
+
+
+def _unavailable() -> JSONResponse:
+    return _error("store_unavailable", "the audit store cannot be reached; try again later", 503)
 
 
 class _BadRequest(Exception):
@@ -73,7 +78,10 @@ def holds_routes(*, holds: Holds) -> list[Route]:
         state = request.query_params.get("state", "all")
         if state not in _STATES:
             return _error("invalid_state", "state is active, released or all", 400)
-        found = await run_in_threadpool(holds.list, active=_STATES[state])
+        try:
+            found = await run_in_threadpool(holds.list, active=_STATES[state])
+        except StoreUnavailable:
+            return _unavailable()
         return JSONResponse({"holds": [h.to_json() for h in found]}, headers=_NO_STORE)
 
     async def place(request: Request) -> JSONResponse:
@@ -87,6 +95,8 @@ def holds_routes(*, holds: Holds) -> list[Route]:
             return exc.response
         except RetentionError as exc:
             return _error(exc.code, str(exc), exc.status_code)
+        except StoreUnavailable:
+            return _unavailable()
         return JSONResponse({"hold": hold.to_json()}, status_code=201, headers=_NO_STORE)
 
     async def release(request: Request) -> JSONResponse:
@@ -104,6 +114,8 @@ def holds_routes(*, holds: Holds) -> list[Route]:
             return exc.response
         except RetentionError as exc:
             return _error(exc.code, str(exc), exc.status_code)
+        except StoreUnavailable:
+            return _unavailable()
         return JSONResponse({"hold": hold.to_json()}, headers=_NO_STORE)
 
     return [

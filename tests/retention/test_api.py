@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from audit import MemorySink
+from audit.errors import StoreUnavailable
 from gateway.app import GatewayApp, create_app
 from gateway.settings import load_settings
 from gateway.types import Identity, Scope
@@ -202,3 +203,47 @@ class TestListAndRelease:
         """An unknown state filter is a 400."""
         status, body = await gateway.request("GET", "/_gateway/holds?state=deleted")
         assert (status, body["error"]) == (400, "invalid_state")
+
+
+class _DownStore(SQLiteHoldStore):
+    """A hold store whose database cannot be reached."""
+
+    def holds(self, active: bool | None = None) -> list[Any]:
+        raise StoreUnavailable("database is locked")
+
+    def add(self, hold: Any) -> None:
+        raise StoreUnavailable("database is locked")
+
+
+class TestStoreDown:
+    async def test_store_down_is_a_503_with_a_code(self, tmp_path: Path) -> None:
+        """With the hold store unreachable, listing and placing answer 503 store_unavailable
+        (not a generic 500), and no hold_placed event claims a hold that was not stored."""
+        gateway = Gateway(tmp_path)
+        down = _DownStore(path=tmp_path / "down.db")
+        holds = Holds(store=down, sink=gateway.sink, clock=lambda: NOW)
+        app = create_app(
+            load_settings(
+                environ={
+                    "GATEWAY_SERVER__PUBLIC_HOSTS": "platform.example.nl",
+                    "GATEWAY_SERVER__TLS_CERT_FILE": "/nonexistent/cert.pem",
+                    "GATEWAY_ASSERTION__KEY_FILES": "/nonexistent/assertion.pem",
+                    "GATEWAY_SERVER__TLS_KEY_FILE": "/nonexistent/key.pem",
+                }
+            ),
+            authorizer=PolicyStore(sink=gateway.sink),
+            sink=gateway.sink,
+            forward=Recorder(),
+            authenticators=[HeaderAuthenticator()],
+            routes=holds_routes(holds=holds),
+        )
+        gateway.app = app
+        status, body = await gateway.request("GET", "/_gateway/holds")
+        assert (status, body["error"]) == (503, "store_unavailable")
+        status, body = await gateway.request(
+            "POST",
+            "/_gateway/holds",
+            {"incident_id": "INC-1", "reason": "r", "scope": {"user_ids": ["https://idp|1"]}},
+        )
+        assert (status, body["error"]) == (503, "store_unavailable")
+        assert "hold_placed" not in gateway.sink.actions()
