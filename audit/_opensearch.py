@@ -75,8 +75,49 @@ class _OrjsonSerializer:
         return orjson.dumps(data, default=str).decode()
 
 
+def connect(
+    url: str | Sequence[str],
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    ca_certs: str | None = None,
+    verify_certs: bool = True,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_retries: int = 0,
+) -> OpenSearch:
+    """A client for one cluster (shared by the event and hold stores), after checking that
+    the URLs agree on a scheme and that basic auth never goes over plain http."""
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls:
+        raise ValueError("an OpenSearch store needs at least one node URL")
+    schemes = {urlsplit(u).scheme for u in urls}
+    if not schemes <= {"http", "https"} or len(schemes) != 1:
+        raise ValueError("node URLs must all be http:// or all https://")
+    if (username is None) != (password is None):
+        raise ValueError("give both username and password, or neither")
+    if username is not None and schemes != {"https"}:
+        raise ValueError("basic auth over plain http would expose the password; use https")
+    return OpenSearch(
+        hosts=urls,
+        http_auth=(username, password) if username is not None else None,
+        use_ssl=schemes == {"https"},
+        verify_certs=verify_certs,
+        ca_certs=ca_certs,
+        client_cert=client_cert,
+        client_key=client_key,
+        timeout=timeout,
+        max_retries=max_retries,
+        retry_on_timeout=False,
+        maxsize=pool_size,
+        serializer=_OrjsonSerializer(),
+    )
+
+
 @contextlib.contextmanager
-def _translated() -> Iterator[None]:
+def translated_errors() -> Iterator[None]:
     """Map opensearch-py errors to ours: unavailable (retry) or a plain store error."""
     try:
         yield
@@ -112,16 +153,6 @@ class OpenSearchStore:
         timeout: float = DEFAULT_TIMEOUT,
         pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
-        urls = [url] if isinstance(url, str) else list(url)
-        if not urls:
-            raise ValueError("OpenSearchStore needs at least one node URL")
-        schemes = {urlsplit(u).scheme for u in urls}
-        if not schemes <= {"http", "https"} or len(schemes) != 1:
-            raise ValueError("node URLs must all be http:// or all https://")
-        if (username is None) != (password is None):
-            raise ValueError("give both username and password, or neither")
-        if username is not None and schemes != {"https"}:
-            raise ValueError("basic auth over plain http would expose the password; use https")
         if shards < 1 or replicas < 0:
             raise ValueError("shards must be >= 1 and replicas >= 0")
         if index_prefix and not index_prefix.replace("-", "").replace("_", "").isalnum():
@@ -130,25 +161,23 @@ class OpenSearchStore:
         self._shards, self._replicas = shards, replicas
         self._pattern = index_pattern(self.index_prefix)
         self._deadletter = f"{self.index_prefix}{DEADLETTER_INDEX}"
-        self._client = OpenSearch(
-            hosts=urls,
-            http_auth=(username, password) if username is not None else None,
-            use_ssl=schemes == {"https"},
-            verify_certs=verify_certs,
+        self._client = connect(
+            url,
+            username=username,
+            password=password,
             ca_certs=ca_certs,
+            verify_certs=verify_certs,
             client_cert=client_cert,
             client_key=client_key,
             timeout=timeout,
+            pool_size=pool_size,
             max_retries=0,  # our own loop retries, with backoff and jitter
-            retry_on_timeout=False,
-            maxsize=pool_size,
-            serializer=_OrjsonSerializer(),
         )
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        with _translated():
+        with translated_errors():
             self._client.indices.put_index_template(
                 name=f"{self.index_prefix}{INDEX_BASE}",
                 body=index_template(
@@ -170,7 +199,7 @@ class OpenSearchStore:
 
     def refresh(self) -> None:
         """Make everything written so far visible to search and count."""
-        with _translated():
+        with translated_errors():
             self._client.indices.refresh(
                 index=f"{self._pattern},{self._deadletter}",
                 ignore_unavailable=True,
@@ -202,7 +231,7 @@ class OpenSearchStore:
             lines.append(record.document)
             sent.append(position)
         if sent:
-            with _translated():
+            with translated_errors():
                 response = self._client.bulk(
                     body=b"\n".join(lines) + b"\n", filter_path=_FILTER_PATH
                 )
@@ -234,7 +263,7 @@ class OpenSearchStore:
             )
         if not lines:
             return
-        with _translated():
+        with translated_errors():
             response = self._client.bulk(body=b"\n".join(lines) + b"\n", filter_path=_FILTER_PATH)
         for item in response.get("items") or []:
             if _item_result(item).status not in ("stored", "duplicate"):
@@ -248,7 +277,7 @@ class OpenSearchStore:
 
     def deadletters(self) -> list[dict[str, Any]]:
         """Every dead letter (for operators and tests), oldest first."""
-        with _translated():
+        with translated_errors():
             response = self._client.search(
                 index=self._deadletter,
                 body={"query": {"match_all": {}}, "size": 10_000, "sort": [{"@timestamp": "asc"}]},
@@ -277,14 +306,14 @@ class OpenSearchStore:
         if after is not None:  # dates sort as epoch milliseconds, as the index keeps them
             millis = int(parse_timestamp(after.timestamp).timestamp() * 1000)
             body["search_after"] = [millis, after.event_id]
-        with _translated():
+        with translated_errors():
             response = self._client.search(
                 index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
             )
         return [hit["_source"] for hit in response["hits"]["hits"]]
 
     def count(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
-        with _translated():
+        with translated_errors():
             response = self._client.count(
                 index=self._pattern,
                 body={"query": _query(scope, exclude)},
@@ -295,7 +324,7 @@ class OpenSearchStore:
 
     def total(self, scope: Scope, *, limit: int = TOTAL_LIMIT) -> Total:
         body = {"query": _query(scope, ()), "size": 0, "track_total_hits": limit}
-        with _translated():
+        with translated_errors():
             response = self._client.search(
                 index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
             )
@@ -315,7 +344,7 @@ class OpenSearchStore:
             if after is not None:
                 composite["after"] = after
             body = {"query": _query(scope, ()), "size": 0, "aggs": {"c": {"composite": composite}}}
-            with _translated():
+            with translated_errors():
                 response = self._client.search(
                     index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
                 )
@@ -345,7 +374,7 @@ class OpenSearchStore:
             }
             if after is not None:
                 body["search_after"] = after
-            with _translated():
+            with translated_errors():
                 response = self._client.search(
                     index=index or self._pattern,
                     body=body,
@@ -361,7 +390,7 @@ class OpenSearchStore:
     def _bulk_actions(self, lines: list[bytes]) -> int:
         if not lines:
             return 0
-        with _translated():
+        with translated_errors():
             response = self._client.bulk(body=b"\n".join(lines) + b"\n", filter_path=_FILTER_PATH)
         done = 0
         for item in response.get("items") or []:
@@ -399,27 +428,27 @@ class OpenSearchStore:
         return done
 
     def _indices(self) -> list[str]:
-        with _translated():
+        with translated_errors():
             found = self._client.indices.get(
                 index=self._pattern, ignore_unavailable=True, allow_no_indices=True
             )
         return sorted(found)
 
     def _count_in(self, index: str, query: Mapping[str, Any]) -> int:
-        with _translated():
+        with translated_errors():
             return int(self._client.count(index=index, body={"query": query})["count"])
 
     def _drop_whole(self, index: str, query: Mapping[str, Any]) -> bool:
         """Block writes, check again that the scope still selects everything, delete the
         index. A late event for that day (a replay) meanwhile gets a 403 block, which the
         shipper retries: after the deletion it lands in a new index, so nothing is lost."""
-        with _translated():
+        with translated_errors():
             self._client.indices.put_settings(index=index, body={"index.blocks.write": True})
         try:
-            with _translated():
+            with translated_errors():
                 self._client.indices.refresh(index=index)
             if self._count_in(index, query) == self._count_in(index, {"match_all": {}}):
-                with _translated():
+                with translated_errors():
                     self._client.indices.delete(index=index)
                 return True
         except BaseException:
@@ -429,7 +458,7 @@ class OpenSearchStore:
         return False
 
     def _unblock(self, index: str) -> None:
-        with _translated():
+        with translated_errors():
             self._client.indices.put_settings(index=index, body={"index.blocks.write": None})
 
     def minimise(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import orjson
-from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConflictError, NotFoundError, TransportError
-from opensearchpy.exceptions import ConnectionError as OSConnectionError
 
+from audit._opensearch import connect, translated_errors
 from audit.errors import StoreError, StoreUnavailable
 from retention._holds import Hold
 from retention.errors import HoldNotFound, InvalidHold
@@ -143,18 +142,8 @@ def _dump(hold: Hold) -> str:
     return orjson.dumps(hold.to_json()).decode()
 
 
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except OSConnectionError as exc:
-        raise StoreUnavailable(f"OpenSearch unreachable: {type(exc).__name__}") from exc
-    except TransportError as exc:
-        status = exc.status_code if isinstance(exc.status_code, int) else 0
-        if status == 429 or status >= 500 or status in (401, 403):
-            raise StoreUnavailable(f"OpenSearch answered {status}: {exc.error}") from exc
-        raise StoreError(f"OpenSearch answered {status}: {exc.error}") from exc
-
+#: A person is waiting on a hold request: let the client retry a dropped connection.
+HOLD_RETRIES: Final = 3
 
 _MAPPINGS: Final = {
     "dynamic": "strict",
@@ -181,23 +170,19 @@ class OpenSearchHoldStore:
         replicas: int = 1,
         timeout: float = 30.0,
     ) -> None:
-        if username is not None and not all(
-            u.startswith("https://") for u in ([url] if isinstance(url, str) else url)
-        ):
-            raise ValueError("basic auth over plain http would expose the password; use https")
-        urls = [url] if isinstance(url, str) else list(url)
         self.index = f"{index_prefix.lower()}{HOLDS_INDEX}"
         self._replicas = replicas
-        self._client = OpenSearch(
-            hosts=urls,
-            http_auth=(username, password) if username is not None else None,
-            use_ssl=urls[0].startswith("https://"),
+        self._client = connect(
+            url,
+            username=username,
+            password=password,
             ca_certs=ca_certs,
             timeout=timeout,
+            max_retries=HOLD_RETRIES,
         )
 
     def ensure_schema(self) -> None:
-        with _translated():
+        with translated_errors():
             if self._client.indices.exists(index=self.index):
                 return
             try:
@@ -222,7 +207,7 @@ class OpenSearchHoldStore:
 
     def add(self, hold: Hold) -> None:
         try:
-            with _translated():
+            with translated_errors():
                 self._client.index(
                     index=self.index,
                     id=hold.hold_id,
@@ -237,7 +222,7 @@ class OpenSearchHoldStore:
 
     def _read(self, hold_id: str) -> tuple[Hold, int, int]:
         try:
-            with _translated():
+            with translated_errors():
                 found = self._client.get(index=self.index, id=hold_id)
         except StoreError as exc:
             if isinstance(exc.__cause__, NotFoundError):
@@ -253,7 +238,7 @@ class OpenSearchHoldStore:
         hold, seq_no, term = self._read(hold_id)
         released = hold.released(by=by, at=at, reason=reason)
         try:
-            with _translated():
+            with translated_errors():
                 self._client.index(
                     index=self.index,
                     id=hold_id,
@@ -274,7 +259,7 @@ class OpenSearchHoldStore:
             query = {"bool": {"must_not": [{"exists": {"field": "released_at"}}]}}
         elif active is False:
             query = {"exists": {"field": "released_at"}}
-        with _translated():
+        with translated_errors():
             response = self._client.search(
                 index=self.index,
                 body={
