@@ -26,7 +26,7 @@ from audit._export import SubjectExporter
 from audit._opensearch import OpenSearchStore
 from audit._search import AuditSearch, Requester, parse_filters
 from audit._sqlite import SQLiteStore
-from audit._stats import Statistics
+from audit._stats import DEFAULT_ROWS, Statistics
 from audit._store import AuditStore, Record
 from audit.errors import BadFilter, SearchRefused
 from audit.processors import audit_processors, render_json, run_chain
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             made = SubjectExporter(store=store, sink=sink).export(who, args.subject)
             sys.stdout.write(made.to_csv() if args.format == "csv" else made.to_json().decode())
         else:
-            rows = args.row or ["week", "organization.id"]
+            rows = args.row or list(DEFAULT_ROWS)
             try:
                 table = Statistics(store=store, sink=sink).table(who, rows=rows, column=args.column)
             except ValueError as exc:
