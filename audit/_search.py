@@ -33,7 +33,11 @@ from audit.events import ACTIONS, Action, Category, parse_timestamp
 __all__ = [
     "ALL_EVENTS_ROLES",
     "DEFAULT_PAGE_SIZE",
+    "FILTER_PARAMS",
+    "LIST_PARAMS",
     "MAX_PAGE_SIZE",
+    "MAX_VALUES",
+    "OUTCOMES",
     "TENANT_ROLES",
     "AuditSearch",
     "BadFilter",
@@ -55,8 +59,8 @@ DEFAULT_PAGE_SIZE: Final = 100
 MAX_PAGE_SIZE: Final = 1000
 #: At most this many values per filter (keeps queries bounded).
 MAX_VALUES: Final = 100
-_OUTCOMES: Final = frozenset({"success", "failure", "unknown"})
-_LIST_PARAMS: Final = {
+OUTCOMES: Final = frozenset({"success", "failure", "unknown"})
+LIST_PARAMS: Final = {
     "subject": "subjects",
     "target": "target_ids",
     "tenant": "tenants",
@@ -69,7 +73,7 @@ _LIST_PARAMS: Final = {
     "rule": "rule_names",
 }
 #: Every query parameter a search understands (the HTTP layer adds its own: size, cursor).
-FILTER_PARAMS: Final = frozenset({*_LIST_PARAMS, "since", "until", "q"})
+FILTER_PARAMS: Final = frozenset({*LIST_PARAMS, "since", "until", "q"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +148,8 @@ def _check(name: str, value: str) -> Any:
         raise BadFilter(f"category: one of {', '.join(sorted(Category))}")
     elif name == "action" and value not in ACTIONS:
         raise BadFilter(f"action: not a known action: {value!r}")
-    elif name == "outcome" and value not in _OUTCOMES:
-        raise BadFilter(f"outcome: one of {', '.join(sorted(_OUTCOMES))}")
+    elif name == "outcome" and value not in OUTCOMES:
+        raise BadFilter(f"outcome: one of {', '.join(sorted(OUTCOMES))}")
     return value
 
 
@@ -155,7 +159,7 @@ def parse_filters(params: Mapping[str, Sequence[str]]) -> Filters:
     if unknown:
         raise BadFilter(f"unknown parameters: {', '.join(sorted(unknown))}")
     lists: dict[str, tuple[Any, ...]] = {}
-    for param, attribute in _LIST_PARAMS.items():
+    for param, attribute in LIST_PARAMS.items():
         values = params.get(param) or []
         if len(values) > MAX_VALUES:
             raise BadFilter(f"{param}: at most {MAX_VALUES} values")

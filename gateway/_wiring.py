@@ -38,6 +38,7 @@ from gateway.headers import MutateHeaders
 from gateway.https import RedirectApp, RedirectTarget
 from gateway.metrics import GatewayMetrics, MetricsApp
 from gateway.oidc import OIDC, new_key
+from gateway.openapi import openapi_route
 from gateway.proxy import Forward
 from gateway.server import Listener, run
 from gateway.settings import (
@@ -212,6 +213,7 @@ def build(settings: Settings) -> Gateway:
             *(oidc.routes if oidc else ()),
             *holds_api(settings.audit, sink=pipeline),
             *audit_routes(store=events, sink=pipeline),
+            openapi_route(),
         ],
         login_path=oidc.login_path if oidc else None,
         before_authenticate=oidc.stages() if oidc else (),
