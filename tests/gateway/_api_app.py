@@ -16,7 +16,9 @@ import jsonschema_rs
 import orjson
 
 from audit import AuditSink, MemorySink, SQLiteStore
+from gateway._wiring import _demo_assertion_key, jwks_route
 from gateway.app import GatewayApp, create_app
+from gateway.assertion import AssertionSigner, load_key
 from gateway.audit_api import audit_routes
 from gateway.openapi import openapi_route
 from gateway.types import Identity, Scope
@@ -86,10 +88,13 @@ def api_app(
     store: SQLiteStore | None = None,
     sink: AuditSink | None = None,
 ) -> GatewayApp:
-    """The gateway with the audit, holds and OpenAPI routes, ``who`` logged in."""
+    """The gateway with the audit, holds, OpenAPI and JWKS routes, ``who`` logged in (session
+    revocation, an OIDC route, is not mounted: the policy refuses it to these roles first)."""
     sink = sink if sink is not None else MemorySink()
     store = store if store is not None else seeded_store(tmp_path / "audit.db")
     holds = Holds(store=SQLiteHoldStore(path=tmp_path / "holds.db"), sink=sink)
+    key = load_key(_demo_assertion_key(tmp_path / "keys").read_bytes())
+    signer = AssertionSigner(keys=[key], issuer=f"https://{HOST}", audience="platform")
     return create_app(
         settings(),
         authorizer=PolicyStore(sink=sink),
@@ -100,6 +105,7 @@ def api_app(
             *audit_routes(store=store, sink=sink),
             *holds_routes(holds=holds),
             openapi_route(),
+            jwks_route(signer),
         ],
     )
 
