@@ -16,8 +16,10 @@ event, directly (the CLI has no spool). Exit status 2 for a bad filter, 3 for a 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -81,6 +83,17 @@ def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
     return params
 
 
+#: Cursors of the CLI are signed with this key unless AUDIT_CURSOR_KEY_FILE names one: whoever
+#: runs the CLI holds the store's credentials already, so the signature guards nothing there;
+#: the scope digest in the cursor still ties it to the same search and roles.
+CLI_CURSOR_KEY = b"python -m audit: unkeyed cursors"
+
+
+def _cursor_key() -> bytes:
+    path = os.environ.get("AUDIT_CURSOR_KEY_FILE")
+    return Path(path).read_bytes().strip() if path else CLI_CURSOR_KEY
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     store: AuditStore = (
@@ -92,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sink = StoreSink(store)
     try:
         if args.command == "search":
-            result = AuditSearch(store=store, sink=sink).search(
+            result = AuditSearch(store=store, sink=sink, cursor_key=_cursor_key()).search(
                 who,
                 parse_filters(_filters(args.filter)),
                 size=args.size,

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import orjson
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
-from opensearchpy.exceptions import TransportError
+from opensearchpy.exceptions import NotFoundError, TransportError
 
 from audit._store import (
     COUNT_KEYS,
@@ -40,7 +40,7 @@ from audit._store import (
     require_until,
     truncate_ip,
 )
-from audit.errors import StoreError, StoreUnavailable
+from audit.errors import PointInTimeGone, StoreError, StoreUnavailable
 from audit.events import (
     DEADLETTER_INDEX,
     INDEX_BASE,
@@ -56,6 +56,8 @@ __all__ = ["OpenSearchStore"]
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_POOL_SIZE: Final = 4
 PAGE_SIZE: Final = 1000
+#: How long a point in time of audit search stays open after each page read from it.
+PIT_KEEP_ALIVE: Final = "5m"
 _FILTER_PATH: Final = "errors,items.*.status,items.*.error.type,items.*.error.reason"
 #: Per-item statuses that mean "the document itself is wrong": dead letter, never retry.
 _REJECT_STATUSES: Final = frozenset({400})
@@ -297,6 +299,24 @@ class OpenSearchStore:
         newest_first: bool = False,
         after: Page | None = None,
     ) -> list[dict[str, Any]]:
+        body = self._search_body(
+            scope, exclude=exclude, size=size, newest_first=newest_first, after=after
+        )
+        with translated_errors():
+            response = self._client.search(
+                index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
+            )
+        return [hit["_source"] for hit in response["hits"]["hits"]]
+
+    @staticmethod
+    def _search_body(
+        scope: Scope,
+        *,
+        exclude: Sequence[Scope] = (),
+        size: int,
+        newest_first: bool,
+        after: Page | None,
+    ) -> dict[str, Any]:
         order = "desc" if newest_first else "asc"
         body: dict[str, Any] = {
             "query": _query(scope, exclude),
@@ -306,11 +326,54 @@ class OpenSearchStore:
         if after is not None:  # dates sort as epoch milliseconds, as the index keeps them
             millis = int(parse_timestamp(after.timestamp).timestamp() * 1000)
             body["search_after"] = [millis, after.event_id]
+        return body
+
+    # --- paging from a point in time (deep pagination for audit search) --------------------
+
+    def open_pit(self, *, keep_alive: str = PIT_KEEP_ALIVE) -> str:
+        """Open a point in time over every daily index: later pages read the same snapshot
+        (no event written, deleted or minimised meanwhile shifts them)."""
         with translated_errors():
-            response = self._client.search(
-                index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
+            response = self._client.create_pit(
+                index=self._pattern, params={"keep_alive": keep_alive}
             )
+        return str(response["pit_id"])
+
+    def close_pit(self, pit: str) -> None:
+        """Free the point in time now (it would expire after its keep-alive anyway)."""
+        with translated_errors():
+            self._client.delete_pit(body={"pit_id": [pit]})
+
+    def search_in_pit(
+        self,
+        pit: str,
+        scope: Scope,
+        *,
+        size: int = 100,
+        newest_first: bool = False,
+        after: Page | None = None,
+        keep_alive: str = PIT_KEEP_ALIVE,
+    ) -> list[dict[str, Any]]:
+        """As :meth:`search`, from the point in time ``pit`` (which each call keeps alive).
+
+        Raises :class:`PointInTimeGone` when the point in time expired or was closed."""
+        body = self._search_body(scope, size=size, newest_first=newest_first, after=after)
+        body["pit"] = {"id": pit, "keep_alive": keep_alive}
+        with translated_errors(), _pit_errors():
+            response = self._client.search(body=body)
         return [hit["_source"] for hit in response["hits"]["hits"]]
+
+    def total_in_pit(self, pit: str, scope: Scope, *, limit: int = TOTAL_LIMIT) -> Total:
+        """As :meth:`total`, counted in the point in time ``pit``."""
+        body = {
+            "query": _query(scope, ()),
+            "size": 0,
+            "track_total_hits": limit,
+            "pit": {"id": pit, "keep_alive": PIT_KEEP_ALIVE},
+        }
+        with translated_errors(), _pit_errors():
+            response = self._client.search(body=body)
+        return _total(response, limit)
 
     def count(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
         with translated_errors():
@@ -328,9 +391,7 @@ class OpenSearchStore:
             response = self._client.search(
                 index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
             )
-        hits = response["hits"]["total"]
-        value = int(hits["value"])
-        return Total(min(value, limit), exact=hits["relation"] == "eq" and value <= limit)
+        return _total(response, limit)
 
     def counts(self, scope: Scope, *, by: Sequence[str]) -> dict[tuple[str, ...], int]:
         """A composite aggregation over the keys, paged with its ``after_key``."""
@@ -478,6 +539,21 @@ class OpenSearchStore:
 
 
 _SORT: Final = [{"@timestamp": "asc"}, {"event.id": "asc"}]
+
+
+def _total(response: Mapping[str, Any], limit: int) -> Total:
+    hits = response["hits"]["total"]
+    value = int(hits["value"])
+    return Total(min(value, limit), exact=hits["relation"] == "eq" and value <= limit)
+
+
+@contextlib.contextmanager
+def _pit_errors() -> Iterator[None]:
+    """A point in time that expired or was closed answers 404: the cursor is stale."""
+    try:
+        yield
+    except NotFoundError as exc:
+        raise PointInTimeGone("the point in time of this cursor expired") from exc
 
 
 def _item_result(item: Mapping[str, Any]) -> ItemResult:

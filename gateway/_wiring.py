@@ -9,6 +9,8 @@ requests, then flushes the audit queue.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -164,6 +166,15 @@ def jwks_route(signer: AssertionSigner) -> Route:
     return Route(JWKS_PATH, jwks, methods=["GET", "HEAD"])
 
 
+def cursor_key(settings: Settings) -> bytes | None:
+    """The audit search cursors' signing key, derived from the first session key so every
+    instance sharing the session keys accepts the others' cursors (None: a key per process)."""
+    if not settings.session.keys:
+        return None
+    secret = settings.session.keys[0].reveal().encode()
+    return hmac.new(secret, b"audit-search-cursor-v1", hashlib.sha256).digest()
+
+
 def _policy_samples(store: PolicyStore) -> Iterable[tuple[str, Mapping[str, str], float]]:
     yield ("gateway_policy_reloads_total", {"outcome": "success"}, store.reloads_succeeded)
     yield ("gateway_policy_reloads_total", {"outcome": "failure"}, store.reloads_failed)
@@ -212,7 +223,7 @@ def build(settings: Settings) -> Gateway:
             jwks_route(signer),
             *(oidc.routes if oidc else ()),
             *holds_api(settings.audit, sink=pipeline),
-            *audit_routes(store=events, sink=pipeline),
+            *audit_routes(store=events, sink=pipeline, cursor_key=cursor_key(settings)),
             openapi_route(),
         ],
         login_path=oidc.login_path if oidc else None,

@@ -104,9 +104,12 @@ def audit_routes(
     sink: AuditSink,
     pseudonymise_staff: bool = True,
     stats_threshold: int = DEFAULT_STATS_THRESHOLD,
+    cursor_key: bytes | None = None,
 ) -> Sequence[Route]:
-    """The audit API's routes over ``store``; searches and exports are recorded in ``sink``."""
-    searcher = AuditSearch(store=store, sink=sink)
+    """The audit API's routes over ``store``; searches and exports are recorded in ``sink``.
+
+    ``cursor_key`` signs search cursors (the same key on every instance; see AuditSearch)."""
+    searcher = AuditSearch(store=store, sink=sink, cursor_key=cursor_key)
     exporter = SubjectExporter(store=store, sink=sink, pseudonymise_staff=pseudonymise_staff)
     statistics = Statistics(store=store, sink=sink, threshold=stats_threshold)
 
