@@ -201,6 +201,8 @@ def build(settings: Settings) -> Gateway:
     oidc = OIDC(settings=settings, sink=pipeline) if settings.oidc.issuers else None
     if oidc is not None:
         lifecycle.shutdown.append(oidc.aclose)
+    holds = holds_api(settings.audit, sink=pipeline)
+    lifecycle.shutdown.append(holds.aclose)  # before the pipeline: shutdown runs in reverse
     app = create_app(
         settings,
         authorizer=store,
@@ -210,7 +212,7 @@ def build(settings: Settings) -> Gateway:
         routes=[
             jwks_route(signer),
             *(oidc.routes if oidc else ()),
-            *holds_api(settings.audit, sink=pipeline),
+            *holds.routes,
             *audit_routes(store=events, sink=pipeline),
         ],
         login_path=oidc.login_path if oidc else None,
