@@ -6,7 +6,8 @@ duplicates (409 means already stored). The client's own retries are off (``max_r
 the pipeline runs the retry loop (PITFALLS.md: the bulk helpers retry too little).
 
 Deletion and minimisation select ids with ``search`` (``search_after`` paging) and then send
-``_bulk`` ``delete`` or partial-document ``update`` actions: core APIs only. We do not use
+``_bulk`` ``delete`` actions, or ``index`` actions that put the whole document back minimised
+(``if_seq_no``/``if_primary_term``: only if unchanged since read): core APIs only. We do not use
 ``delete_by_query``/``update_by_query``: they need the reindex module (absent from the
 integration-test distribution the tests run against) and, for minimisation, painless; and
 PITFALLS.md notes ``delete_by_query`` only marks documents and costs merges. Dropping whole
@@ -422,9 +423,15 @@ class OpenSearchStore:
                 return found
 
     def _hits(
-        self, query: Mapping[str, Any], source: list[str] | bool, index: str | None = None
+        self,
+        query: Mapping[str, Any],
+        source: list[str] | bool,
+        index: str | None = None,
+        *,
+        versions: bool = False,
     ) -> Iterator[dict[str, Any]]:
-        """Every matching hit, paged with search_after (no scroll context to leak)."""
+        """Every matching hit, paged with search_after (no scroll context to leak); with
+        ``versions``, each hit carries its ``_seq_no`` and ``_primary_term``."""
         after: list[Any] | None = None
         while True:
             body: dict[str, Any] = {
@@ -432,6 +439,7 @@ class OpenSearchStore:
                 "sort": _SORT,
                 "size": PAGE_SIZE,
                 "_source": source,
+                "seq_no_primary_term": versions,
             }
             if after is not None:
                 body["search_after"] = after
@@ -458,7 +466,7 @@ class OpenSearchStore:
             status = next(iter(item.values())).get("status", 0)
             if 200 <= status < 300:
                 done += 1
-            elif status != 404:  # 404: already gone
+            elif status not in (404, 409):  # gone, or changed since read (minimised by another)
                 raise StoreError(f"bulk maintenance item failed: {item}")
         return done
 
@@ -527,9 +535,22 @@ class OpenSearchStore:
         self.refresh()
         query = _query(_replace_minimised(scope), exclude)
         done, lines = 0, []
-        for hit in list(self._hits(query, source=["source.ip"])):
-            lines.append(orjson.dumps({"update": {"_index": hit["_index"], "_id": hit["_id"]}}))
-            lines.append(orjson.dumps({"doc": _minimised(hit.get("_source") or {})}))
+        for hit in list(self._hits(query, source=True, versions=True)):
+            # The whole document again, minimised, if unchanged since read: a partial update
+            # cannot remove a key, and scripts need painless (absent from the test node).
+            lines.append(
+                orjson.dumps(
+                    {
+                        "index": {
+                            "_index": hit["_index"],
+                            "_id": hit["_id"],
+                            "if_seq_no": hit["_seq_no"],
+                            "if_primary_term": hit["_primary_term"],
+                        }
+                    }
+                )
+            )
+            lines.append(orjson.dumps(_minimised(hit.get("_source") or {})))
             if len(lines) >= 2 * PAGE_SIZE:
                 done += self._bulk_actions(lines)
                 lines = []
@@ -575,12 +596,13 @@ def _replace_minimised(scope: Scope) -> Scope:
 
 
 def _minimised(source: Mapping[str, Any]) -> dict[str, Any]:
-    ip = source.get("source.ip")
-    if ip is None:
-        ip = (source.get("source") or {}).get("ip")
-    doc: dict[str, Any] = {"user_agent.original": None, "audit.minimised": True}
+    """The stored document minimised as SQLite does it: the user agent absent (not null),
+    the source address truncated, ``audit.minimised`` set. Documents are flat (dotted keys)."""
+    doc = {k: v for k, v in source.items() if k != "user_agent.original"}
+    ip = doc.get("source.ip")
     if isinstance(ip, str):
         doc["source.ip"] = truncate_ip(ip)
+    doc["audit.minimised"] = True
     return doc
 
 

@@ -213,6 +213,8 @@ def build(settings: Settings) -> Gateway:
     oidc = OIDC(settings=settings, sink=pipeline) if settings.oidc.issuers else None
     if oidc is not None:
         lifecycle.shutdown.append(oidc.aclose)
+    holds = holds_api(settings.audit, sink=pipeline)
+    lifecycle.shutdown.append(holds.aclose)  # before the pipeline: shutdown runs in reverse
     app = create_app(
         settings,
         authorizer=store,
@@ -222,7 +224,7 @@ def build(settings: Settings) -> Gateway:
         routes=[
             jwks_route(signer),
             *(oidc.routes if oidc else ()),
-            *holds_api(settings.audit, sink=pipeline),
+            *holds.routes,
             *audit_routes(store=events, sink=pipeline, cursor_key=cursor_key(settings)),
             openapi_route(),
         ],
