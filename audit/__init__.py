@@ -3,7 +3,8 @@
 The request path calls ``sink.emit({...})`` (see ``audit/_sink.py``). The gateway builds one
 :class:`AuditPipeline` at start-up (``await start()`` / ``await aclose()`` in its lifespan,
 ``await ready()`` for health, ``metrics()`` for Prometheus) over a store from
-:func:`opensearch_store` or :func:`sqlite_store`.
+:func:`opensearch_store` or :func:`sqlite_store`, or an :class:`AuditWorker` that runs that
+pipeline in a process of its own (what the gateway does: its request path only enqueues).
 """
 
 from audit._export import SubjectExporter
@@ -15,6 +16,7 @@ from audit._sqlite import SQLiteStore
 from audit._stats import Statistics
 from audit._store import AuditStore, ItemResult, Page, Record, Scope
 from audit._stores import opensearch_store, sqlite_store
+from audit._worker import AuditWorker, WorkerSpec
 from audit.errors import AuditError, AuditUnavailable, BadFilter, SearchRefused
 from audit.events import Action, Category, LoginFailure
 
@@ -27,6 +29,7 @@ __all__ = [
     "AuditSink",
     "AuditStore",
     "AuditUnavailable",
+    "AuditWorker",
     "BadFilter",
     "Category",
     "Event",
@@ -44,6 +47,7 @@ __all__ = [
     "SearchRefused",
     "Statistics",
     "SubjectExporter",
+    "WorkerSpec",
     "opensearch_store",
     "parse_filters",
     "sqlite_store",

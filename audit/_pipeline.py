@@ -204,11 +204,26 @@ class AuditPipeline:
 
     def emit(self, event: Mapping[str, Any]) -> None:
         """Enqueue one event: no I/O, no lock held. See :mod:`audit._sink` for the contract."""
+        self._enqueue(time.time_ns(), contextvars.copy_context(), dict(event))
+
+    def emit_at(
+        self, event: Mapping[str, Any], *, emitted_ns: int, context: Mapping[str, Any]
+    ) -> None:
+        """:meth:`emit` for an event emitted elsewhere (:mod:`audit._worker`): at
+        ``emitted_ns``, with ``context`` the structlog context variables bound there (the
+        event's own fields win, as with ``merge_contextvars``)."""
+        merged = dict(context)
+        merged.update(event)
+        self._enqueue(emitted_ns, contextvars.Context(), merged)
+
+    def _enqueue(
+        self, emitted_ns: int, context: contextvars.Context, event: dict[str, Any]
+    ) -> None:
         spec = action_spec(event.get("event.action"))
         category = Category.BACKBONE if spec is None else spec.category
         queue = self._queue
         if self._accepting and not self._spool_full and len(queue) < self._max_queue:
-            queue.append((time.time_ns(), contextvars.copy_context(), dict(event), category))
+            queue.append((emitted_ns, context, event, category))
             self._emitted += 1
             if len(queue) == 1:
                 self._wake_writer.set()
@@ -239,8 +254,12 @@ class AuditPipeline:
 
     async def ready(self) -> bool:
         """True when the store answers and both loops run (for the health endpoint)."""
+        return await asyncio.to_thread(self.is_ready)
+
+    def is_ready(self) -> bool:
+        """Synchronous :meth:`ready` (it pings the store: blocking)."""
         alive = bool(self._threads) and all(t.is_alive() for t in self._threads)
-        return alive and await asyncio.to_thread(self._store.ping)
+        return alive and self._store.ping()
 
     def open(self) -> None:
         """Synchronous :meth:`start`, for scripts and CLIs."""

@@ -462,6 +462,40 @@ def _table(contenders: list[Contender], connections: list[int]) -> str:
     return "\n".join(lines)
 
 
+#: The goal of issue #3: the full pipeline keeps this share of forward-only throughput...
+GOAL_RATIO = 0.80
+#: ...and one worker serves this many small GETs per second with the full pipeline.
+GOAL_RPS = 2000.0
+
+
+def goal_check(contenders: list[Contender], connections: list[int]) -> str:
+    """The issue's goal, per load: full/forward ratio and full-pipeline req/s (1 worker)."""
+    full = next((c for c in contenders if c.name == "full-pipeline"), None)
+    forward = next((c for c in contenders if c.name == "forward-aiohttp"), None)
+    if full is None or forward is None:
+        return "goal check: needs the forward-aiohttp and full-pipeline contenders"
+    lines = [
+        f"goal: full pipeline >= {GOAL_RATIO:.0%} of forward-only req/s, and "
+        f">= {GOAL_RPS:,.0f} req/s with 1 worker"
+    ]
+    ratio_met = rps_met = 0
+    for conns in connections:
+        rps = _median(full.runs[conns], "rps")
+        ratio = rps / _median(forward.runs[conns], "rps")
+        ratio_met += ratio >= GOAL_RATIO
+        rps_met += rps >= GOAL_RPS
+        lines.append(
+            f"  {conns:>4} conns: full/forward {ratio:5.2f} "
+            f"({'met' if ratio >= GOAL_RATIO else 'missed'}), full {rps:7.0f} req/s "
+            f"({'met' if rps >= GOAL_RPS else 'missed'})"
+        )
+    lines.append(
+        f"  ratio goal met at {ratio_met}/{len(connections)} loads; "
+        f"req/s goal met at {rps_met}/{len(connections)} loads"
+    )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.gateway",
@@ -525,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {round_no + 1}/{args.rounds} done", flush=True)
     print()
     print(_table(contenders, args.connections))
+    print(goal_check(contenders, args.connections))
     return 0
 
 

@@ -12,7 +12,9 @@ punctuation character into ``-``, because servers behind us (CGI/WSGI, PHP, some
 frameworks) fold them all into the same variable.
 
 On the way back, a ``Set-Cookie`` from the upstream for the gateway's own session cookie is
-dropped: no upstream can plant or overwrite the gateway's session.
+dropped: no upstream can plant or overwrite the gateway's session. So are the upstream's
+``Server`` and ``X-Powered-By`` banners (:data:`DEFAULT_DROPPED_RESPONSE_HEADERS`): they tell an
+attacker which software and version to aim at, and the client has no use for them.
 
 Added, from what earlier stages set (``gateway/types.py``)::
 
@@ -44,6 +46,7 @@ from gateway.assertion import AssertionSigner
 from gateway.types import ASGIApp, Identity, Message, Receive, Scope, Send, identity, state
 
 __all__ = [
+    "DEFAULT_DROPPED_RESPONSE_HEADERS",
     "DEFAULT_IDENTITY_HEADERS",
     "DEFAULT_IDENTITY_PREFIXES",
     "DEFAULT_SESSION_COOKIE",
@@ -123,6 +126,9 @@ DEFAULT_IDENTITY_PREFIXES: tuple[str, ...] = (
 DEFAULT_SESSION_COOKIE = "__Host-gw_session"
 #: The gateway's other cookies, never forwarded nor set by the upstream (the login state).
 DEFAULT_OTHER_COOKIES: tuple[str, ...] = ("__Host-gw_login",)
+
+#: Upstream response headers never passed to the client (software banners), in any spelling.
+DEFAULT_DROPPED_RESPONSE_HEADERS: tuple[str, ...] = ("server", "x-powered-by")
 
 #: Response headers that an upstream's ``Connection`` header can never make us drop.
 _PROTECTED_RESPONSE = frozenset(
@@ -247,8 +253,9 @@ class MutateHeaders:
         identity_prefixes: Sequence[str] = DEFAULT_IDENTITY_PREFIXES,
         session_cookie: str = DEFAULT_SESSION_COOKIE,
         other_cookies: Sequence[str] = DEFAULT_OTHER_COOKIES,
+        dropped_response_headers: Sequence[str] = DEFAULT_DROPPED_RESPONSE_HEADERS,
     ) -> None:
-        for header in (*identity_headers, *identity_prefixes):
+        for header in (*identity_headers, *identity_prefixes, *dropped_response_headers):
             if not header or header != header.strip() or not header.isascii():
                 raise ValueError(f"invalid header name in identity header list: {header!r}")
         if not identity_prefixes or "x-gateway-" not in (p.lower() for p in identity_prefixes):
@@ -263,6 +270,9 @@ class MutateHeaders:
         self._cookies_lower = frozenset(
             c.encode().lower() for c in (session_cookie, *other_cookies)
         )
+        self._drop_response = frozenset(
+            normalise_name(h.encode()) for h in dropped_response_headers
+        )
         # Identity headers with their assertion, rebuilt whenever the signer issues a new one.
         self._identity_cache: dict[Identity, tuple[str, list[tuple[bytes, bytes]]]] = {}
 
@@ -273,17 +283,19 @@ class MutateHeaders:
         scope = dict(scope)
         scope["headers"] = self.rewrite(scope)
         cookie = self._cookies_lower
+        dropped = self._drop_response
 
         async def send_guarded(message: Message) -> None:
-            if message["type"] == "http.response.start" and any(
-                _sets_cookie(name, value, cookie) for name, value in message.get("headers", ())
-            ):
-                message = dict(message)
-                message["headers"] = [
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", ())
+                kept = [
                     (name, value)
-                    for name, value in message["headers"]
-                    if not _sets_cookie(name, value, cookie)
+                    for name, value in headers
+                    if normalise_name(name) not in dropped and not _sets_cookie(name, value, cookie)
                 ]
+                if len(kept) != len(headers):
+                    message = dict(message)
+                    message["headers"] = kept
             await send(message)
 
         await self.app(scope, receive, send_guarded)

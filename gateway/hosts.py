@@ -21,6 +21,8 @@ from gateway.types import ASGIApp, Receive, Scope, Send, state
 #: Where the server keeps the request target as sent (see ``gateway.server``); uvicorn's own
 #: ``raw_path`` has lost the authority of an absolute-form target by then.
 REQUEST_TARGET_KEY = "gateway.request_target"
+#: Distinct allowed Host values remembered (spellings of the public hosts and ports).
+_ALLOWED_CACHE_SIZE = 256
 
 
 def split_host_port(value: str) -> tuple[str, int | None]:
@@ -66,15 +68,23 @@ class HostStage:
         if not self._hosts:
             raise ValueError("the host stage needs at least one public host")
         self._ports = frozenset(ports)
+        # Host values found allowed (as sent: a handful of spellings of the public hosts).
+        # Only allowed ones are kept, so unknown hosts cannot fill it; bounded all the same.
+        self._seen_allowed: set[str] = set()
 
     def allowed(self, value: str | None) -> bool:
         if not value:
             return False
+        if value in self._seen_allowed:
+            return True
         try:
             host, port = split_host_port(value)
-            return normalise_host(host) in self._hosts and (port is None or port in self._ports)
+            ok = normalise_host(host) in self._hosts and (port is None or port in self._ports)
         except ValueError:
             return False
+        if ok and len(self._seen_allowed) < _ALLOWED_CACHE_SIZE:
+            self._seen_allowed.add(value)
+        return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

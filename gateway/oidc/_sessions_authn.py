@@ -117,8 +117,10 @@ class SessionCookieStage:
             return
 
         async def send_with_cookies(message: Message) -> None:
+            cookies: list[Any] | None = None
             if message["type"] == "http.response.start":
-                cookies: list[Any] = state(scope).extra.pop(SET_COOKIE_KEY, [])
+                cookies = state(scope).extra.pop(SET_COOKIE_KEY, None)
+            if cookies:
                 headers = list(message.get("headers", ()))
                 # A cookie the response sets itself (a new login, a logout) wins over a
                 # refresh of the request's old session.

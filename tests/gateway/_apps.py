@@ -105,6 +105,14 @@ async def set_session_cookie(_request: Request) -> Response:
     return response
 
 
+async def banners(_request: Request) -> Response:
+    """Software banners a real upstream sends (the gateway drops them)."""
+    return Response(
+        b"ok",
+        headers={"Server": "Apache/2.4.1 (Unix)", "X-Powered-By": "PHP/5.3.2", "X-Kept": "1"},
+    )
+
+
 async def redirect(_request: Request) -> Response:
     return Response(status_code=302, headers={"location": "/echo"})
 
@@ -148,6 +156,7 @@ def upstream_app() -> Starlette:
             Route("/set-cookie", set_cookie),
             Route("/set-session-cookie", set_session_cookie),
             Route("/redirect", redirect),
+            Route("/banners", banners),
             WebSocketRoute("/ws", ws_echo),
             WebSocketRoute("/ws-headers", ws_headers),
         ]

@@ -45,12 +45,23 @@ def refused_url() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve_thread(app: ASGIApp, *, lifespan: Literal["auto", "on", "off"] = "off") -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a background thread; yields its base URL."""
+def serve_thread(
+    app: ASGIApp, *, lifespan: Literal["auto", "on", "off"] = "off", server_header: bool = True
+) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a background thread; yields its base URL.
+
+    ``server_header=False`` serves as ``gateway.server`` does: without uvicorn's own
+    ``Server`` header, so a test sees only what the app sends.
+    """
     sock = _socket()
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, lifespan=lifespan, log_level="warning", ws="websockets-sansio", loop="asyncio"
+        app,
+        lifespan=lifespan,
+        log_level="warning",
+        ws="websockets-sansio",
+        loop="asyncio",
+        server_header=server_header,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -47,7 +47,7 @@ def upstream_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def gateway_url(upstream_url: str) -> Iterator[str]:
     app = gateway_app(upstream_url, audit=MemorySink(), who=TEACHER, signer=SIGNER)
-    with serve_thread(app, lifespan="on") as url:
+    with serve_thread(app, lifespan="on", server_header=False) as url:
         yield url
 
 
@@ -208,6 +208,32 @@ class TestResponseHeaders:
             response = client.get("/echo", headers={"Connection": "X-Upstream, content-type"})
         assert response.headers["x-upstream"] == "echo"
         assert response.headers["content-type"] == "application/json"
+
+    def test_upstream_software_banners_dropped(self, gateway_url: str) -> None:
+        """The upstream's Server and X-Powered-By never reach the client; other headers do."""
+        with httpx.Client(base_url=gateway_url) as client:
+            response = client.get("/banners")
+        assert response.status_code == 200
+        assert "x-powered-by" not in response.headers
+        assert "server" not in response.headers
+        assert response.headers["x-kept"] == "1"
+
+    async def test_banners_dropped_in_any_spelling(self) -> None:
+        """Banner headers go whatever their case or punctuation (X_Powered_By)."""
+        sent: list[dict[str, Any]] = []
+
+        async def upstream(scope: Any, receive: Any, send: Any) -> None:
+            headers = [(b"SERVER", b"nginx/1.2"), (b"X_Powered_By", b"Express"), (b"X-Ok", b"1")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def capture(message: Any) -> None:
+            sent.append(dict(message))
+
+        await MutateHeaders(upstream, signer=SIGNER)(_scope(TEACHER), receive, capture)
+        assert sent[0]["headers"] == [(b"X-Ok", b"1")]
 
     def test_upstream_connection_cannot_drop_security_headers(self) -> None:
         """Security headers survive an upstream Connection header naming them; others go."""

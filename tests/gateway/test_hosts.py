@@ -79,6 +79,14 @@ class TestHostAllowList:
         result = await call(stage(inner), scope)
         assert b"evil" not in result.body
 
+    def test_remembered_answers_stay_the_same(self) -> None:
+        """Asking again (answered from the stage's memory) gives the same answer, both ways."""
+        host_stage = stage(Recorder())
+        for _ in range(3):
+            assert host_stage.allowed("Platform.example.nl:8443")
+            assert not host_stage.allowed("platform.example.nl:8080")
+            assert not host_stage.allowed("evil.example")
+
     def test_needs_a_host(self) -> None:
         """An empty allow-list is a configuration error at start-up."""
         with pytest.raises(ValueError, match="at least one"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,6 +171,89 @@ class TestSessionCodec:
         """A usual session is far below the browser limit."""
         c = codec(Clock())
         assert len(c.set_cookie(c.encode(_new(c)))) < MAX_COOKIE_BYTES // 4
+
+
+class _CountingSealer(Sealer):
+    def __init__(self) -> None:
+        super().__init__(keys=[key()])
+        self.opened = 0
+
+    def open(self, value: str, *, purpose: str) -> dict[str, Any] | None:
+        self.opened += 1
+        return super().open(value, purpose=purpose)
+
+
+def _counting_codec(clock: Clock, **options: Any) -> tuple[SessionCodec, _CountingSealer]:
+    sealer = _CountingSealer()
+    c = SessionCodec(
+        sealer=sealer,
+        cookie_name="__Host-gw_session",
+        idle_timeout=1800,
+        absolute_timeout=12 * 3600,
+        refresh_interval=300,
+        clock=clock,
+        **options,
+    )
+    return c, sealer
+
+
+class TestDecodeCache:
+    def test_same_value_opened_once(self) -> None:
+        """A cookie value sent again within the cache time is not decrypted again."""
+        c, sealer = _counting_codec(Clock())
+        value = c.encode(_new(c))
+        first, second = c.decode(value), c.decode(value)
+        assert first == second
+        assert first[1] == "ok"
+        assert sealer.opened == 1
+
+    def test_timeouts_checked_on_cached_sessions(self) -> None:
+        """A cached session still expires: the idle timeout is checked at every decode."""
+        clock = Clock()
+        c, sealer = _counting_codec(clock, cache_ttl=3600)
+        value = c.encode(_new(c))
+        assert c.decode(value)[1] == "ok"
+        clock.advance(1800)
+        assert c.decode(value) == (None, "session_idle_timeout")
+        assert sealer.opened == 1
+
+    def test_opened_again_after_the_cache_time(self) -> None:
+        """After cache_ttl seconds the cookie is decrypted again."""
+        clock = Clock()
+        c, sealer = _counting_codec(clock, cache_ttl=10)
+        value = c.encode(_new(c))
+        c.decode(value)
+        clock.advance(11)
+        assert c.decode(value)[1] == "ok"
+        assert sealer.opened == 2
+
+    def test_altered_value_never_served_from_the_cache(self) -> None:
+        """A value differing in one character is opened (and refused), not looked up."""
+        c, _sealer = _counting_codec(Clock())
+        value = c.encode(_new(c))
+        c.decode(value)
+        altered = value[:-2] + ("A" if value[-2] != "A" else "B") + value[-1]
+        assert c.decode(altered) == (None, "session_invalid")
+
+    def test_failures_not_cached_and_cache_bounded(self) -> None:
+        """Refused values are opened every time; the cache never holds more than its size."""
+        c, sealer = _counting_codec(Clock(), cache_size=3)
+        for _ in range(2):
+            c.decode("v1.forged")
+        assert sealer.opened == 2
+        values = [c.encode(_new(c)) for _ in range(5)]
+        for value in values:
+            c.decode(value)
+        assert len(c._opened) == 3
+        assert list(c._opened) == values[2:]  # the oldest went first
+
+    def test_size_zero_disables_the_cache(self) -> None:
+        """cache_size=0 opens every cookie every time."""
+        c, sealer = _counting_codec(Clock(), cache_size=0)
+        value = c.encode(_new(c))
+        c.decode(value)
+        c.decode(value)
+        assert sealer.opened == 2
 
 
 class TestReadCookie:

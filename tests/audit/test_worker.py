@@ -1,0 +1,201 @@
+"""audit/_worker.py: the pipeline in a supervised process of its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from audit import AuditUnavailable, Scope, SQLiteStore
+from audit._pipeline import Metrics
+from audit._worker import AuditWorker, WorkerSpec, _add
+from tests.audit.conftest import event
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _spec(tmp_path: Path) -> WorkerSpec:
+    return WorkerSpec(
+        "tests.audit._worker_factory:sqlite_pipeline",
+        (str(tmp_path / "audit.db"), str(tmp_path / "spool")),
+    )
+
+
+def _stored(tmp_path: Path) -> list[dict[str, Any]]:
+    store = SQLiteStore(path=tmp_path / "audit.db")
+    store.ensure_schema()
+    return store.search(Scope(), size=10_000)
+
+
+def _seqs(tmp_path: Path) -> list[int]:
+    return sorted(int(doc["labels"]["seq"]) for doc in _stored(tmp_path))
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[AuditWorker]:
+    made = AuditWorker(spec=_spec(tmp_path), restart_delay=0.05, close_timeout=30)
+    made.open()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+class TestShipping:
+    def test_every_event_stored_once(self, worker: AuditWorker, tmp_path: Path) -> None:
+        """Events emitted in this process are stored by the worker, each once."""
+        for seq in range(300):
+            worker.emit(event(seq))
+        assert worker.wait_idle(30)
+        assert _seqs(tmp_path) == list(range(300))
+        assert worker.metrics().events_shipped == 300
+
+    def test_chain_runs_in_the_worker(self, worker: AuditWorker, tmp_path: Path) -> None:
+        """The worker's chain redacts, stamps the time of emit, merges the caller's context
+        variables and writes sets as sorted lists."""
+        with structlog.contextvars.bound_contextvars(request_id="req-from-context"):
+            before = time.time()
+            sent = event(1)
+            sent.update({"user.roles": {"teacher", "admin"}, "password": "hunter2"})
+            worker.emit(sent)
+        assert worker.wait_idle(30)
+        (doc,) = _stored(tmp_path)
+        assert doc["trace.id"] == "req-from-context"
+        assert doc["user.roles"] == ["admin", "teacher"]
+        assert "hunter2" not in str(doc)
+        stamped = doc["@timestamp"]
+        assert isinstance(stamped, str)
+        assert stamped.startswith(time.strftime("%Y-%m-%dT", time.gmtime(before)))
+
+    def test_close_drains_what_was_just_emitted(self, tmp_path: Path) -> None:
+        """Events emitted right before close are flushed, spooled and shipped."""
+        worker = AuditWorker(spec=_spec(tmp_path))
+        worker.open()
+        for seq in range(500):
+            worker.emit(event(seq))
+        worker.close()
+        assert _seqs(tmp_path) == list(range(500))
+        assert worker.metrics().events_shipped == 500
+
+
+class TestWorkerDeath:
+    def test_events_in_the_pipe_reach_the_replacement(
+        self, worker: AuditWorker, tmp_path: Path
+    ) -> None:
+        """A worker killed with SIGKILL is restarted; what was emitted meanwhile is stored."""
+        worker.emit(event(0))
+        assert worker.wait_idle(30)
+        process = worker._process
+        assert process is not None
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        for seq in range(1, 200):  # into the pipe while nobody reads it
+            worker.emit(event(seq))
+        assert worker.wait_idle(60)
+        assert worker.restarts == 1
+        assert _seqs(tmp_path) == list(range(200))
+        assert worker.metrics().events_shipped == 200  # counters go on across workers
+
+    def test_gateway_killed_worker_still_ships(self, tmp_path: Path) -> None:
+        """When the emitting process dies by SIGKILL, the worker ships what it was given and
+        exits on its own."""
+        parent = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.audit._worker_parent",
+                str(tmp_path / "audit.db"),
+                str(tmp_path / "spool"),
+                "400",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert parent.returncode == -signal.SIGKILL
+        worker_pid = int(parent.stdout.split()[0])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _alive(worker_pid):
+            time.sleep(0.05)
+        assert not _alive(worker_pid)
+        assert _seqs(tmp_path) == list(range(400))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+
+
+class TestRefusal:
+    def test_full_spool_reported_applies_the_policy(self, tmp_path: Path) -> None:
+        """Once the worker reports its spool full, blocking categories raise, others drop."""
+        worker = AuditWorker(spec=_spec(tmp_path))
+        worker._reported = Metrics(0, 0, 0, 0, 0, 0, 0, 0, spool_full=True)
+        with pytest.raises(AuditUnavailable):
+            worker.emit(event(1, action="personal_data_access"))
+        worker.emit(event(2, action="access_denied"))
+        metrics = worker.metrics()
+        assert metrics.refused == {"personal_data_access": 1}
+        assert metrics.drops == {"access_denied": 1}
+        assert metrics.queue_depth == 0
+
+    def test_queue_bound_applies_the_policy(self, tmp_path: Path) -> None:
+        """With the queue full (nothing flushing), the category's policy decides."""
+        worker = AuditWorker(spec=_spec(tmp_path), max_queue=2)
+        worker.emit(event(1))
+        worker.emit(event(2))
+        worker.emit(event(3))  # access_denied: drop
+        with pytest.raises(AuditUnavailable):
+            worker.emit(event(4, action="login_success"))
+        assert worker.metrics().queue_depth == 2
+
+    def test_closed_worker_refuses(self, tmp_path: Path) -> None:
+        """After close nothing is accepted silently."""
+        worker = AuditWorker(spec=_spec(tmp_path))
+        worker.close()
+        with pytest.raises(AuditUnavailable):
+            worker.emit(event(1, action="hold_placed"))
+
+
+class TestStart:
+    def test_worker_that_cannot_start_stops_the_start(self, tmp_path: Path) -> None:
+        """A factory that fails in the worker makes open() raise, not hang."""
+        worker = AuditWorker(spec=WorkerSpec("tests.audit._worker_factory:no_such_factory"))
+        with pytest.raises(RuntimeError, match="did not start"):
+            worker.open()
+        with pytest.raises(AuditUnavailable):
+            worker.emit(event(1, action="hold_placed"))
+
+    def test_started_worker_has_reported(self, worker: AuditWorker) -> None:
+        """Once open() returns, the worker's figures are there."""
+        assert worker._reported is not None
+
+
+class TestMetrics:
+    def test_counters_add_up_across_workers_gauges_do_not(self) -> None:
+        """Counters of a dead worker are added to the next one's; gauges are the current."""
+        earlier = Metrics(5, 100, 10, 10, 9, 1, 2, 1, drops={"errors": 1})
+        current = Metrics(1, 50, 3, 3, 3, 0, 0, 0, drops={"errors": 2}, spool_full=True)
+        total = _add(earlier, current)
+        assert (total.events_emitted, total.events_shipped, total.dead_letters) == (13, 12, 1)
+        assert total.drops == {"errors": 3}
+        assert (total.queue_depth, total.spool_bytes, total.spool_full) == (1, 50, True)
+
+    def test_bad_options_refused(self, tmp_path: Path) -> None:
+        """Unknown categories and policies are configuration errors."""
+        with pytest.raises(ValueError, match="unknown audit category"):
+            AuditWorker(spec=_spec(tmp_path), full_policy={"nope": "drop"})
+        with pytest.raises(ValueError, match="block"):
+            AuditWorker(spec=_spec(tmp_path), full_policy={"errors": "maybe"})
