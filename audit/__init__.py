@@ -9,6 +9,7 @@ The request path calls ``sink.emit({...})`` (see ``audit/_sink.py``). The gatewa
 from audit._export import SubjectExporter
 from audit._opensearch import OpenSearchStore
 from audit._pipeline import DEFAULT_FULL_POLICY, AuditPipeline, Metrics
+from audit._retention_log import RetentionRecorder
 from audit._search import AuditSearch, Filters, Requester, parse_filters
 from audit._sink import AuditSink, Event, MemorySink
 from audit._sqlite import SQLiteStore
@@ -39,6 +40,7 @@ __all__ = [
     "Page",
     "Record",
     "Requester",
+    "RetentionRecorder",
     "SQLiteStore",
     "Scope",
     "SearchRefused",
