@@ -42,7 +42,9 @@ class TestShipping:
         self, os_store: OpenSearchStore, tmp_path: Path
     ) -> None:
         """start(), emit, aclose(): every event is in the index exactly once."""
-        pipeline = fast_pipeline(os_store, tmp_path)
+        # A generous close deadline: this asserts delivery, not the deadline (a loaded machine
+        # took longer than the usual 5 s to ship 500 events; what it did not ship stayed spooled).
+        pipeline = fast_pipeline(os_store, tmp_path, close_timeout=120.0)
         await pipeline.start()
         for seq in range(500):
             pipeline.emit(event(seq))
@@ -233,10 +235,13 @@ class TestFrozenNode:
             if frozen:
                 os.kill(pid, signal.SIGCONT)
             pipeline.close()
+        # Read back with a patient client: the 2 s timeout above is for the pipeline's requests.
+        reader = OpenSearchStore(url=second_node.url, index_prefix=prefix, replicas=0, timeout=60)
         try:
-            assert seqs_in(store) == dict.fromkeys(range(1500), 1)
+            assert seqs_in(reader) == dict.fromkeys(range(1500), 1)
         finally:
-            delete_prefixed(store._client, prefix)
+            delete_prefixed(reader._client, prefix)
+            reader.close()
             store.close()
 
 
