@@ -4,10 +4,11 @@ Every event about one person, as the actor (``user.id``) and as the person whose
 else consulted (``user.target.id``), in time order, with a cover section: the period, counts by
 category, and each consultation of their data by someone else with its date and purposes
 (the route family and data categories), as C-579/21 asks. Other people's identities in the
-events are replaced by their roles unless the exporter is built with
-``pseudonymise_staff=False``. Scope is enforced as for search (:func:`audit._search.scope_for`):
-a school admin exports only what their own tenant may see. Every export is an ``audit_export``
-event.
+events are replaced by their roles (and their address, browser and token hash left out),
+unless the exporter is built with ``pseudonymise_staff=False``. The subject is the
+issuer-qualified user id, matched exactly, so two issuers' same subject never merge. Scope is
+enforced as for search (:func:`audit._search.scope_for`): a school admin exports only what
+their own tenant may see. Every export is an ``audit_export`` event.
 """
 
 from __future__ import annotations
@@ -27,11 +28,21 @@ from audit._sink import AuditSink
 from audit._store import AuditStore, Page, Scope
 from audit.events import FIELDS, Action
 
-__all__ = ["EXPORT_COLUMNS", "SubjectExport", "SubjectExporter"]
+__all__ = [
+    "ANOTHER_PERSON",
+    "EXPORT_COLUMNS",
+    "OTHER_PERSON_FIELDS",
+    "SubjectExport",
+    "SubjectExporter",
+]
 
 #: The CSV columns: every schema field, in schema order.
 EXPORT_COLUMNS: Final = tuple(f.name for f in FIELDS)
 PAGE_SIZE: Final = 1000
+#: Fields that identify the person acting; left out when that is someone else.
+OTHER_PERSON_FIELDS: Final = ("source.ip", "user_agent.original", "audit.token_hash")
+#: What the export shows instead of the id of someone else whose data the subject read.
+ANOTHER_PERSON: Final = "another person"
 #: Cells starting with these are prefixed with ``'`` so spreadsheets do not run them.
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 
@@ -85,9 +96,15 @@ class SubjectExporter:
         self._pseudonymise = pseudonymise_staff
 
     def export(self, who: Requester, subject: str) -> SubjectExport:
-        """Everything about ``subject`` that ``who`` may see; raises SearchRefused/BadFilter."""
+        """Everything about ``subject`` that ``who`` may see; raises SearchRefused/BadFilter.
+
+        ``subject`` is issuer-qualified (``issuer|subject``, as ``user.id`` records people) and
+        matched exactly: the same subject at two issuers is two people and never merges."""
         if not subject or len(subject) > 512 or not subject.isprintable():
             raise BadFilter("subject: empty, too long or not printable")
+        issuer, bar, local = subject.rpartition("|")
+        if not bar or not issuer or not local:
+            raise BadFilter("subject: give the issuer-qualified user id, issuer|subject")
         filters = Filters(subjects=(subject,))
         try:
             scope = scope_for(who, filters)
@@ -109,12 +126,20 @@ class SubjectExporter:
             after = Page.of(page[-1])
 
     def _shown(self, event: dict[str, Any], subject: str) -> dict[str, Any]:
-        actor = event.get("user.id")
-        if not self._pseudonymise or actor in (None, subject):
+        """The event as the subject receives it: with pseudonymisation, another person acting
+        appears by role only (and without their address, browser or token hash), and another
+        person whose data the subject read appears as ``another person``."""
+        if not self._pseudonymise:
             return event
         shown = dict(event)
-        roles = event.get("user.roles") or []
-        shown["user.id"] = "role:" + (",".join(roles) if roles else "unknown")
+        actor = event.get("user.id")
+        if actor not in (None, subject):
+            roles = event.get("user.roles") or []
+            shown["user.id"] = "role:" + (",".join(roles) if roles else "unknown")
+            for name in OTHER_PERSON_FIELDS:
+                shown.pop(name, None)
+        if event.get("user.target.id") not in (None, subject):
+            shown["user.target.id"] = ANOTHER_PERSON
         return shown
 
     def _emit(self, who: Requester, subject: str, *, outcome: str, labels: dict[str, Any]) -> None:

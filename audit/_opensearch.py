@@ -31,7 +31,6 @@ from opensearchpy.exceptions import NotFoundError, TransportError
 
 from audit._store import (
     COUNT_KEYS,
-    TEXT_FIELDS,
     TOTAL_LIMIT,
     ItemResult,
     Page,
@@ -44,6 +43,7 @@ from audit._store import (
 from audit.errors import PointInTimeGone, StoreError, StoreUnavailable
 from audit.events import (
     DEADLETTER_INDEX,
+    FREE_TEXT_FIELD,
     INDEX_BASE,
     deadletter_index_template,
     index_name,
@@ -331,14 +331,25 @@ class OpenSearchStore:
 
     # --- paging from a point in time (deep pagination for audit search) --------------------
 
-    def open_pit(self, *, keep_alive: str = PIT_KEEP_ALIVE) -> str:
-        """Open a point in time over every daily index: later pages read the same snapshot
-        (no event written, deleted or minimised meanwhile shifts them)."""
+    def open_pit(self, scope: Scope, *, keep_alive: str = PIT_KEEP_ALIVE) -> str | None:
+        """Open a point in time over the daily indices the scope's time window touches (all
+        of them without one): later pages read the same snapshot. None when no index does.
+
+        A point in time id grows with its indices (about 180 bytes each, 47 compressed)."""
+        indices = self._indices_within(scope.since, scope.until)
+        if not indices:
+            return None
         with translated_errors():
             response = self._client.create_pit(
-                index=self._pattern, params={"keep_alive": keep_alive}
+                index=",".join(indices), params={"keep_alive": keep_alive}
             )
         return str(response["pit_id"])
+
+    def _indices_within(self, since: datetime | None, until: datetime | None) -> list[str]:
+        first = since.astimezone(UTC).strftime("%Y.%m.%d") if since is not None else ""
+        last = until.astimezone(UTC).strftime("%Y.%m.%d") if until is not None else "~"
+        base = f"{self.index_prefix}{INDEX_BASE}-"
+        return [i for i in self._indices() if first <= i.removeprefix(base) <= last]
 
     def close_pit(self, pit: str) -> None:
         """Free the point in time now (it would expire after its keep-alive anyway)."""
@@ -632,18 +643,10 @@ def _filters(scope: Scope) -> list[dict[str, Any]]:
     ):
         if values:
             filters.append(_any_of([{"terms": {name: list(values)}} for name in names]))
-    if scope.text is not None:
+    if scope.text is not None:  # the n-gram-indexed wildcard field, never a terms scan
         pattern = "*" + _escape_wildcard(scope.text) + "*"
         filters.append(
-            _any_of(
-                [
-                    *(
-                        {"wildcard": {name: {"value": pattern, "case_insensitive": True}}}
-                        for name in TEXT_FIELDS
-                    ),
-                    {"match": {"error.message": {"query": scope.text, "operator": "and"}}},
-                ]
-            )
+            {"wildcard": {FREE_TEXT_FIELD: {"value": pattern, "case_insensitive": True}}}
         )
     if scope.source_ips:
         filters.append(

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -36,7 +37,7 @@ import orjson
 
 from audit._sink import AuditSink
 from audit._store import AuditStore, Page, Scope, Total
-from audit.errors import BadFilter, SearchRefused, StoreError
+from audit.errors import BadFilter, SearchRefused, StoreError, StoreUnavailable
 from audit.events import ACTIONS, Action, Category, parse_timestamp
 
 __all__ = [
@@ -68,7 +69,8 @@ ALL_EVENTS_ROLES: Final = frozenset({"security_officer", "incident_responder"})
 TENANT_ROLES: Final = frozenset({"school_admin"})
 DEFAULT_PAGE_SIZE: Final = 100
 MAX_PAGE_SIZE: Final = 1000
-#: Longer cursors are refused before any decoding (a point in time id is a few hundred bytes).
+#: Longer cursors are refused before any decoding. A cursor that would be longer (a point in
+#: time over more than about 60 daily indices) pages without the point in time instead.
 MAX_CURSOR_LENGTH: Final = 4096
 #: At most this many values per filter (keeps queries bounded).
 MAX_VALUES: Final = 100
@@ -223,6 +225,12 @@ def scope_for(who: Requester, filters: Filters) -> Scope:
 #: Cursor layout version (the first element of the signed payload).
 CURSOR_VERSION: Final = 1
 _MAC_BYTES: Final = 16
+_MAX_PLAIN: Final = 64 * 1024
+
+
+#: ``Cursor.pit`` when the pages go on without a point in time (SQLite, too many indices, or
+#: the cluster refused one); ``None`` means "open one for the next page".
+NO_PIT: Final = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,16 +264,19 @@ class CursorCodec:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
     def encode(self, cursor: Cursor) -> str:
-        payload = orjson.dumps(
-            [
-                CURSOR_VERSION,
-                cursor.after.timestamp,
-                cursor.after.event_id,
-                "desc" if cursor.newest_first else "asc",
-                cursor.pit,
-                cursor.scope,
-            ]
-        )
+        payload = zlib.compress(
+            orjson.dumps(
+                [
+                    CURSOR_VERSION,
+                    cursor.after.timestamp,
+                    cursor.after.event_id,
+                    "desc" if cursor.newest_first else "asc",
+                    cursor.pit,
+                    cursor.scope,
+                ]
+            ),
+            9,
+        )  # a point in time id is long and repetitive: about a quarter of it remains
         return base64.urlsafe_b64encode(self._tag(payload) + payload).decode().rstrip("=")
 
     def decode(self, text: str) -> Cursor:
@@ -279,10 +290,14 @@ class CursorCodec:
         tag, payload = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
         if len(tag) != _MAC_BYTES or not hmac.compare_digest(tag, self._tag(payload)):
             raise BadFilter("cursor: altered, or not issued by this gateway")
-        try:
-            version, timestamp, event_id, order, pit, scope = orjson.loads(payload)
+        try:  # only our own (tagged) payloads get here; still, bound what they inflate to
+            inflater = zlib.decompressobj()
+            plain = inflater.decompress(payload, _MAX_PLAIN)
+            if inflater.unconsumed_tail or not inflater.eof:
+                raise ValueError("cursor payload too large")
+            version, timestamp, event_id, order, pit, scope = orjson.loads(plain)
             parse_timestamp(str(timestamp))
-        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+        except (orjson.JSONDecodeError, zlib.error, ValueError, TypeError) as exc:
             raise BadFilter("cursor: malformed") from exc
         if version != CURSOR_VERSION or order not in ("asc", "desc"):
             raise BadFilter("cursor: from another version; search again")
@@ -293,7 +308,7 @@ class CursorCodec:
 class PointInTimeStore(Protocol):
     """A store that pages from a point in time (OpenSearch)."""
 
-    def open_pit(self) -> str: ...
+    def open_pit(self, scope: Scope) -> str | None: ...
 
     def close_pit(self, pit: str) -> None: ...
 
@@ -345,8 +360,15 @@ class AuditSearch:
 
     ``cursor_key`` signs the cursors; give every gateway instance behind one load balancer the
     same key (without one, a random key per process: cursors then only page on the instance
-    that made them). On OpenSearch, the second and later pages read from a point in time
-    opened when the first page turned out to have a successor.
+    that made them).
+
+    On OpenSearch, the second and later pages read from a point in time opened when the second
+    page is asked for (a search nobody pages through holds no point-in-time context on the
+    cluster, whose number of them is limited), over the daily indices of the scope's time
+    window; it is closed at the last page and otherwise expires after its keep-alive. When the
+    cluster refuses one (429), or it would make the cursor too long (more than about 60 daily
+    indices), the pages go on with ``search_after`` alone: still no gap and no repeat (the
+    sort key, time then event id, is unique), but events stored meanwhile may show up.
     """
 
     def __init__(
@@ -356,6 +378,21 @@ class AuditSearch:
         self._sink = sink
         self._cursors = CursorCodec(key=cursor_key or secrets.token_bytes(32))
         self._pit = store if isinstance(store, PointInTimeStore) else None
+
+    def _open(self, scope: Scope) -> str:
+        """A point in time for the pages to come, or NO_PIT when the store has none or the
+        cluster refuses another (its open point-in-time contexts are limited: 429)."""
+        if self._pit is None:
+            return NO_PIT
+        try:
+            return self._pit.open_pit(scope) or NO_PIT
+        except StoreUnavailable:
+            return NO_PIT
+
+    def _close(self, pit: str | None) -> None:
+        if pit and self._pit is not None:
+            with contextlib.suppress(StoreError):  # it expires by itself anyway
+                self._pit.close_pit(pit)
 
     def _refuse(self, who: Requester, filters: Filters, reason: str) -> None:
         self._sink.emit(
@@ -398,8 +435,10 @@ class AuditSearch:
                 self._refuse(who, filters, str(exc))
                 raise
         after = previous.after if previous is not None else None
-        pit = previous.pit if previous is not None else None
-        if pit is not None and self._pit is not None:
+        pit = previous.pit if previous is not None else NO_PIT
+        if pit is None:  # the second page: open the point in time now
+            pit = self._open(scope)
+        if pit and self._pit is not None:
             events = self._pit.search_in_pit(
                 pit, scope, size=size, newest_first=newest_first, after=after
             )
@@ -409,14 +448,17 @@ class AuditSearch:
             total = self._store.total(scope)
         next_cursor = None
         if len(events) == size:
-            if pit is None and self._pit is not None:
-                pit = self._pit.open_pit()
+            next_pit = None if previous is None and self._pit is not None else pit
             next_cursor = self._cursors.encode(
-                Cursor(Page.of(events[-1]), newest_first, pit, digest)
+                Cursor(Page.of(events[-1]), newest_first, next_pit, digest)
             )
-        elif pit is not None and self._pit is not None:
-            with contextlib.suppress(StoreError):  # it expires by itself anyway
-                self._pit.close_pit(pit)
+            if len(next_cursor) > MAX_CURSOR_LENGTH:  # too many indices: search_after alone
+                self._close(pit)
+                next_cursor = self._cursors.encode(
+                    Cursor(Page.of(events[-1]), newest_first, NO_PIT, digest)
+                )
+        else:
+            self._close(pit)
         self._sink.emit(
             backbone_event(
                 Action.AUDIT_SEARCH,

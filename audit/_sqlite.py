@@ -180,7 +180,7 @@ def _conditions(scope: Scope) -> tuple[str, list[Any]]:
         )
         params += [*scope.tenants, *scope.tenants]
     if scope.text is not None:
-        columns = [SQLITE_COLUMNS[name] for name in (*TEXT_FIELDS, "error.message")]
+        columns = [SQLITE_COLUMNS[name] for name in TEXT_FIELDS]
         parts.append("(" + " OR ".join(f"instr(lower({c}), ?) > 0" for c in columns) + ")")
         params += [scope.text.lower()] * len(columns)
     if scope.source_ips:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, Protocol
 
+from audit.events import FREE_TEXT_SOURCES
+
 __all__ = [
     "COUNT_KEYS",
     "TEXT_FIELDS",
@@ -32,9 +34,9 @@ __all__ = [
 
 #: Totals are exact up to this many matches, then reported as "at least" this many.
 TOTAL_LIMIT: Final = 10_000
-#: Free text (``Scope.text``) matches a case-insensitive substring of these keyword fields, or
-#: a word of ``error.message`` (analysed text on OpenSearch; a substring on SQLite).
-TEXT_FIELDS: Final = ("url.path", "event.reason", "error.type", "user_agent.original")
+#: Free text (``Scope.text``) matches a case-insensitive substring of any of these fields
+#: (OpenSearch: one ``wildcard`` field they are copied into, ``audit.events.FREE_TEXT_FIELD``).
+TEXT_FIELDS: Final = FREE_TEXT_SOURCES
 #: What ``AuditStore.counts`` can group by: keyword fields, and ``week`` (ISO weeks, Monday
 #: 00:00 UTC, given as ``YYYY-MM-DD``). ``user.roles`` holds a list: an event counts once under
 #: each of its roles (and under ``""`` when it has none).

@@ -31,6 +31,8 @@ __all__ = [
     "DEADLETTER_INDEX",
     "ECS_VERSION",
     "FIELDS",
+    "FREE_TEXT_FIELD",
+    "FREE_TEXT_SOURCES",
     "INDEX_BASE",
     "SCHEMA_VERSION",
     "SQLITE_COLUMNS",
@@ -109,6 +111,18 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("audit.token_hash", "keyword"),
     Field("audit.minimised", "boolean"),
 )
+
+#: The fields free-text search looks into (a case-insensitive substring of any of them).
+FREE_TEXT_SOURCES: Final = (
+    "url.path",
+    "event.reason",
+    "error.type",
+    "user_agent.original",
+    "error.message",
+)
+#: OpenSearch only: the sources are copied into this one ``wildcard`` field (indexed as
+#: n-grams, so ``*text*`` needs no scan of every term), which no document carries itself.
+FREE_TEXT_FIELD: Final = "audit.free_text"
 
 _BY_NAME: Final = {f.name: f for f in FIELDS}
 #: SQLite column name for each field name, in schema order.
@@ -324,6 +338,11 @@ def _properties() -> dict[str, Any]:
         for part in parts[:-1]:
             node = node.setdefault(part, {"type": "object", "properties": {}})["properties"]
         node[parts[-1]] = _mapping_of(f)
+        if f.name in FREE_TEXT_SOURCES:
+            node[parts[-1]]["copy_to"] = FREE_TEXT_FIELD
+    # doc_values: a wildcard query verifies its n-gram candidates against the field's value,
+    # read from doc values, else from _source, where a copied field is not: no hit at all.
+    root["audit"]["properties"]["free_text"] = {"type": "wildcard", "doc_values": True}
     return root
 
 

@@ -437,7 +437,12 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             **_errors(),
         },
         parameters=[
-            _query("subject", _TEXT, "issuer-qualified user id (issuer|subject)", required=True),
+            _query(
+                "subject",
+                {**_TEXT, "pattern": "^.+\\|.+$"},
+                "issuer-qualified user id (issuer|subject), matched exactly",
+                required=True,
+            ),
             _query("format", {"enum": ["json", "csv"], "default": "json"}, "json or csv"),
         ],
     ),

@@ -12,6 +12,8 @@ from opensearchpy.exceptions import RequestError
 from audit.events import (
     ACTIONS,
     FIELDS,
+    FREE_TEXT_FIELD,
+    FREE_TEXT_SOURCES,
     SQLITE_COLUMNS,
     Action,
     Category,
@@ -126,6 +128,29 @@ class TestIndexTemplate:
         mapping = opensearch.indices.get_mapping(index=index)[index]["mappings"]
         assert mapping["dynamic"] == "strict"
         assert mapping["properties"]["source"]["properties"]["ip"]["type"] == "ip"
+
+    def test_free_text_sources_copy_into_one_wildcard_field(
+        self, opensearch: OpenSearch, index_prefix: str
+    ) -> None:
+        """Each free-text source is copied into audit.free_text, a wildcard field with doc
+        values (without them a copied value is never verified and nothing is found)."""
+        opensearch.indices.put_index_template(
+            name=f"{index_prefix}audit-events", body=index_template(index_prefix, replicas=0)
+        )
+        index = index_name(index_prefix, "2026-11-28T10:00:00Z")
+        opensearch.index(index=index, body=_doc(**{"url.path": "/a/Students/7"}), refresh=True)
+        props = opensearch.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+        assert props["audit"]["properties"]["free_text"] == {"type": "wildcard", "doc_values": True}
+        for name in FREE_TEXT_SOURCES:
+            node = props
+            *parents, leaf = name.split(".")
+            for part in parents:
+                node = node[part]["properties"]
+            assert node[leaf]["copy_to"] == [FREE_TEXT_FIELD], name
+        query = {"wildcard": {FREE_TEXT_FIELD: {"value": "*students/7*", "case_insensitive": True}}}
+        found = opensearch.search(index=index, body={"query": query})
+        assert found["hits"]["total"]["value"] == 1
+        assert "audit.free_text" not in found["hits"]["hits"][0]["_source"]
 
     def test_unknown_field_rejected(self, opensearch: OpenSearch, index_prefix: str) -> None:
         """Strict mappings refuse a field the schema does not define."""

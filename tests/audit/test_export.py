@@ -12,7 +12,7 @@ import pytest
 
 from audit import AuditStore, MemorySink, OpenSearchStore, SQLiteStore
 from audit._export import SubjectExporter
-from audit._search import Requester, SearchRefused
+from audit._search import BadFilter, Requester, SearchRefused
 from tests.audit.test_store_contract import record, write
 
 OFFICER = Requester("iss|sec", frozenset({"security_officer"}), None)
@@ -89,6 +89,48 @@ class TestExport:
         exporter = SubjectExporter(store=store, sink=MemorySink(), pseudonymise_staff=False)
         users = [e["user.id"] for e in exporter.export(OFFICER, PUPIL).events]
         assert "iss|teacher" in users
+
+    def test_other_persons_details_left_out(self, store: AuditStore) -> None:
+        """Another person acting appears by role, without their address, browser or token
+        hash; another person whose data the subject read appears as 'another person'."""
+        read_me = record(
+            0,
+            **{
+                "user.id": "iss|teacher",
+                "user.roles": ["teacher"],
+                "user.target.id": PUPIL,
+                "source.ip": "198.51.100.7",
+                "user_agent.original": "TeacherBrowser/1.0",
+                "audit.token_hash": "abc123",
+            },
+        )
+        i_read = record(1, **{"user.id": PUPIL, "user.target.id": "iss|classmate"})
+        write(store, read_me, i_read)
+        first, second = (
+            SubjectExporter(store=store, sink=MemorySink()).export(OFFICER, PUPIL).events
+        )
+        assert first["user.id"] == "role:teacher"
+        assert not {"source.ip", "user_agent.original", "audit.token_hash"} & set(first)
+        assert first["user.target.id"] == PUPIL
+        assert (second["user.id"], second["user.target.id"]) == (PUPIL, "another person")
+
+    def test_same_subject_at_two_issuers_never_merges(self, store: AuditStore) -> None:
+        """'42' at one issuer and '42' at another are two people: each export holds its own."""
+        mine = record(0, **{"user.id": "https://idp-a.example|42"})
+        read = record(1, **{"user.id": "iss|t", "user.target.id": "https://idp-a.example|42"})
+        theirs = record(2, **{"user.id": "https://idp-b.example|42"})
+        other_read = record(3, **{"user.id": "iss|t", "user.target.id": "https://idp-b.example|42"})
+        write(store, mine, read, theirs, other_read)
+        export = SubjectExporter(store=store, sink=MemorySink()).export(
+            OFFICER, "https://idp-a.example|42"
+        )
+        assert [e["event.id"] for e in export.events] == [mine.event_id, read.event_id]
+
+    @pytest.mark.parametrize("subject", ["42", "|42", "iss|", "iss-without-bar"])
+    def test_unqualified_subject_is_refused(self, store: AuditStore, subject: str) -> None:
+        """A subject without its issuer could be anyone's: the export refuses it."""
+        with pytest.raises(BadFilter, match="issuer"):
+            SubjectExporter(store=store, sink=MemorySink()).export(OFFICER, subject)
 
     def test_school_admin_exports_own_tenant_only(self, store: AuditStore) -> None:
         """A school admin's export leaves out the person's events at another tenant."""

@@ -25,7 +25,7 @@ from audit._search import (
     scope_for,
 )
 from audit._store import Page
-from audit.errors import PointInTimeGone
+from audit.errors import PointInTimeGone, StoreUnavailable
 from tests.audit.test_store_contract import record, write
 
 OFFICER = Requester("iss|sec", frozenset({"security_officer"}), None)
@@ -335,26 +335,60 @@ class TestPointInTime:
 
     def test_events_written_meanwhile_do_not_shift_pages(self, os_store: OpenSearchStore) -> None:
         """Events written after the first page neither appear nor change the total."""
-        write(os_store, *(record(i) for i in range(6)))
-        search = AuditSearch(store=os_store, sink=MemorySink())
+        write(os_store, *(record(i) for i in range(8)))
+        search = AuditSearch(store=os_store, sink=MemorySink(), cursor_key=b"k" * 32)
         first = search.search(OFFICER, Filters(), size=2)
-        write(os_store, *(record(3, **{"event.reason": "late"}) for _ in range(5)))
-        seen = [e["event.id"] for e in first.events]
-        cursor = first.next_cursor
+        second = search.search(OFFICER, Filters(), size=2, cursor=first.next_cursor)
+        assert second.next_cursor is not None
+        assert CursorCodec(key=b"k" * 32).decode(second.next_cursor).pit
+        write(os_store, *(record(5, **{"event.reason": "late"}) for _ in range(5)))
+        seen = [e["event.id"] for e in (*first.events, *second.events)]
+        cursor: str | None = second.next_cursor
         while cursor is not None:
             page = search.search(OFFICER, Filters(), size=2, cursor=cursor)
-            assert (page.total.value, page.total.exact) == (6, True)
+            assert (page.total.value, page.total.exact) == (8, True)
             seen += [e["event.id"] for e in page.events]
             assert all("event.reason" not in e for e in page.events)
             cursor = page.next_cursor
-        assert len(seen) == len(set(seen)) == 6
-        assert os_store.count(Scope()) == 11
+        assert len(seen) == len(set(seen)) == 8
+        assert os_store.count(Scope()) == 13
+
+    def test_first_page_opens_no_point_in_time(self, os_store: OpenSearchStore) -> None:
+        """A search nobody pages through holds no point in time on the cluster."""
+        write(os_store, *(record(i) for i in range(4)))
+        codec = CursorCodec(key=b"k" * 32)
+        search = AuditSearch(store=os_store, sink=MemorySink(), cursor_key=b"k" * 32)
+        first = search.search(OFFICER, Filters(), size=2)
+        assert first.next_cursor is not None
+        assert codec.decode(first.next_cursor).pit is None
+
+    def test_refused_point_in_time_pages_on_without(
+        self, os_store: OpenSearchStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When the cluster refuses another point in time (429), paging goes on without."""
+
+        def refuse(scope: Scope) -> str:
+            raise StoreUnavailable("OpenSearch answered 429: too many pit contexts")
+
+        monkeypatch.setattr(os_store, "open_pit", refuse)
+        written = [record(i) for i in range(5)]
+        write(os_store, *written)
+        search = AuditSearch(store=os_store, sink=MemorySink(), cursor_key=b"k" * 32)
+        page = search.search(OFFICER, Filters(), size=2)
+        seen = [e["event.id"] for e in page.events]
+        while page.next_cursor is not None:
+            page = search.search(OFFICER, Filters(), size=2, cursor=page.next_cursor)
+            if page.next_cursor is not None:
+                assert CursorCodec(key=b"k" * 32).decode(page.next_cursor).pit == ""
+            seen += [e["event.id"] for e in page.events]
+        assert seen == [r.event_id for r in written]
 
     def test_expired_point_in_time_is_a_clear_error(self, os_store: OpenSearchStore) -> None:
         """A cursor whose point in time is gone asks to search again (400), not a 5xx."""
         write(os_store, *(record(i) for i in range(4)))
         search = AuditSearch(store=os_store, sink=MemorySink(), cursor_key=b"k" * 32)
-        cursor = search.search(OFFICER, Filters(), size=2).next_cursor
+        first = search.search(OFFICER, Filters(), size=1).next_cursor
+        cursor = search.search(OFFICER, Filters(), size=1, cursor=first).next_cursor
         assert cursor is not None
         pit = CursorCodec(key=b"k" * 32).decode(cursor).pit
         assert pit is not None
@@ -362,8 +396,52 @@ class TestPointInTime:
         with pytest.raises(PointInTimeGone):
             search.search(OFFICER, Filters(), size=2, cursor=cursor)
 
+    def test_too_long_cursor_pages_without_point_in_time(
+        self, os_store: OpenSearchStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When the point in time would make the cursor too long, paging goes on with
+        search_after alone, still complete, and the point in time is closed again."""
+        monkeypatch.setattr("audit._search.MAX_CURSOR_LENGTH", 200)
+        closed: list[str] = []
+        real_close = os_store.close_pit
+
+        def close(pit: str) -> None:
+            closed.append(pit)
+            real_close(pit)
+
+        monkeypatch.setattr(os_store, "close_pit", close)
+        written = [record(i) for i in range(5)]
+        write(os_store, *written)
+        search = AuditSearch(store=os_store, sink=MemorySink(), cursor_key=b"k" * 32)
+        page = search.search(OFFICER, Filters(), size=2)
+        seen = [e["event.id"] for e in page.events]
+        page = search.search(OFFICER, Filters(), size=2, cursor=page.next_cursor)
+        assert page.next_cursor is not None
+        assert CursorCodec(key=b"k" * 32).decode(page.next_cursor).pit == ""
+        assert len(closed) == 1
+        seen += [e["event.id"] for e in page.events]
+        cursor: str | None = page.next_cursor
+        while cursor is not None:
+            page = search.search(OFFICER, Filters(), size=2, cursor=cursor)
+            seen += [e["event.id"] for e in page.events]
+            cursor = page.next_cursor
+        assert len(closed) == 1
+        assert seen == [r.event_id for r in written]
+
+    def test_point_in_time_covers_the_time_window(self, os_store: OpenSearchStore) -> None:
+        """The point in time is opened over the daily indices of the scope's window only."""
+        day = 24 * 60
+        write(os_store, record(0), record(day), record(2 * day))  # 2026-03-10, 11 and 12
+        since, until = datetime(2026, 3, 11, tzinfo=UTC), datetime(2026, 3, 12, tzinfo=UTC)
+        assert [i[-10:] for i in os_store._indices_within(since, until)] == [
+            "2026.03.11",
+            "2026.03.12",
+        ]
+        assert len(os_store._indices_within(None, None)) == 3
+        assert os_store.open_pit(Scope(since=datetime(2027, 1, 1, tzinfo=UTC))) is None
+
     def test_sqlite_cursor_has_no_point_in_time(self, tmp_path: Path) -> None:
-        """The embedded store pages by position alone."""
+        """The embedded store pages by position alone (no point in time, none to open)."""
         store = SQLiteStore(path=tmp_path / "a.db")
         store.ensure_schema()
         write(store, *(record(i) for i in range(3)))
@@ -372,4 +450,4 @@ class TestPointInTime:
             OFFICER, Filters(), size=1
         )
         assert cursor.next_cursor is not None
-        assert codec.decode(cursor.next_cursor).pit is None
+        assert codec.decode(cursor.next_cursor).pit == ""

@@ -119,6 +119,22 @@ class TestFilters:
             {"error.message": "timed out"},
         )
 
+    @pytest.mark.parametrize(
+        ("name", "value", "text"),
+        [
+            ("url.path", "/api/schools/a/students/4242", "s/424"),
+            ("event.reason", "no_matching_rule", "MATCHING"),
+            ("error.type", "UpstreamTimeout", "streamtime"),
+            ("user_agent.original", "Mozilla/5.0 (X11; Linux)", "x11; lin"),
+            ("error.message", "upstream connection refused", "nnection ref"),
+        ],
+    )
+    def test_text_is_a_substring_of_every_text_field(
+        self, store: AuditStore, name: str, value: str, text: str
+    ) -> None:
+        """Free text finds a case-insensitive substring (not only a word) of each text field."""
+        one_match(store, Scope(text=text), {name: value}, {name: "something else"})
+
     def test_text_wildcards_are_literal(self, store: AuditStore) -> None:
         """A ``*`` in free text is a literal star, not a wildcard that matches everything."""
         one_match(store, Scope(text="a*b"), {"url.path": "/x/a*b"}, {"url.path": "/x/ab"})
