@@ -9,6 +9,13 @@ after it (they still decrypt) until the absolute timeout has passed, then drop t
 
 Locally granted roles are not stored: they are added at every request from the current grants
 file, so a revoked grant stops working at once.
+
+Federated roles (and the tenant) are what the identity provider asserted at login. They are
+trusted for ``roles_max_age`` (``session.roles_max_age``, 1 hour by default) after that login:
+an older session is refused with reason ``session_roles_stale`` and the browser is sent to log
+in again, which recomputes roles and tenant from fresh claims (an IdP that still has a session
+signs the person in without a form). So a role removed at the federation is gone within
+``roles_max_age``. Refresh tokens are not used for this on purpose: the cookie holds no token.
 """
 
 from __future__ import annotations
@@ -176,9 +183,12 @@ class SessionCodec:
         idle_timeout: float,
         absolute_timeout: float,
         refresh_interval: float,
+        roles_max_age: float | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.sealer = sealer
+        #: Federated roles are trusted this long after login (default: the absolute timeout).
+        self.roles_max_age = absolute_timeout if roles_max_age is None else roles_max_age
         self.cookie_name = cookie_name
         self.idle_timeout = idle_timeout
         self.absolute_timeout = absolute_timeout
@@ -210,7 +220,8 @@ class SessionCodec:
         return value
 
     def decode(self, value: str) -> tuple[Session | None, str]:
-        """(session, "ok") or (None, reason): ``session_invalid``/``_expired``/``_idle``."""
+        """(session, "ok") or (None, reason): ``session_invalid``/``_expired``/``_idle``/
+        ``_roles_stale``."""
         payload = self.sealer.open(value, purpose=self._purpose)
         session = None if payload is None else Session.from_payload(payload)
         if session is None:
@@ -220,6 +231,8 @@ class SessionCodec:
             return None, "session_expired"
         if now - session.refreshed_at >= self.idle_timeout:
             return None, "session_idle_timeout"
+        if now - session.issued_at >= self.roles_max_age:
+            return None, "session_roles_stale"
         return session, "ok"
 
     def needs_refresh(self, session: Session) -> bool:
