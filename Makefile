@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint typecheck pytest opensearch lock clean policy-report
+.PHONY: help run test lint typecheck pytest opensearch lock clean policy-report testssl
 
 help:
 	@echo "make run    start the gateway in demo mode (no outside services needed)"
@@ -35,7 +35,7 @@ typecheck: $(STAMP)
 
 # pytest exits 5 when it ran nothing: a failure for the full suite, but fine for a
 # selection (PYTEST_ARGS with -m or -k) that legitimately matches nothing.
-pytest: $(STAMP)
+pytest: $(STAMP) testssl
 	@$(BIN)/python tools/opensearch_node.py run -- $(BIN)/python -m pytest $(PYTEST_ARGS); \
 	rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
@@ -45,6 +45,20 @@ pytest: $(STAMP)
 	exit $$rc
 
 test: lint typecheck pytest
+
+# tests/security/test_tls.py runs testssl (Debian package testssl.sh) against the HTTPS
+# listener. Installed here when missing (as root, with apt-get); a machine where that fails
+# stops the run with this message rather than skipping the TLS test.
+testssl:
+	@command -v testssl >/dev/null 2>&1 || { \
+	  echo "installing testssl.sh (Debian package) for tests/security/test_tls.py"; \
+	  if [ "$$(id -u)" -ne 0 ]; then \
+	    echo "testssl is missing and only root can apt-get install testssl.sh"; exit 1; fi; \
+	  { apt-get install -y -qq testssl.sh >/dev/null 2>&1 || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq testssl.sh; }; } \
+	  && command -v testssl >/dev/null 2>&1 || { \
+	    echo "cannot install testssl.sh: tests/security/test_tls.py needs the testssl command"; \
+	    exit 1; }; }
 
 opensearch: $(STAMP)
 	$(BIN)/python tools/opensearch_node.py serve

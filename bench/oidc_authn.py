@@ -25,6 +25,7 @@ from gateway.oidc import (
     BearerAuthenticator,
     Grants,
     MemoryRevocations,
+    MemoryState,
     Provider,
     RevocationStore,
     Sealer,
@@ -102,7 +103,7 @@ def _bearer(tmp: Path) -> tuple[BearerAuthenticator, RSAKey]:
         providers={"bench": provider},
         mappings=load_claims(ROOT / "policies" / "claims.toml"),
         grants=Grants(path=tmp / "grants.toml", sink=MemorySink()),
-        throttle=Throttle(max_failures=10, window=60, block=60, max_tracked=1000),
+        throttle=Throttle(store=MemoryState(), max_failures=10, window=60, block=60),
         sink=MemorySink(),
         leeway=60,
     )

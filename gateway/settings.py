@@ -249,8 +249,11 @@ DEFAULT_OIDC_HTTP_TIMEOUT = Duration(10)
 DEFAULT_IDLE_TIMEOUT = Duration(30 * 60)
 DEFAULT_ABSOLUTE_TIMEOUT = Duration(12 * 3600)
 DEFAULT_REFRESH_INTERVAL = Duration(5 * 60)
+DEFAULT_ROLES_MAX_AGE = Duration(3600)
 DEFAULT_THROTTLE_WINDOW = Duration(5 * 60)
 DEFAULT_THROTTLE_BLOCK = Duration(15 * 60)
+DEFAULT_THROTTLE_MAX_BLOCK = Duration(4 * 3600)
+DEFAULT_THROTTLE_CHECK_INTERVAL = Duration(1)
 _ISSUER_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _ORIGIN = re.compile(r"https://[a-z0-9.-]+(:[0-9]{1,5})?")
 
@@ -303,6 +306,10 @@ class OIDCSettings:
     #: At most one JWKS refetch per issuer per this interval on an unknown ``kid``.
     jwks_refetch_cooldown: Duration = DEFAULT_JWKS_REFETCH_COOLDOWN
     http_timeout: Duration = DEFAULT_OIDC_HTTP_TIMEOUT
+    #: Where the single-use login states and the throttle's counters live: ``audit`` (the
+    #: audit store every instance shares: an index in OpenSearch, a table in SQLite) or
+    #: ``memory`` (one instance only: each instance would count and accept on its own).
+    shared_state: Literal["audit", "memory"] = "audit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +324,9 @@ class SessionSettings:
     absolute_timeout: Duration = DEFAULT_ABSOLUTE_TIMEOUT
     #: A session used after this long is re-issued (idle clock reset, grants re-read).
     refresh_interval: Duration = DEFAULT_REFRESH_INTERVAL
+    #: Roles and tenant from the identity provider's claims are trusted this long after
+    #: login; an older session must log in again (roles recomputed from fresh claims).
+    roles_max_age: Duration = DEFAULT_ROLES_MAX_AGE
     #: Where revoked sessions are recorded: ``memory`` (one instance) or ``sqlite``.
     revocation_store: Literal["memory", "sqlite"] = "memory"
     #: The SQLite file all instances share (required for ``sqlite``).
@@ -330,7 +340,11 @@ class ThrottleSettings:
     max_failures: int = 10
     window: Duration = DEFAULT_THROTTLE_WINDOW
     block: Duration = DEFAULT_THROTTLE_BLOCK
-    #: Counters kept at most (oldest dropped first): bounded memory.
+    #: Backoff: a key blocked again doubles its block time, up to this.
+    max_block: Duration = DEFAULT_THROTTLE_MAX_BLOCK
+    #: A "not blocked" answer from the shared store is reused this long (0: ask every time).
+    check_interval: Duration = DEFAULT_THROTTLE_CHECK_INTERVAL
+    #: Counters kept at most with ``oidc.shared_state = "memory"`` (oldest dropped first).
     max_tracked: int = 100_000
 
 
@@ -857,6 +871,10 @@ def _validate_session(session: SessionSettings, *, needed: bool) -> None:
         raise SettingsError("session.idle_timeout: must not exceed session.absolute_timeout")
     if not 0 < session.refresh_interval <= session.idle_timeout:
         raise SettingsError("session.refresh_interval: must be positive and at most idle_timeout")
+    if not 0 < session.roles_max_age <= session.absolute_timeout:
+        raise SettingsError(
+            "session.roles_max_age: must be positive and at most session.absolute_timeout"
+        )
     if session.revocation_store == "sqlite" and session.revocation_file is None:
         raise SettingsError("session.revocation_file: required for the sqlite revocation store")
 
@@ -866,6 +884,10 @@ def _validate_throttle(throttle: ThrottleSettings) -> None:
         raise SettingsError("throttle.max_failures: must be at least 1")
     if throttle.window <= 0 or throttle.block <= 0:
         raise SettingsError("throttle.window, block: must be positive")
+    if throttle.max_block < throttle.block:
+        raise SettingsError("throttle.max_block: must be at least throttle.block")
+    if not 0 <= throttle.check_interval <= throttle.block:
+        raise SettingsError("throttle.check_interval: between 0 and throttle.block")
     if throttle.max_tracked < 100:
         raise SettingsError("throttle.max_tracked: must be at least 100")
 

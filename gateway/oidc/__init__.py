@@ -5,7 +5,7 @@ Build everything with :class:`OIDC` (see ``_component.py`` for how the gateway w
 
 from gateway.oidc._bearer import BearerAuthenticator, BearerThrottleStage
 from gateway.oidc._claims import ClaimMapping, Grants, load_claims, load_grants
-from gateway.oidc._component import OIDC
+from gateway.oidc._component import OIDC, shared_state
 from gateway.oidc._login import (
     BACKCHANNEL_PATH,
     CALLBACK_PATH,
@@ -19,7 +19,14 @@ from gateway.oidc._redirects import safe_next
 from gateway.oidc._revocation import MemoryRevocations, RevocationStore, SQLiteRevocations
 from gateway.oidc._session import Sealer, Session, SessionCodec, decode_key, new_key
 from gateway.oidc._sessions_authn import SessionAuthenticator, SessionCookieStage
-from gateway.oidc._throttle import Throttle
+from gateway.oidc._shared import (
+    Block,
+    MemoryState,
+    OpenSearchState,
+    SharedState,
+    SQLiteState,
+)
+from gateway.oidc._throttle import Throttle, ip_key, subject_key
 from gateway.oidc._tokens import token_hash
 
 __all__ = [
@@ -31,24 +38,32 @@ __all__ = [
     "REVOKE_PATH",
     "BearerAuthenticator",
     "BearerThrottleStage",
+    "Block",
     "ClaimMapping",
     "Grants",
     "Login",
     "MemoryRevocations",
+    "MemoryState",
     "Metadata",
+    "OpenSearchState",
     "Provider",
     "RevocationStore",
     "SQLiteRevocations",
+    "SQLiteState",
     "Sealer",
     "Session",
     "SessionAuthenticator",
     "SessionCodec",
     "SessionCookieStage",
+    "SharedState",
     "Throttle",
     "decode_key",
+    "ip_key",
     "load_claims",
     "load_grants",
     "new_key",
     "safe_next",
+    "shared_state",
+    "subject_key",
     "token_hash",
 ]

@@ -28,13 +28,15 @@ from gateway.authn import AuthenticationFailed
 from gateway.errors import TooManyRequests
 from gateway.oidc._claims import ClaimMapping, Grants
 from gateway.oidc._provider import Provider
-from gateway.oidc._throttle import Throttle
+from gateway.oidc._throttle import Throttle, ip_key
 from gateway.oidc._tokens import check_claims, peek, token_hash, validate_jwt
 from gateway.oidc.errors import (
     InvalidToken,
+    LoginUnavailable,
     NoRoleMapping,
     OIDCError,
     ProviderUnavailable,
+    StateUnavailable,
     UnknownIssuer,
 )
 from gateway.pages import send_error
@@ -115,7 +117,7 @@ class BearerAuthenticator:
             if not roles:
                 raise NoRoleMapping("token maps to no role")
         except OIDCError as exc:
-            self._reject(scope, exc, hashed, idp)
+            await self._reject(scope, exc, hashed, idp)
             # The detailed ``bearer_token_rejected`` event (with the token's hash) was
             # emitted above: the stage adds none.
             raise AuthenticationFailed(exc.reason, audited=True) from exc
@@ -167,7 +169,7 @@ class BearerAuthenticator:
             if not roles:
                 raise NoRoleMapping("token maps to no role")
         except OIDCError as exc:
-            self._reject(scope, exc, hashed, idp)
+            await self._reject(scope, exc, hashed, idp)
             raise AuthenticationFailed(exc.reason, audited=True) from exc
         who = Identity(
             issuer=metadata.issuer,
@@ -193,7 +195,7 @@ class BearerAuthenticator:
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
 
-    def _reject(self, scope: Scope, exc: OIDCError, hashed: str, idp: str | None) -> None:
+    async def _reject(self, scope: Scope, exc: OIDCError, hashed: str, idp: str | None) -> None:
         """The detailed record (token hash, rule); the stage records the 401 response itself."""
         labels = {"token_hash": hashed}
         if idp is not None:
@@ -208,9 +210,14 @@ class BearerAuthenticator:
             labels=labels,
         )
         event["error.message"] = exc.detail
+        try:
+            blocked = await self._throttle.failure(ip_key(state(scope).client_ip))
+        except StateUnavailable:
+            # Refused anyway (401); the event says this failure could not be counted.
+            event["labels"] = {**labels, "throttle": "state_store_unavailable"}
+            blocked = False
         self._sink.emit(event)
-        client = f"ip:{state(scope).client_ip}"
-        if self._throttle.failure(client):
+        if blocked:
             alert = dict(event)
             alert.update(
                 {
@@ -241,7 +248,25 @@ class BearerThrottleStage:
             await self.app(scope, receive, send)
             return
         gateway = state(scope)
-        wait = self._throttle.retry_after(f"ip:{gateway.client_ip}")
+        try:
+            wait = await self._throttle.retry_after(ip_key(gateway.client_ip))
+        except StateUnavailable:
+            # Fail closed: whether this client is blocked cannot be known.
+            self._sink.emit(
+                request_event(
+                    scope,
+                    action=BEARER_ACTION,
+                    category=["authentication"],
+                    event_type=["denied"],
+                    outcome="failure",
+                    reason=StateUnavailable.reason,
+                    **{"http.response.status_code": 503},
+                )
+            )
+            await send_error(
+                scope, send, LoginUnavailable(StateUnavailable.reason), gateway.request_id
+            )
+            return
         if wait is None:
             await self.app(scope, receive, send)
             return

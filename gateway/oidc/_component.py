@@ -36,6 +36,7 @@ from gateway.oidc._provider import Provider
 from gateway.oidc._revocation import MemoryRevocations, RevocationStore, SQLiteRevocations
 from gateway.oidc._session import Sealer, SessionCodec, decode_key
 from gateway.oidc._sessions_authn import SessionAuthenticator, SessionCookieStage
+from gateway.oidc._shared import MemoryState, OpenSearchState, SharedState, SQLiteState
 from gateway.oidc._throttle import Throttle
 from gateway.settings import Settings
 
@@ -52,6 +53,7 @@ class OIDC:
         sink: AuditSink,
         transport: httpx.AsyncBaseTransport | None = None,
         revocations: RevocationStore | None = None,
+        shared: SharedState | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -79,6 +81,7 @@ class OIDC:
             idle_timeout=float(session.idle_timeout),
             absolute_timeout=float(session.absolute_timeout),
             refresh_interval=float(session.refresh_interval),
+            roles_max_age=float(session.roles_max_age),
             clock=clock,
         )
         if revocations is None:
@@ -88,12 +91,15 @@ class OIDC:
                 revocations = MemoryRevocations(clock=clock)
         self.revocations = revocations
         throttle = settings.throttle
+        self.shared = shared if shared is not None else shared_state(settings, clock=clock)
         self.throttle = Throttle(
+            store=self.shared,
             max_failures=throttle.max_failures,
             window=float(throttle.window),
             block=float(throttle.block),
-            max_tracked=throttle.max_tracked,
-            clock=monotonic,
+            max_block=float(throttle.max_block),
+            check_interval=float(throttle.check_interval),
+            clock=clock,
         )
         self.login = Login(
             providers=self.providers,
@@ -103,6 +109,7 @@ class OIDC:
             sealer=self.sealer,
             revocations=self.revocations,
             throttle=self.throttle,
+            shared=self.shared,
             client=self.client,
             sink=sink,
             login_timeout=float(oidc.login_timeout),
@@ -141,6 +148,27 @@ class OIDC:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        await self.shared.aclose()
         close: Any = getattr(self.revocations, "close", None)
         if callable(close):
             close()
+
+
+def shared_state(settings: Settings, *, clock: Callable[[], float] = time.time) -> SharedState:
+    """The store of login states and throttle counters that ``oidc.shared_state`` names:
+    the audit store's own backend (every instance shares it), or this process's memory."""
+    if settings.oidc.shared_state == "memory":
+        return MemoryState(max_entries=settings.throttle.max_tracked, clock=clock)
+    audit = settings.audit
+    if audit.store == "sqlite":
+        return SQLiteState(path=audit.sqlite_path, clock=clock)
+    password = audit.opensearch_password.reveal() if audit.opensearch_password else None
+    return OpenSearchState(
+        url=list(audit.opensearch_urls),
+        index_prefix=audit.index_prefix,
+        username=audit.opensearch_username,
+        password=password,
+        ca_certs=str(audit.opensearch_ca_file) if audit.opensearch_ca_file else None,
+        replicas=audit.replicas,
+        clock=clock,
+    )

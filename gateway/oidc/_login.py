@@ -10,8 +10,11 @@ The login state: ``state``, ``nonce``, the PKCE verifier, the issuer and the ret
 an encrypted, authenticated cookie (``__Host-gw_login``, SameSite=Lax, 10 minutes), up to three
 logins in flight (several tabs). It binds the state to this browser; the return path is stored
 with it and never read from the callback. A state is single-use: removed from the cookie when
-used, and remembered as used (bounded, until it would have expired) so a copied cookie cannot
-replay it on this instance.
+used, and recorded as used in the shared state (``_shared.py``: the audit store, which every
+instance sees) until it would have expired, so a copied cookie cannot replay it on this or any
+other instance. The nonce and the PKCE verifier travel with the state and are spent with it.
+When the shared state cannot be reached, the login is refused ("the login service is
+unavailable", 503, audited as ``state_store_unavailable``): a state is never accepted twice.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import json
 import re
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +51,8 @@ from gateway.oidc._provider import Provider
 from gateway.oidc._redirects import safe_next
 from gateway.oidc._revocation import RevocationStore
 from gateway.oidc._session import Sealer, SessionCodec, read_cookie
-from gateway.oidc._throttle import Throttle
+from gateway.oidc._shared import SharedState
+from gateway.oidc._throttle import Throttle, ip_key, subject_key
 from gateway.oidc._tokens import peek, validate_jwt
 from gateway.oidc.errors import (
     IdPError,
@@ -59,6 +62,7 @@ from gateway.oidc.errors import (
     OIDCError,
     ProviderUnavailable,
     StateMismatch,
+    StateUnavailable,
     UnknownIssuer,
 )
 from gateway.pages import render_error, wants_json
@@ -72,7 +76,6 @@ REVOKE_PATH = "/_gateway/sessions/revoke"
 LOGIN_COOKIE = "__Host-gw_login"
 LOGIN_PURPOSE = "gateway-login-v1"
 MAX_PENDING_LOGINS = 3
-MAX_USED_STATES = 10_000
 MAX_FORM_BYTES = 64 * 1024
 REVOKER_ROLE = "incident_responder"
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -126,6 +129,7 @@ class Login:
         sealer: Sealer,
         revocations: RevocationStore,
         throttle: Throttle,
+        shared: SharedState,
         client: httpx.AsyncClient,
         sink: AuditSink,
         login_timeout: float,
@@ -144,13 +148,13 @@ class Login:
         self._sealer = sealer
         self._revocations = revocations
         self._throttle = throttle
+        self._shared = shared
         self._client = client
         self._sink = sink
         self._login_timeout = login_timeout
         self._leeway = leeway
         self._clock = clock
         self._return_origins = frozenset(return_origins)
-        self._used: OrderedDict[str, float] = OrderedDict()
 
     def routes(self) -> list[Route]:
         return [
@@ -182,13 +186,13 @@ class Login:
                 )
             )
             return self._error(request, BadRequest(UnknownIssuer.reason))
-        blocked = self._blocked(request, None)
-        if blocked is not None:
-            return blocked
         try:
+            blocked = await self._blocked(request, None)
+            if blocked is not None:
+                return blocked
             metadata = await provider.metadata()
-        except ProviderUnavailable as exc:
-            return self._fail(request, exc, idp=idp)
+        except (ProviderUnavailable, StateUnavailable) as exc:
+            return await self._fail(request, exc, idp=idp)
         pending = Pending(
             state=secrets.token_urlsafe(32),
             nonce=secrets.token_urlsafe(32),
@@ -235,16 +239,20 @@ class Login:
     # --- callback ------------------------------------------------------------------------
 
     async def callback(self, request: Request) -> Response:
-        blocked = self._blocked(request, None)
-        if blocked is not None:
-            return blocked
         entries = self._pending(request)
         given = request.query_params.get("state", "")
         entry = next((e for e in entries if given and secrets.compare_digest(e.state, given)), None)
         remaining = [e for e in entries if e is not entry]
-        if entry is None or self._used.get(given) is not None:
-            return self._fail(request, StateMismatch("unknown or used state"), remaining=remaining)
-        self._remember_used(entry)
+        try:
+            blocked = await self._blocked(request, None, remaining=remaining)
+            if blocked is not None:
+                return blocked
+            if entry is None:
+                raise StateMismatch("unknown state")
+            if not await self._shared.use_once(f"state:{entry.state}", until=entry.expires):
+                raise StateMismatch("used state")
+        except OIDCError as exc:
+            return await self._fail(request, exc, remaining=remaining)
         idp, user_id = entry.idp, None
         try:
             provider = self._providers.get(idp)
@@ -276,7 +284,7 @@ class Login:
                 client_id=provider.settings.client_id,
             )
             user_id = f"{claims['iss']}|{claims['sub']}"
-            blocked = self._blocked(request, user_id, idp=idp, remaining=remaining)
+            blocked = await self._blocked(request, user_id, idp=idp, remaining=remaining)
             if blocked is not None:
                 return blocked
             mapping = self._mappings[provider.settings.claims or idp]
@@ -292,7 +300,7 @@ class Login:
             )
             value = self._codec.encode(session)
         except OIDCError as exc:
-            return self._fail(request, exc, idp=idp, user_id=user_id, remaining=remaining)
+            return await self._fail(request, exc, idp=idp, user_id=user_id, remaining=remaining)
         previous = state(request.scope).identity
         if previous is not None and previous.method == "session" and previous.session_id:
             # The session this browser had before is replaced, not left usable alongside.
@@ -531,15 +539,7 @@ class Login:
             f"{LOGIN_COOKIE}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax"
         ).encode()
 
-    def _remember_used(self, entry: Pending) -> None:
-        now = self._clock()
-        while self._used and (
-            len(self._used) >= MAX_USED_STATES or next(iter(self._used.values())) <= now
-        ):
-            self._used.popitem(last=False)
-        self._used[entry.state] = entry.expires
-
-    def _blocked(
+    async def _blocked(
         self,
         request: Request,
         user_id: str | None,
@@ -547,10 +547,12 @@ class Login:
         idp: str | None = None,
         remaining: list[Pending] | None = None,
     ) -> Response | None:
-        keys = [f"ip:{state(request.scope).client_ip}"]
+        """A 429 response when the client or subject is blocked, else None; raises
+        StateUnavailable when the shared state cannot say."""
+        keys = [ip_key(state(request.scope).client_ip)]
         if user_id is not None:
-            keys.append(f"sub:{user_id}")
-        waits = [w for w in (self._throttle.retry_after(k) for k in keys) if w is not None]
+            keys.append(subject_key(user_id))
+        waits = [w for w in [await self._throttle.retry_after(k) for k in keys] if w is not None]
         if not waits:
             return None
         self._sink.emit(
@@ -570,7 +572,7 @@ class Login:
             response.raw_headers.append((b"set-cookie", self._login_cookie(remaining)))
         return response
 
-    def _fail(
+    async def _fail(
         self,
         request: Request,
         exc: OIDCError,
@@ -580,12 +582,27 @@ class Login:
         remaining: list[Pending] | None = None,
     ) -> Response:
         error: GatewayError
-        if isinstance(exc, ProviderUnavailable):
+        outage = isinstance(exc, ProviderUnavailable | StateUnavailable)
+        if outage:
             error = LoginUnavailable(exc.reason)
         elif isinstance(exc, StateMismatch):
             error = BadRequest(exc.reason)
         else:
             error = AuthenticationRequired(exc.reason)
+        newly_blocked: list[str] = []
+        labels: dict[str, str] = {}
+        if not outage:
+            # An outage (provider, shared state) is nobody's attempt: it never counts.
+            try:
+                client_key = ip_key(state(request.scope).client_ip)
+                if await self._throttle.failure(client_key):
+                    newly_blocked.append(client_key)
+                if user_id is not None and await self._throttle.failure(subject_key(user_id)):
+                    hashed = hashlib.sha256(user_id.encode()).hexdigest()[:16]
+                    newly_blocked.append(f"sub:{hashed}")
+            except StateUnavailable:
+                # Refused anyway; the event says this failure could not be counted.
+                labels["throttle"] = "state_store_unavailable"
         self._sink.emit(
             login_event(
                 request.scope,
@@ -596,16 +613,9 @@ class Login:
                 idp=idp,
                 user_id=user_id,
                 status=error.status_code,
+                labels=labels,
             )
         )
-        newly_blocked: list[str] = []
-        if not isinstance(exc, ProviderUnavailable):
-            # A provider outage is nobody's attempt: it never counts towards a block.
-            client_key = f"ip:{state(request.scope).client_ip}"
-            if self._throttle.failure(client_key):
-                newly_blocked.append(client_key)
-        if user_id is not None and self._throttle.failure(f"sub:{user_id}"):
-            newly_blocked.append(f"sub:{hashlib.sha256(user_id.encode()).hexdigest()[:16]}")
         for key in newly_blocked:
             alert = login_event(
                 request.scope,

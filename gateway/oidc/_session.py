@@ -17,6 +17,13 @@ always open to the same session, so nothing is trusted that was not verified. On
 opened successfully is kept (a flood of forged values cannot evict much nor fill memory), and
 the idle and absolute timeouts are checked against the clock at every request, cached or not.
 Revocation and grants are the authenticator's, also checked at every request.
+
+Federated roles (and the tenant) are what the identity provider asserted at login. They are
+trusted for ``roles_max_age`` (``session.roles_max_age``, 1 hour by default) after that login:
+an older session is refused with reason ``session_roles_stale`` and the browser is sent to log
+in again, which recomputes roles and tenant from fresh claims (an IdP that still has a session
+signs the person in without a form). So a role removed at the federation is gone within
+``roles_max_age``. Refresh tokens are not used for this on purpose: the cookie holds no token.
 """
 
 from __future__ import annotations
@@ -188,6 +195,7 @@ class SessionCodec:
         idle_timeout: float,
         absolute_timeout: float,
         refresh_interval: float,
+        roles_max_age: float | None = None,
         clock: Clock = time.time,
         cache_size: int = DEFAULT_CACHE_SIZE,
         cache_ttl: float = DEFAULT_CACHE_TTL,
@@ -195,6 +203,8 @@ class SessionCodec:
         if cache_size < 0 or cache_ttl < 0:
             raise ValueError("cache_size and cache_ttl must not be negative")
         self.sealer = sealer
+        #: Federated roles are trusted this long after login (default: the absolute timeout).
+        self.roles_max_age = absolute_timeout if roles_max_age is None else roles_max_age
         self.cookie_name = cookie_name
         self.idle_timeout = idle_timeout
         self.absolute_timeout = absolute_timeout
@@ -229,7 +239,8 @@ class SessionCodec:
         return value
 
     def decode(self, value: str) -> tuple[Session | None, str]:
-        """(session, "ok") or (None, reason): ``session_invalid``/``_expired``/``_idle``."""
+        """(session, "ok") or (None, reason): ``session_invalid``/``_expired``/``_idle``/
+        ``_roles_stale``."""
         now = self.clock()
         cached = self._opened.get(value)
         if cached is not None and 0 <= now - cached[0] < self._cache_ttl:
@@ -245,6 +256,8 @@ class SessionCodec:
             return None, "session_expired"
         if now - session.refreshed_at >= self.idle_timeout:
             return None, "session_idle_timeout"
+        if now - session.issued_at >= self.roles_max_age:
+            return None, "session_roles_stale"
         return session, "ok"
 
     def _remember(self, value: str, now: float, session: Session) -> None:

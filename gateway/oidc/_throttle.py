@@ -1,71 +1,128 @@
-"""Brute-force limits: failures counted per key (client IP, subject), blocks, bounded memory.
+"""Brute-force limits: failures counted per key (client IP, subject), blocks with backoff.
 
-A key that fails ``max_failures`` times within ``window`` is blocked for ``block``. Counters
-live in an LRU of at most ``max_tracked`` keys (the oldest forgotten first), so a flood of new
-addresses cannot exhaust memory; a forgotten key simply starts counting again. Counters are
-per instance: instances behind a load balancer each count (a per-instance limit), which the
-report of issue #4 lists as remaining work.
+A key that fails ``max_failures`` times within ``window`` is blocked for ``block``; a key
+blocked again before it was forgotten (``max_block`` after its last block ended) is blocked
+twice as long as the time before, up to ``max_block`` (exponential backoff). Counters and
+blocks live in the :class:`~gateway.oidc._shared.SharedState` all instances share, so a
+brute-forcer gets one budget whichever instance the load balancer picks; wall-clock time is
+used for the same reason. The instance that counts the failure reaching the limit sets the
+block (the counter is atomic, so exactly one does) and raises the alert, once.
+
+Keys are canonical, so variants of one principal share one counter: :func:`ip_key` maps an
+IPv4-mapped IPv6 address to its IPv4 form and an IPv6 address to its /64 (one subscriber's
+whole prefix); :func:`subject_key` is the issuer-qualified subject the gateway verified.
+
+Blocks seen by this instance are kept in a small local cache until they end (a block is never
+lifted early), which spares the store a lookup for every request of a blocked client. A "not
+blocked" answer is kept for ``check_interval`` (1 s by default): a bearer client making many
+requests costs the store one lookup a second, not one per request (measured with
+``bench/shared_state.py``: a realtime GET in OpenSearch costs milliseconds), and a block set
+by another instance is seen here within that interval. Failures are always counted in the
+store at once.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from gateway.oidc._shared import Block, SharedState
+
+#: IPv6 clients are counted per /64: one subscriber typically holds a whole /64.
+IPV6_PREFIX = 64
+LOCAL_ENTRIES = 10_000
+DEFAULT_CHECK_INTERVAL = 1.0
 
 
-@dataclass(slots=True)
-class _Counter:
-    window_start: float
-    failures: int
-    blocked_until: float
+def ip_key(address: str | None) -> str:
+    """The throttle key of a client address (canonical; IPv6 by its /64)."""
+    if address is None:
+        return "ip:unknown"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return f"ip:{address}"
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return f"ip:{parsed.ipv4_mapped}"
+        network = ipaddress.IPv6Network((parsed, IPV6_PREFIX), strict=False)
+        return f"ip:{network}"
+    return f"ip:{parsed}"
+
+
+def subject_key(user_id: str) -> str:
+    """The throttle key of a verified, issuer-qualified subject (``iss|sub``)."""
+    return f"sub:{user_id}"
 
 
 class Throttle:
     def __init__(
         self,
         *,
+        store: SharedState,
         max_failures: int,
         window: float,
         block: float,
-        max_tracked: int,
-        clock: Callable[[], float] = time.monotonic,
+        max_block: float | None = None,
+        check_interval: float = DEFAULT_CHECK_INTERVAL,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._store = store
         self._max = max_failures
         self._window = window
         self._block = block
-        self._max_tracked = max_tracked
+        self._max_block = max(block, max_block if max_block is not None else block)
         self._clock = clock
-        self._counters: OrderedDict[str, _Counter] = OrderedDict()
+        self._check_interval = check_interval
+        self._local: OrderedDict[str, float] = OrderedDict()
+        self._clear: OrderedDict[str, float] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._counters)
+    async def retry_after(self, key: str) -> int | None:
+        """Seconds until ``key`` may try again, or None when it is not blocked.
 
-    def retry_after(self, key: str) -> int | None:
-        """Seconds until ``key`` may try again, or None when it is not blocked."""
-        counter = self._counters.get(key)
-        if counter is None:
-            return None
-        remaining = counter.blocked_until - self._clock()
-        return math.ceil(remaining) if remaining > 0 else None
-
-    def failure(self, key: str) -> bool:
-        """Count a failure; True when this failure blocks ``key`` (raise the alert once)."""
+        Raises StateUnavailable when the shared store cannot say (the caller refuses)."""
         now = self._clock()
-        counter = self._counters.get(key)
-        if counter is None or now - counter.window_start >= self._window:
-            blocked_until = counter.blocked_until if counter is not None else 0.0
-            counter = _Counter(window_start=now, failures=0, blocked_until=blocked_until)
-        counter.failures += 1
-        self._counters[key] = counter
-        self._counters.move_to_end(key)
-        while len(self._counters) > self._max_tracked:
-            self._counters.popitem(last=False)
-        if counter.failures >= self._max and counter.blocked_until <= now:
-            counter.blocked_until = now + self._block
-            counter.failures = 0
-            counter.window_start = now
-            return True
-        return False
+        until = self._local.get(key)
+        if until is None or until <= now:
+            self._local.pop(key, None)
+            checked = self._clear.get(key)
+            if checked is not None and checked > now:
+                return None
+            block = await self._store.blocked(key)
+            if block is None or block.until <= now:
+                if self._check_interval > 0:
+                    _put(self._clear, key, now + self._check_interval)
+                return None
+            until = block.until
+            self._remember(key, until)
+        return math.ceil(until - now)
+
+    async def failure(self, key: str) -> bool:
+        """Count a failure; True when this failure blocks ``key`` (raise the alert once).
+
+        Raises StateUnavailable when the shared store cannot count it."""
+        count = await self._store.add_failure(key, window=self._window)
+        if count % self._max:  # every max-th failure of a window blocks (once, atomically)
+            return False
+        now = self._clock()
+        previous = await self._store.blocked(key)
+        strikes = previous.strikes + 1 if previous is not None else 1
+        duration = min(self._block * 2 ** (strikes - 1), self._max_block)
+        block = Block(until=now + duration, strikes=strikes)
+        await self._store.set_block(key, block, forget_at=block.until + self._max_block)
+        self._remember(key, block.until)
+        return True
+
+    def _remember(self, key: str, until: float) -> None:
+        self._clear.pop(key, None)
+        _put(self._local, key, until)
+
+
+def _put(table: OrderedDict[str, float], key: str, value: float) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > LOCAL_ENTRIES:
+        table.popitem(last=False)

@@ -23,7 +23,7 @@ from joserfc.jwk import Key, OctKey, RSAKey
 from audit import AuditSink, MemorySink
 from gateway.app import GatewayApp, create_app
 from gateway.authn import AuthenticateStage
-from gateway.oidc import OIDC
+from gateway.oidc import OIDC, SharedState
 from gateway.settings import Settings, load_settings
 from gateway.types import Decision
 from tests.gateway._asgi import Recorder
@@ -200,6 +200,7 @@ def settings(tmp_path: Path, **environ: str) -> Settings:
             "GATEWAY_OIDC__CLAIMS_FILE": str(ROOT / "policies" / "claims.toml"),
             "GATEWAY_OIDC__GRANTS_FILE": str(grants),
             "GATEWAY_SESSION__KEYS": keys,
+            "GATEWAY_OIDC__SHARED_STATE": "memory",
             **{f"GATEWAY_{k}": v for k, v in environ.items()},
         }
     )
@@ -216,6 +217,7 @@ class Gateway:
         oidc_settings: Settings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sink: AuditSink | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         self.sink = MemorySink()
         self.audit: AuditSink = sink or self.sink
@@ -228,6 +230,7 @@ class Gateway:
             clock=self.clock,
             monotonic=self.monotonic,
             transport=transport,
+            shared=shared,
         )
         self.upstream = Recorder()
         self.app: GatewayApp = create_app(

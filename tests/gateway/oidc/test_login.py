@@ -15,6 +15,8 @@ import httpx
 import pytest
 import respx
 
+from gateway.oidc import Block, MemoryState
+from gateway.oidc.errors import StateUnavailable
 from tests.gateway.oidc._idp import (
     CLIENT_ID,
     HOST,
@@ -244,6 +246,23 @@ class TestStateRules:
         assert response.status_code == 400
         assert gw.reasons("login_failure") == ["state_mismatch"]
         await replay.aclose()
+
+    async def test_state_single_use_across_instances(self, tmp_path: Path, idp: FakeIdP) -> None:
+        """A state used at one instance is refused at another that shares the store (a
+        load balancer may send the replay anywhere)."""
+        shared = MemoryState(clock=idp.clock)
+        one = Gateway(tmp_path, clock=idp.clock, shared=shared)
+        two = Gateway(tmp_path, clock=idp.clock, shared=shared)
+        location = await one.start_login()
+        old_cookie = one.browser.cookies.get("__Host-gw_login")
+        params = {"state": _query(location)["state"], "code": idp.authorize(location)}
+        assert (await one.browser.get("/_gateway/callback", params=params)).status_code == 303
+        two.browser.cookies.set("__Host-gw_login", old_cookie or "", domain=HOST)
+        response = await two.browser.get("/_gateway/callback", params=params)
+        assert response.status_code == 400
+        assert two.reasons("login_failure") == ["state_mismatch"]
+        await one.aclose()
+        await two.aclose()
 
     async def test_state_expires(self, gw: Gateway, idp: FakeIdP) -> None:
         """A login not finished within the login timeout is refused."""
@@ -524,7 +543,7 @@ class TestThrottle:
         alerts = [e for e in gw.sink.events if e["event.kind"] == "alert"]
         assert len(alerts) == 1
         assert (await gw.browser.get("/_gateway/login")).status_code == 429
-        gw.monotonic.advance(15 * 60 + 1)
+        gw.clock.advance(15 * 60 + 1)
         assert (await gw.browser.get("/_gateway/login")).status_code == 303
         await gw.aclose()
 
@@ -541,4 +560,93 @@ class TestThrottle:
         response = await gw.login(idp)
         assert response.status_code == 429
         assert gw.reasons("login_failure")[-1] == "throttled"
+        await gw.aclose()
+
+
+class Unreachable:
+    """A shared state store that cannot be reached."""
+
+    async def use_once(self, key: str, *, until: float) -> bool:
+        raise StateUnavailable("store down")
+
+    async def add_failure(self, key: str, *, window: float) -> int:
+        raise StateUnavailable("store down")
+
+    async def blocked(self, key: str) -> Block | None:
+        raise StateUnavailable("store down")
+
+    async def set_block(self, key: str, block: Block, *, forget_at: float) -> None:
+        raise StateUnavailable("store down")
+
+    async def aclose(self) -> None:
+        return None
+
+
+class TestSharedStateUnreachable:
+    """Fail closed: without the shared state no login starts or completes."""
+
+    async def test_login_start_refused(self, tmp_path: Path, idp: FakeIdP) -> None:
+        """CWE-636: login answers 503 "login service unavailable", audited, no redirect."""
+        gw = Gateway(tmp_path, clock=idp.clock, shared=Unreachable())
+        response = await gw.browser.get("/_gateway/login")
+        assert response.status_code == 503
+        assert "The login service is unavailable right now" in response.text
+        assert "location" not in response.headers
+        assert gw.reasons("login_failure") == ["state_store_unavailable"]
+        await gw.aclose()
+
+    async def test_callback_refused(self, tmp_path: Path, idp: FakeIdP) -> None:
+        """CWE-636: a callback whose state cannot be marked used is refused (never accepted
+        without the single-use check), and no session is set."""
+        shared = MemoryState(clock=idp.clock)
+        gw = Gateway(tmp_path, clock=idp.clock, shared=shared)
+        location = await gw.start_login()
+        params = {"state": _query(location)["state"], "code": idp.authorize(location)}
+        gw.oidc.login._shared = Unreachable()
+        gw.oidc.throttle._store = Unreachable()
+        response = await gw.browser.get("/_gateway/callback", params=params)
+        assert response.status_code == 503
+        assert "__Host-gw_session" not in response.headers.get("set-cookie", "")
+        assert gw.reasons("login_failure") == ["state_store_unavailable"]
+        assert idp.token.call_count == 0
+        await gw.aclose()
+
+    async def test_bearer_refused(self, tmp_path: Path, idp: FakeIdP) -> None:
+        """CWE-636: a bearer request whose block status cannot be read is a 503, audited."""
+        gw = Gateway(tmp_path, clock=idp.clock, shared=Unreachable())
+        response = await gw.browser.get(
+            "/api/x", headers={"authorization": "Bearer a.b.c", "accept": "application/json"}
+        )
+        assert response.status_code == 503
+        assert response.json()["error"] == "login_unavailable"
+        assert gw.reasons("bearer_token_rejected") == ["state_store_unavailable"]
+        await gw.aclose()
+
+
+class TestStaleFederatedRoles:
+    async def test_removed_role_gone_after_roles_max_age(
+        self, tmp_path: Path, idp: FakeIdP
+    ) -> None:
+        """A role the IdP no longer asserts keeps working only until roles_max_age after
+        login; then the session is refused (``session_roles_stale``) and the next login
+        carries the new roles."""
+        cfg = settings(tmp_path, **{"SESSION__ROLES_MAX_AGE": "10m"})
+        gw = Gateway(tmp_path, clock=idp.clock, oidc_settings=cfg)
+        assert (await gw.login(idp)).status_code == 303
+        idp.claims = {"roles": ["student"], "tenant": "school-a"}  # teacher removed
+        idp.clock.advance(599)
+        assert (await gw.browser.get("/home")).status_code == 200
+        assert gw.upstream.state.identity is not None
+        assert gw.upstream.state.identity.roles == {"teacher"}
+        idp.clock.advance(1)
+        stale = await gw.browser.get("/home")
+        assert stale.status_code == 303
+        assert stale.headers["location"].startswith("/_gateway/login")
+        assert gw.reasons("session_rejected") == ["session_roles_stale"]
+        assert (await gw.login(idp)).status_code == 303
+        assert (await gw.browser.get("/home")).status_code == 200
+        assert gw.upstream.state.identity is not None
+        assert gw.upstream.state.identity.roles == {"student"}
+        successes = [e for e in gw.sink.events if e["event.action"] == "login_success"]
+        assert [e["user.roles"] for e in successes] == [["teacher"], ["student"]]
         await gw.aclose()

@@ -142,6 +142,28 @@ class TestSessionCodec:
         clock.advance(1700)
         assert c.decode(value)[1] == "ok"
 
+    def test_federated_roles_go_stale(self) -> None:
+        """A session kept alive by refreshes is refused once its login is roles_max_age old
+        (the federation's roles must be asserted again), not a second earlier."""
+        clock = Clock()
+        c = SessionCodec(
+            sealer=Sealer(keys=[key()]),
+            cookie_name="__Host-gw_session",
+            idle_timeout=1800,
+            absolute_timeout=12 * 3600,
+            refresh_interval=300,
+            roles_max_age=3600,
+            clock=clock,
+        )
+        session = _new(c)
+        for _ in range(3):
+            clock.advance(1199)
+            session = c.refreshed(session)
+        clock.advance(2)  # 3599 s after login
+        assert c.decode(c.encode(session))[1] == "ok"
+        clock.advance(1)
+        assert c.decode(c.encode(session)) == (None, "session_roles_stale")
+
     def test_absolute_timeout(self) -> None:
         """No refresh extends a session past its absolute expiry."""
         clock = Clock()
