@@ -18,6 +18,7 @@ __all__ = [
     "Sample",
     "WrkResult",
     "gateway_environ",
+    "goal_lines",
     "median",
     "nginx_config",
     "oauth2_proxy_args",
@@ -196,6 +197,33 @@ def render_table(rows: Sequence[Row]) -> str:
             f"| {_num(row.p99_vs_peer, 2)} | {_num(row.rps_vs_direct, 3)} |"
         )
     return "\n".join(lines)
+
+
+#: Issue #10's goals: requests per CPU second at least half of oauth2-proxy's, and p99 within
+#: twice oauth2-proxy's at 32 connections.
+GOAL_PER_CPU = 0.5
+GOAL_P99 = 2.0
+GOAL_CONNECTIONS = 32
+
+
+def goal_lines(rows: Sequence[Row]) -> list[str]:
+    """One line per contender compared with oauth2-proxy at 32 connections: goals met or not."""
+    lines = []
+    for row in rows:
+        if row.connections != GOAL_CONNECTIONS or row.per_cpu_vs_peer is None:
+            continue
+        per_cpu = "met" if row.per_cpu_vs_peer >= GOAL_PER_CPU else "NOT met"
+        p99 = (
+            "-"
+            if row.p99_vs_peer is None
+            else ("met" if row.p99_vs_peer <= GOAL_P99 else "NOT met")
+        )
+        lines.append(
+            f"- {row.contender} at {GOAL_CONNECTIONS} connections: requests per CPU second "
+            f"{row.per_cpu_vs_peer:.2f}x oauth2-proxy's (goal >= {GOAL_PER_CPU:.2f}: {per_cpu}); "
+            f"p99 {_num(row.p99_vs_peer, 2)}x (goal <= {GOAL_P99:.1f}: {p99})"
+        )
+    return lines
 
 
 # --- configuration of the contenders ---------------------------------------------------------

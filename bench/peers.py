@@ -66,6 +66,7 @@ from bench._peers_lib import (
     Row,
     Sample,
     gateway_environ,
+    goal_lines,
     nginx_config,
     oauth2_proxy_args,
     parse_wrk,
@@ -618,6 +619,9 @@ def report(args: argparse.Namespace, results: list[tuple[str, list[Row]]]) -> st
     ]
     for upstream, rows in results:
         lines += [f"### {UPSTREAM_TITLES.get(upstream, upstream)}", "", render_table(rows), ""]
+        goals = goal_lines(rows)
+        if goals:
+            lines += ["Goals (issue #10):", "", *goals, ""]
     return "\n".join(lines)
 
 

@@ -66,9 +66,9 @@ BENCHMARKS = (
     Benchmark("gateway", ("--duration", "3", "--rounds", "2"), opensearch_flag=True),
     Benchmark("policy", ("--quick",)),
     Benchmark("oidc_authn", ()),
-    Benchmark("audit", ("--events", "10000", "--rounds", "3")),
-    Benchmark("search", ("--events", "100000", "--repeats", "20")),
-    Benchmark("retention", ("--days", "10", "--per-day", "10000", "--holds", "3")),
+    Benchmark("audit", ("--events", "5000", "--rounds", "3")),
+    Benchmark("search", ("--events", "50000", "--repeats", "10")),
+    Benchmark("retention", ("--days", "5", "--per-day", "10000", "--holds", "3")),
 )
 
 

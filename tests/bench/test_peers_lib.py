@@ -13,6 +13,7 @@ from bench._peers_lib import (
     Sample,
     WrkResult,
     gateway_environ,
+    goal_lines,
     median,
     nginx_config,
     oauth2_proxy_args,
@@ -158,6 +159,38 @@ class TestSummarise:
         ours_at_1 = self._rows()[1]
         assert ours_at_1.rps_vs_peer is None
         assert ours_at_1.rps_vs_direct == pytest.approx(400 / 5_000)
+
+
+class TestGoalLines:
+    def _rows(self, *, ours_cpu: float, ours_p99: float) -> list[Row]:
+        samples = {
+            ("peer", 32): [_sample(1_000, p99=10.0, cpu=0.4)],
+            ("ours", 32): [_sample(500, p99=ours_p99, cpu=ours_cpu)],
+            ("ours", 1): [_sample(100, p99=1.0, cpu=5.0)],
+        }
+        return summarise(
+            samples,
+            order=["peer", "ours"],
+            connections=[1, 32],
+            peers={"ours": "peer"},
+            direct="direct",
+        )
+
+    def test_met(self) -> None:
+        """Half the peer's requests per CPU second and twice its p99 meet the goals."""
+        (line,) = goal_lines(self._rows(ours_cpu=0.8, ours_p99=20.0))
+        assert "0.50x oauth2-proxy's (goal >= 0.50: met)" in line
+        assert "p99 2.00x (goal <= 2.0: met)" in line
+
+    def test_not_met(self) -> None:
+        """Less throughput per CPU second or a higher p99 than the goals is said plainly."""
+        (line,) = goal_lines(self._rows(ours_cpu=1.0, ours_p99=25.0))
+        assert "(goal >= 0.50: NOT met)" in line
+        assert "(goal <= 2.0: NOT met)" in line
+
+    def test_only_compared_rows_at_32_connections(self) -> None:
+        """Rows at other loads, and rows without a peer, give no goal line."""
+        assert len(goal_lines(self._rows(ours_cpu=0.8, ours_p99=20.0))) == 1
 
 
 class TestRenderTable:
