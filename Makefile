@@ -9,13 +9,14 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint typecheck pytest opensearch lock clean policy-report testssl
+.PHONY: help run test lint typecheck pytest opensearch lock clean policy-report testssl bench
 
 help:
 	@echo "make run    start the gateway in demo mode (no outside services needed)"
 	@echo "make test   ruff, mypy and pytest, with an OpenSearch node started for the run"
 	@echo "make opensearch   start a node for development and print its URL"
 	@echo "make policy-report   regenerate policies/report/ from the policy (commit the result)"
+	@echo "make bench  every benchmark in bench/ (about 15 min), written to bench/RESULTS.md"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +67,11 @@ opensearch: $(STAMP)
 # The compliance review outputs committed under policies/report/ (a test checks they are current).
 policy-report: $(STAMP)
 	$(BIN)/python -m policies review report
+
+# Every benchmark, bounded, with an OpenSearch node for the run; overwrites bench/RESULTS.md.
+# Installs wrk and nginx (apt-get, as root) and builds oauth2-proxy (go install) when missing.
+bench: $(STAMP)
+	$(BIN)/python tools/opensearch_node.py run -- $(BIN)/python -m bench.run_all
 
 # Regenerate the exact versions from the lower bounds in pyproject.toml.
 lock:

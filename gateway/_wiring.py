@@ -15,6 +15,7 @@ import hmac
 import logging
 import os
 import secrets
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -40,6 +41,7 @@ from audit import (
     sqlite_store,
 )
 from audit._pipeline import FullPolicy
+from audit._spool import Spool
 from audit.processors import Pseudonymise, Pseudonymiser
 from gateway._upstream import create_upstream
 from gateway.app import GatewayApp, Lifecycle, create_app
@@ -51,7 +53,7 @@ from gateway.metrics import GatewayMetrics, MetricsApp
 from gateway.oidc import OIDC, new_key
 from gateway.openapi import openapi_route
 from gateway.proxy import Forward
-from gateway.server import Listener, run
+from gateway.server import Listener, bind_reuseport, run, supervise
 from gateway.settings import (
     AuditSettings,
     IssuerSettings,
@@ -328,6 +330,8 @@ def start(settings: Settings, *, banner: Callable[[Gateway], None] | None = None
     _configure_logging()
     for relaxation in settings.relaxations():
         logger.warning("security relaxed by setting: %s", relaxation)
+    if settings.server.workers > 1:
+        return start_workers(settings)
     try:
         gateway = build(settings)
     except (ValueError, PolicyError) as exc:
@@ -348,6 +352,111 @@ def start(settings: Settings, *, banner: Callable[[Gateway], None] | None = None
         head_timeout=float(settings.server.request_head_timeout),
     )
     return 0
+
+
+def worker_settings(settings: Settings, index: int) -> Settings:
+    """Worker ``index``'s settings: its own audit spool (``worker-N`` under the spool directory
+    for N >= 1; worker 0 keeps the directory itself) and its own metrics port."""
+    if index == 0:
+        return settings
+    metrics = settings.server.metrics_port
+    return with_overrides(
+        settings,
+        audit={"spool_dir": settings.audit.spool_dir / f"worker-{index}"},
+        server={"metrics_port": metrics + index if metrics else 0},
+    )
+
+
+def orphaned_spools(settings: Settings) -> list[Path]:
+    """Spools of workers beyond ``server.workers`` that still hold events (none is lost:
+    the gateway refuses to start until enough workers replay them)."""
+    found = []
+    for path in sorted(settings.audit.spool_dir.glob("worker-*")):
+        index = path.name.removeprefix("worker-")
+        if not index.isdigit() or int(index) < settings.server.workers:
+            continue
+        if any(path.glob("*.seg")) and spool_unshipped(path):
+            found.append(path)
+    return found
+
+
+def start_workers(settings: Settings) -> int:
+    """``server.workers`` processes on SO_REUSEPORT sockets bound here, before any forks."""
+    workers = settings.server.workers
+    orphans = orphaned_spools(settings)
+    if orphans:
+        names = ", ".join(str(path) for path in orphans)
+        print(
+            f"cannot start: unshipped audit events in the spool of a worker beyond "
+            f"server.workers = {workers}: {names}; start with more workers once to ship them",
+            file=sys.stderr,
+        )
+        return 2
+    sockets: list[dict[str, socket.socket]] = []
+    try:
+        for index in range(workers):
+            addresses = listener_addresses(worker_settings(settings, index))
+            sockets.append({})
+            for name, (host, port) in addresses.items():
+                sockets[-1][name] = bind_reuseport(host, port)
+    except OSError as exc:
+        _close_all(sockets)
+        print(f"cannot start: cannot bind the listeners ({exc})", file=sys.stderr)
+        return 2
+
+    def serve_worker(index: int) -> int:
+        mine = worker_settings(settings, index)
+        try:
+            gateway = build(mine)
+        except (ValueError, PolicyError) as exc:
+            print(f"cannot start worker {index}: {exc}", file=sys.stderr)
+            return 2
+
+        def announce() -> None:
+            for listener in gateway.listeners:
+                print(f"gateway worker {index} {listener.name} at {listener.url}", flush=True)
+
+        run(
+            gateway.listeners,
+            graceful_timeout=float(settings.server.graceful_timeout),
+            started=announce,
+            on_hangup=gateway.reload_policy,
+            head_timeout=float(settings.server.request_head_timeout),
+            sockets=sockets[index],
+        )
+        return 0
+
+    try:
+        return supervise(workers, serve_worker)
+    finally:
+        _close_all(sockets)
+
+
+def _close_all(sockets: list[dict[str, socket.socket]]) -> None:
+    for mine in sockets:
+        for sock in mine.values():
+            sock.close()
+
+
+def listener_addresses(settings: Settings) -> dict[str, tuple[str, int]]:
+    """The (host, port) of every listener :func:`listeners` builds, by listener name."""
+    server = settings.server
+    tls = server.tls_cert_file is not None and server.tls_key_file is not None
+    found = {"https" if tls else "http": (server.host, server.https_port)}
+    if server.http_port and not server.allow_plain_http:
+        found["http-redirect"] = (server.host, server.http_port)
+    if server.metrics_port:
+        found["metrics"] = (server.metrics_host, server.metrics_port)
+    return found
+
+
+def spool_unshipped(directory: Path) -> bool:
+    """Whether the spool in ``directory`` holds records not yet stored (it must be unused)."""
+    spool = Spool(directory=directory)
+    try:
+        return not spool.is_empty()
+    finally:
+        spool.close()
 
 
 def run_from_settings(config: Path | None) -> int:

@@ -7,6 +7,13 @@ audit queue). A second SIGINT forces the exit.
 
 uvicorn's own forwarded-header handling is off (``proxy_headers=False``): the https stage
 decides whom to believe. The ``Server`` header is not sent.
+
+Several workers (``server.workers``): :func:`bind_reuseport` binds one SO_REUSEPORT socket per
+worker and listener in the starting process, so a port in use fails the start at once and no
+worker can come up on a port another program holds; :func:`supervise` then forks the workers,
+each building its own gateway and serving its own sockets (the kernel spreads connections over
+them), passes SIGTERM, SIGINT and SIGHUP on to every worker, and when one worker exits on its
+own it stops the others and exits with that worker's status (the service manager restarts).
 """
 
 from __future__ import annotations
@@ -14,9 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import ssl
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import uvicorn
@@ -146,11 +156,14 @@ async def serve(
     started: Callable[[], None] | None = None,
     on_hangup: Callable[[], None] | None = None,
     head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+    sockets: Mapping[str, socket.socket] | None = None,
 ) -> None:
     """Serve every listener until a signal (or one of them failing) stops them all.
 
-    SIGHUP calls ``on_hangup`` (the gateway reloads its policy) when given.
+    SIGHUP calls ``on_hangup`` (the gateway reloads its policy) when given. A listener whose
+    name is in ``sockets`` serves that bound socket instead of binding its own.
     """
+    sockets = sockets or {}
     servers = [
         _Server(_config(item, graceful_timeout, log_level, head_timeout=head_timeout))
         for item in listeners
@@ -168,7 +181,10 @@ async def serve(
     if on_hangup is not None:
         loop.add_signal_handler(signal.SIGHUP, on_hangup)
     tasks = [
-        asyncio.create_task(server.serve(), name=item.name)
+        asyncio.create_task(
+            server.serve(sockets=[sockets[item.name]] if item.name in sockets else None),
+            name=item.name,
+        )
         for server, item in zip(servers, listeners, strict=True)
     ]
     try:
@@ -201,6 +217,7 @@ def run(
     started: Callable[[], None] | None = None,
     on_hangup: Callable[[], None] | None = None,
     head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+    sockets: Mapping[str, socket.socket] | None = None,
 ) -> None:
     """Serve on a uvloop event loop until stopped by a signal."""
     import uvloop  # noqa: PLC0415 - only the process that serves needs it
@@ -214,5 +231,104 @@ def run(
                 started=started,
                 on_hangup=on_hangup,
                 head_timeout=head_timeout,
+                sockets=sockets,
             )
         )
+
+
+# --- several workers -------------------------------------------------------------------------
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+LISTEN_BACKLOG = 2048
+
+
+def bind_reuseport(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` that other SO_REUSEPORT sockets may share.
+
+    Raises OSError when the port is held by a socket without SO_REUSEPORT (another program).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def supervise(workers: int, serve_worker: Callable[[int], int]) -> int:
+    """Fork ``workers`` processes running ``serve_worker(index)``; wait for them all.
+
+    Signals SIGTERM, SIGINT and SIGHUP are passed on to every worker. A worker that exits while
+    no stop was asked for stops the others (SIGTERM); the status returned is the first
+    non-zero one of a worker (a signal N counts as 128 + N), else 0.
+    """
+    children: dict[int, int] = {}
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum != signal.SIGHUP:
+            stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    status = 0
+    try:
+        try:
+            for index in range(workers):
+                pid = os.fork()
+                if pid == 0:  # the worker
+                    _worker(index, serve_worker)
+                children[pid] = index
+        except BaseException:  # a failed fork: stop the workers already running
+            stopping = True
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            for pid in children:
+                os.waitpid(pid, 0)
+            raise
+        while children:
+            pid, wait_status = os.wait()
+            index = children.pop(pid)
+            code = os.waitstatus_to_exitcode(wait_status)
+            code = 128 - code if code < 0 else code
+            if code and not status:
+                status = code
+            if not stopping:
+                logger.error("worker %d exited (status %d): stopping the others", index, code)
+                stopping = True
+                for other in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(other, signal.SIGTERM)
+                status = status or 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return status
+
+
+def _worker(index: int, serve_worker: Callable[[int], int]) -> None:
+    """The forked worker: default signal handling, serve, and leave without the parent's
+    exit handlers."""
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    code = 1
+    try:
+        code = serve_worker(index)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        logger.exception("worker %d failed", index)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -113,6 +113,7 @@ class Duration(float):
 ONE_YEAR = Duration(365 * 86400)
 DEFAULT_GRACEFUL_TIMEOUT = Duration(30)
 DEFAULT_HEAD_TIMEOUT = Duration(10)
+MAX_WORKERS = 64
 DEFAULT_CONNECT_TIMEOUT = Duration(5)
 DEFAULT_READ_TIMEOUT = Duration(30)
 DEFAULT_ASSERTION_LIFETIME = Duration(60)
@@ -147,8 +148,13 @@ class ServerSettings:
     max_header_bytes: int = 32 * 1024
     max_header_count: int = 100
     metrics_host: str = "127.0.0.1"
-    #: The Prometheus listener; 0 turns it off.
+    #: The Prometheus listener; 0 turns it off. With several workers, worker N serves its own
+    #: counters on ``metrics_port + N`` (scrape each).
     metrics_port: int = 9090
+    #: Processes serving the same ports (SO_REUSEPORT sockets bound once, at start). Each has
+    #: its own audit spool (``audit.spool_dir``, ``worker-N`` under it for N >= 1) and its own
+    #: brute-force counters; sessions must then be revoked in a shared store (sqlite).
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -719,6 +725,15 @@ def _validate(settings: Settings) -> None:
     _validate_audit(settings.audit)
     _validate_oidc(settings.oidc)
     _validate_session(settings.session, needed=bool(settings.oidc.issuers))
+    if (
+        settings.server.workers > 1
+        and settings.oidc.issuers
+        and settings.session.revocation_store == "memory"
+    ):
+        raise SettingsError(
+            "server.workers: several workers need session.revocation_store = sqlite (a session "
+            "revoked in one worker's memory would stay valid in the others)"
+        )
     _validate_throttle(settings.throttle)
     _validate_retention(settings.retention)
 
@@ -745,6 +760,8 @@ def _validate_server(server: ServerSettings, *, demo: bool) -> None:
         raise SettingsError("server.request_head_timeout: between 500ms and 5m")
     if server.hsts_max_age < ONE_YEAR:
         raise SettingsError("server.hsts_max_age: must be at least one year (365d)")
+    if not 1 <= server.workers <= MAX_WORKERS:
+        raise SettingsError(f"server.workers: between 1 and {MAX_WORKERS}")
 
 
 def _validate_upstream(upstream: UpstreamSettings) -> None:

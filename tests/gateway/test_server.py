@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import ssl
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.server import bind_reuseport
 from gateway.tls import TLS12_CIPHERS, build_ssl_context, ensure_self_signed
 
 
@@ -219,3 +221,106 @@ class TestRequestLine:
         port = served.https
         request = f"GET /x HTTP/1.1\r\nHost: localhost:{port}\r\nHost: evil.example\r\n\r\n"
         assert _raw_tls(served, request.encode()).startswith(b"HTTP/1.1 400")
+
+
+class TestBindReusePort:
+    def test_two_sockets_share_a_port(self) -> None:
+        """Two SO_REUSEPORT sockets listen on the same port (one per worker)."""
+        first = bind_reuseport("127.0.0.1", 0)
+        port = first.getsockname()[1]
+        second = bind_reuseport("127.0.0.1", port)
+        try:
+            assert second.getsockname()[1] == port
+        finally:
+            first.close()
+            second.close()
+
+    def test_port_held_by_another_program(self) -> None:
+        """A port bound without SO_REUSEPORT (another program) cannot be shared."""
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            with pytest.raises(OSError):
+                bind_reuseport("127.0.0.1", other.getsockname()[1])
+
+
+SUPERVISED = """
+import os, signal, sys, time
+from pathlib import Path
+from gateway.server import supervise
+
+out = Path(sys.argv[1])
+
+def worker(index: int) -> int:
+    (out / f"worker-{index}").write_text(str(os.getpid()))
+    if sys.argv[2] == "fail" and index == 1:
+        return 3
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        time.sleep(0.05)
+
+sys.exit(supervise(2, worker))
+"""
+
+
+def _supervisor(tmp_path: Path, mode: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", SUPERVISED, str(tmp_path), mode])
+
+
+def _worker_pids(tmp_path: Path) -> list[int]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        files = [tmp_path / "worker-0", tmp_path / "worker-1"]
+        if all(path.exists() and path.read_text() for path in files):
+            return [int(path.read_text()) for path in files]
+        time.sleep(0.05)
+    raise AssertionError("the workers did not start")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+class TestSupervise:
+    def test_sigterm_reaches_every_worker(self, tmp_path: Path) -> None:
+        """SIGTERM to the supervisor stops both workers; it exits 0 when they did."""
+        process = _supervisor(tmp_path, "serve")
+        try:
+            pids = _worker_pids(tmp_path)
+            assert len(set(pids)) == 2
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0
+            assert all(_gone(pid) for pid in pids)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    def test_a_failing_worker_stops_the_others(self, tmp_path: Path) -> None:
+        """A worker exiting on its own stops the rest; its status is the supervisor's."""
+        process = _supervisor(tmp_path, "fail")
+        try:
+            pids = _worker_pids(tmp_path)
+            assert process.wait(timeout=20) == 3
+            assert _gone(pids[0])
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    def test_a_killed_worker_stops_the_others(self, tmp_path: Path) -> None:
+        """A worker killed by a signal stops the rest, and the exit status says so."""
+        process = _supervisor(tmp_path, "serve")
+        try:
+            pids = _worker_pids(tmp_path)
+            os.kill(pids[1], signal.SIGKILL)
+            assert process.wait(timeout=20) == 128 + signal.SIGKILL
+            assert _gone(pids[0])
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()

@@ -539,3 +539,32 @@ class TestHeadTimeout:
         assert float(load_settings(_file(tmp_path), environ={}).server.request_head_timeout) == 10
         with pytest.raises(SettingsError, match=r"server\.request_head_timeout"):
             load_settings(_file(tmp_path), environ={"GATEWAY_SERVER__REQUEST_HEAD_TIMEOUT": "1h"})
+
+
+class TestWorkers:
+    def test_one_worker_by_default(self, tmp_path: Path) -> None:
+        """Without the setting the gateway runs in one process."""
+        assert load_settings(_file(tmp_path), environ={}).server.workers == 1
+
+    @pytest.mark.parametrize("workers", ["0", "65"])
+    def test_out_of_range(self, tmp_path: Path, workers: str) -> None:
+        """Zero workers or more than 64 is refused, naming the setting."""
+        with pytest.raises(SettingsError, match=r"server\.workers"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_SERVER__WORKERS": workers})
+
+    def test_several_workers_need_shared_revocations(self, tmp_path: Path) -> None:
+        """With login issuers, several workers need the sqlite revocation store."""
+        with pytest.raises(SettingsError, match="revocation_store"):
+            load_settings(_file(tmp_path, ISSUERS), environ={"GATEWAY_SERVER__WORKERS": "2"})
+
+    def test_several_workers_with_sqlite_revocations(self, tmp_path: Path) -> None:
+        """With revocations in a shared SQLite file several workers are accepted."""
+        settings = load_settings(
+            _file(tmp_path, ISSUERS),
+            environ={
+                "GATEWAY_SERVER__WORKERS": "2",
+                "GATEWAY_SESSION__REVOCATION_STORE": "sqlite",
+                "GATEWAY_SESSION__REVOCATION_FILE": str(tmp_path / "revoked.sqlite"),
+            },
+        )
+        assert settings.server.workers == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,9 +17,20 @@ import pytest
 from starlette.testclient import TestClient
 
 from audit import Scope, sqlite_store
+from audit._spool import Spool
 from demo_upstream import AssertionChecker
 from demo_upstream import create_app as demo_app
-from gateway._wiring import Gateway, _demo_assertion_key, assertion_signer, build, demo_settings
+from gateway._wiring import (
+    Gateway,
+    _demo_assertion_key,
+    assertion_signer,
+    build,
+    demo_settings,
+    listener_addresses,
+    orphaned_spools,
+    start_workers,
+    worker_settings,
+)
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.tls import ensure_self_signed
 from tests.gateway._servers import free_port, serve_thread
@@ -192,3 +204,103 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
             pass
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.1)
+
+
+class TestWorkers:
+    def test_worker_zero_keeps_the_settings(self, tmp_path: Path) -> None:
+        """The first worker uses the configured spool and metrics port unchanged."""
+        settings = settings_for(tmp_path, "http://127.0.0.1:9", GATEWAY_SERVER__WORKERS="2")
+        assert worker_settings(settings, 0) is settings
+
+    def test_later_workers_get_their_own_spool_and_metrics_port(self, tmp_path: Path) -> None:
+        """Worker N spools under worker-N and serves metrics on metrics_port + N."""
+        settings = settings_for(tmp_path, "http://127.0.0.1:9", GATEWAY_SERVER__WORKERS="3")
+        second = worker_settings(settings, 2)
+        assert second.audit.spool_dir == tmp_path / "spool" / "worker-2"
+        assert second.server.metrics_port == settings.server.metrics_port + 2
+
+    def test_listener_addresses_match_the_built_listeners(self, tmp_path: Path) -> None:
+        """The addresses bound before forking are those of the listeners a worker builds."""
+        settings = settings_for(tmp_path, "http://127.0.0.1:9")
+        built = build(settings).listeners
+        assert listener_addresses(settings) == {item.name: (item.host, item.port) for item in built}
+
+    def test_unshipped_spool_of_a_removed_worker_is_found(self, tmp_path: Path) -> None:
+        """A spool of a worker beyond the count that still holds events is reported."""
+        settings = settings_for(tmp_path, "http://127.0.0.1:9", GATEWAY_SERVER__WORKERS="2")
+        held = Spool(directory=tmp_path / "spool" / "worker-2")
+        held.append([b"e1\t2026-11-28T00:00:00Z\t{}\n"])
+        held.close()
+        Spool(directory=tmp_path / "spool" / "worker-3").close()  # empty: nothing to lose
+        Spool(directory=tmp_path / "spool" / "worker-1").close()  # still a worker
+        assert orphaned_spools(settings) == [tmp_path / "spool" / "worker-2"]
+
+    def test_serve_with_two_workers(self, tmp_path: Path) -> None:
+        """``server.workers = 2``: two processes answer on one port, each with its own spool;
+        SIGTERM stops them all with status 0."""
+        port = free_port()
+        keys = _demo_assertion_key(tmp_path / "keys")
+        environ = {
+            **os.environ,
+            "GATEWAY_SERVER__PUBLIC_HOSTS": "127.0.0.1",
+            "GATEWAY_SERVER__HOST": "127.0.0.1",
+            "GATEWAY_SERVER__ALLOW_PLAIN_HTTP": "true",
+            "GATEWAY_SERVER__HTTPS_PORT": str(port),
+            "GATEWAY_SERVER__HTTP_PORT": "0",
+            "GATEWAY_SERVER__METRICS_PORT": "0",
+            "GATEWAY_SERVER__WORKERS": "2",
+            "GATEWAY_ASSERTION__KEY_FILES": str(keys),
+            "GATEWAY_AUDIT__SQLITE_PATH": str(tmp_path / "audit.db"),
+            "GATEWAY_AUDIT__SPOOL_DIR": str(tmp_path / "spool"),
+            "GATEWAY_POLICY__WATCH": "false",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"],
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}/_gateway/jwks.json"
+        try:
+            _wait_for(lambda: len(_children(process.pid)) == 2)
+            _wait_for((tmp_path / "spool" / "worker-1" / "cursor").exists)
+            assert (tmp_path / "spool" / "cursor").exists()
+            statuses = {httpx.get(url, timeout=5).status_code for _ in range(20)}
+            assert statuses == {200}
+            workers = _children(process.pid)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+            assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    def test_port_in_use_fails_the_start(self, tmp_path: Path) -> None:
+        """A port another program holds stops the start with a message, before any fork."""
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            settings = settings_for(
+                tmp_path,
+                "http://127.0.0.1:9",
+                GATEWAY_SERVER__WORKERS="2",
+                GATEWAY_SERVER__HOST="127.0.0.1",
+                GATEWAY_SERVER__HTTPS_PORT=str(other.getsockname()[1]),
+                GATEWAY_SERVER__HTTP_PORT="0",
+                GATEWAY_SERVER__METRICS_PORT="0",
+            )
+            assert start_workers(settings) == 2
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
