@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -82,3 +83,15 @@ class TestGoalCheck:
         """Without the forward-only contender there is no ratio to judge."""
         full = bench.Contender("full-pipeline", "g")
         assert "needs" in bench.goal_check([full], [1])
+
+
+class TestHelperCpu:
+    def test_children_found_and_their_cpu_read(self) -> None:
+        """A child process of the gateway (the audit worker) is found and its CPU counted."""
+        child = subprocess.Popen(["sleep", "5"])
+        try:
+            assert child.pid in bench._children(os.getpid())
+            assert bench._children_cpu([child.pid]) >= 0.0
+        finally:
+            child.kill()
+            child.wait()
