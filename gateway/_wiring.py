@@ -39,6 +39,7 @@ from audit import (
 )
 from audit._pipeline import FullPolicy
 from audit.processors import Pseudonymise, Pseudonymiser
+from gateway._heap import HeapRefreezer
 from gateway._upstream import create_upstream
 from gateway.app import GatewayApp, Lifecycle, create_app
 from gateway.assertion import AssertionSigner, load_key
@@ -215,14 +216,17 @@ def build(settings: Settings) -> Gateway:
     metrics.export(lambda: pipeline.metrics().samples())
     metrics.export(lambda: _policy_samples(store))
     lifecycle = Lifecycle()
+    heap = HeapRefreezer()
     lifecycle.startup.append(pipeline.start)
     lifecycle.shutdown.append(pipeline.aclose)  # runs last: shutdown hooks run in reverse
     lifecycle.shutdown.append(forward.aclose)
+    lifecycle.shutdown.append(heap.stop)
     if settings.policy.watch:
         _watch_policy(store, lifecycle)
     oidc = OIDC(settings=settings, sink=pipeline) if settings.oidc.issuers else None
     if oidc is not None:
         lifecycle.shutdown.append(oidc.aclose)
+    lifecycle.startup.append(heap.start)  # last: everything built at start-up is frozen
     app = create_app(
         settings,
         authorizer=store,
