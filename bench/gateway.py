@@ -515,13 +515,26 @@ def goal_check(contenders: list[Contender], connections: list[int]) -> str:
         lines.append(
             f"  {conns:>4} conns: full/forward {ratio:5.2f} "
             f"({'met' if ratio >= GOAL_RATIO else 'missed'}), full {rps:7.0f} req/s "
-            f"({'met' if rps >= GOAL_RPS else 'missed'})"
+            f"({'met' if rps >= GOAL_RPS else 'missed'}){_cpu_ratio(forward, full, conns)}"
         )
     lines.append(
         f"  ratio goal met at {ratio_met}/{len(connections)} loads; "
         f"req/s goal met at {rps_met}/{len(connections)} loads"
     )
+    lines.append(
+        "  (cpu: forward/full CPU per request of the gateway process, the ratio a saturated "
+        "core would give;\n   on a busy machine req/s favours the full pipeline, whose audit "
+        "worker is a second process)"
+    )
     return "\n".join(lines)
+
+
+def _cpu_ratio(forward: Contender, full: Contender, conns: int) -> str:
+    fwd = [run.cpu_us for run in forward.runs[conns] if run.cpu_us]
+    own = [run.cpu_us for run in full.runs[conns] if run.cpu_us]
+    if not fwd or not own:
+        return ""
+    return f", cpu {statistics.median(fwd) / statistics.median(own):4.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
