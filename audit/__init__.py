@@ -10,6 +10,7 @@ pipeline in a process of its own (what the gateway does: its request path only e
 from audit._export import SubjectExporter
 from audit._opensearch import OpenSearchStore
 from audit._pipeline import DEFAULT_FULL_POLICY, AuditPipeline, Metrics
+from audit._retention_log import RetentionRecorder
 from audit._search import AuditSearch, Filters, Requester, parse_filters
 from audit._sink import AuditSink, Event, MemorySink
 from audit._sqlite import SQLiteStore
@@ -42,6 +43,7 @@ __all__ = [
     "Page",
     "Record",
     "Requester",
+    "RetentionRecorder",
     "SQLiteStore",
     "Scope",
     "SearchRefused",

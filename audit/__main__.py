@@ -6,29 +6,41 @@
     search  [--filter NAME=VALUE ...] [--size N] [--cursor C] [--order asc|desc]
     export  SUBJECT [--format json|csv]
     stats   [--row KEY ...] [--column KEY]
+    verify  --keys JWKS_FILE [--from TIME] [--to TIME] [--instance ID] [--format text|json]
 
 The same scoping as the HTTP API applies to the ``--role``/``--tenant`` given (the CLI runs
 with the store's credentials, so whoever runs it already holds them: the roles state on whose
 behalf). Every search, export and statistics request is written to the store as an audit
 event, directly (the CLI has no spool). Exit status 2 for a bad filter, 3 for a refusal.
+
+``verify`` walks the signed digest chains (``audit/_verify.py``) with the public keys of
+``--keys`` (the JWK set served at ``/_gateway/audit-keys.json``) and prints one line per
+interval; exit status 1 when anything is found, so a scheduled job can alert. Each run is an
+``audit_verify`` event. Only the security, incident, compliance and platform-admin roles run it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from audit._chain import Keyring
+from audit._digests import digest_store_beside
 from audit._export import SubjectExporter
 from audit._opensearch import OpenSearchStore
-from audit._search import AuditSearch, Requester, parse_filters
+from audit._search import AuditSearch, Requester, backbone_event, parse_filters
 from audit._sqlite import SQLiteStore
-from audit._stats import Statistics
+from audit._stats import DEFAULT_ROWS, Statistics
 from audit._store import AuditStore, Record
+from audit._verify import Verifier
 from audit.errors import BadFilter, SearchRefused
+from audit.events import Action, parse_timestamp
 from audit.processors import audit_processors, render_json, run_chain
 
 
@@ -68,7 +80,57 @@ def _parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="suppressed counts")
     stats.add_argument("--row", action="append")
     stats.add_argument("--column", default="event.action")
+    verify = commands.add_parser("verify", help="check the signed digest chains")
+    verify.add_argument("--keys", required=True, help="JWK set of the audit signing keys")
+    verify.add_argument("--from", dest="since", help="ISO-8601 time with a zone")
+    verify.add_argument("--to", dest="until", help="ISO-8601 time with a zone")
+    verify.add_argument("--instance", help="only this shipper instance's chain")
+    verify.add_argument("--format", choices=["text", "json"], default="text")
     return parser
+
+
+#: Who may run verify: it reads every chain (event ids, no event content).
+VERIFY_ROLES = frozenset(
+    {"security_officer", "incident_responder", "compliance_reviewer", "platform_admin"}
+)
+
+
+def _verify(args: argparse.Namespace, store: AuditStore, who: Requester, sink: StoreSink) -> int:
+    labels: dict[str, Any] = {
+        k: v
+        for k, v in (("from", args.since), ("to", args.until), ("instance", args.instance))
+        if v
+    }
+    if not who.roles & VERIFY_ROLES:
+        sink.emit(backbone_event(Action.AUDIT_VERIFY, who, outcome="failure", labels=labels))
+        raise SearchRefused("verify needs a security, incident, compliance or admin role")
+    try:
+        since = parse_timestamp(args.since) if args.since else None
+        until = parse_timestamp(args.until) if args.until else None
+    except ValueError as exc:
+        raise BadFilter(f"--from/--to: {exc}") from exc
+    try:
+        with open(args.keys, "rb") as handle:
+            keyring = Keyring.from_jwks(handle.read())
+    except (OSError, ValueError) as exc:
+        raise BadFilter(f"--keys: {exc}") from exc
+    digests = digest_store_beside(store)
+    report = Verifier(events=store, digests=digests, keyring=keyring).verify(
+        since=since, until=until, instance=args.instance
+    )
+    for interval in report.intervals:
+        if args.format == "json":
+            sys.stdout.write(orjson.dumps(interval.to_json()).decode() + "\n")
+        else:
+            sys.stdout.write(interval.text() + "\n")
+    for finding in report.other:
+        sys.stdout.write(f"{finding.kind}: {finding.detail}\n")
+    summary = f"{len(report.intervals)} interval(s), {report.findings} finding(s)"
+    sys.stderr.write(summary + "\n")
+    labels |= {"intervals": str(len(report.intervals)), "findings": str(report.findings)}
+    outcome = "success" if report.ok else "failure"
+    sink.emit(backbone_event(Action.AUDIT_VERIFY, who, outcome=outcome, labels=labels))
+    return 0 if report.ok else 1
 
 
 def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
@@ -79,6 +141,17 @@ def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
             raise BadFilter(f"--filter wants NAME=VALUE, got {pair!r}")
         params.setdefault(name, []).append(value)
     return params
+
+
+#: Cursors of the CLI are signed with this key unless AUDIT_CURSOR_KEY_FILE names one: whoever
+#: runs the CLI holds the store's credentials already, so the signature guards nothing there;
+#: the scope digest in the cursor still ties it to the same search and roles.
+CLI_CURSOR_KEY = b"python -m audit: unkeyed cursors"
+
+
+def _cursor_key() -> bytes:
+    path = os.environ.get("AUDIT_CURSOR_KEY_FILE")
+    return Path(path).read_bytes().strip() if path else CLI_CURSOR_KEY
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sink = StoreSink(store)
     try:
         if args.command == "search":
-            result = AuditSearch(store=store, sink=sink).search(
+            result = AuditSearch(store=store, sink=sink, cursor_key=_cursor_key()).search(
                 who,
                 parse_filters(_filters(args.filter)),
                 size=args.size,
@@ -102,11 +175,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             total = {"value": result.total.value, "relation": "eq" if result.total.exact else "gte"}
             body = {"events": result.events, "total": total, "next_cursor": result.next_cursor}
             sys.stdout.write(orjson.dumps(body).decode() + "\n")
+        elif args.command == "verify":
+            return _verify(args, store, who, sink)
         elif args.command == "export":
             made = SubjectExporter(store=store, sink=sink).export(who, args.subject)
             sys.stdout.write(made.to_csv() if args.format == "csv" else made.to_json().decode())
         else:
-            rows = args.row or ["week", "organization.id"]
+            rows = args.row or list(DEFAULT_ROWS)
             try:
                 table = Statistics(store=store, sink=sink).table(who, rows=rows, column=args.column)
             except ValueError as exc:

@@ -6,7 +6,8 @@ duplicates (409 means already stored). The client's own retries are off (``max_r
 the pipeline runs the retry loop (PITFALLS.md: the bulk helpers retry too little).
 
 Deletion and minimisation select ids with ``search`` (``search_after`` paging) and then send
-``_bulk`` ``delete`` or partial-document ``update`` actions: core APIs only. We do not use
+``_bulk`` ``delete`` actions, or ``index`` actions that put the whole document back minimised
+(``if_seq_no``/``if_primary_term``: only if unchanged since read): core APIs only. We do not use
 ``delete_by_query``/``update_by_query``: they need the reindex module (absent from the
 integration-test distribution the tests run against) and, for minimisation, painless; and
 PITFALLS.md notes ``delete_by_query`` only marks documents and costs merges. Dropping whole
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 import orjson
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
-from opensearchpy.exceptions import TransportError
+from opensearchpy.exceptions import NotFoundError, TransportError
 
 from audit._store import (
     COUNT_KEYS,
@@ -40,7 +41,7 @@ from audit._store import (
     require_until,
     truncate_ip,
 )
-from audit.errors import StoreError, StoreUnavailable
+from audit.errors import PointInTimeGone, StoreError, StoreUnavailable
 from audit.events import (
     DEADLETTER_INDEX,
     INDEX_BASE,
@@ -56,6 +57,8 @@ __all__ = ["OpenSearchStore"]
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_POOL_SIZE: Final = 4
 PAGE_SIZE: Final = 1000
+#: How long a point in time of audit search stays open after each page read from it.
+PIT_KEEP_ALIVE: Final = "5m"
 _FILTER_PATH: Final = "errors,items.*.status,items.*.error.type,items.*.error.reason"
 #: Per-item statuses that mean "the document itself is wrong": dead letter, never retry.
 _REJECT_STATUSES: Final = frozenset({400})
@@ -297,6 +300,24 @@ class OpenSearchStore:
         newest_first: bool = False,
         after: Page | None = None,
     ) -> list[dict[str, Any]]:
+        body = self._search_body(
+            scope, exclude=exclude, size=size, newest_first=newest_first, after=after
+        )
+        with translated_errors():
+            response = self._client.search(
+                index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
+            )
+        return [hit["_source"] for hit in response["hits"]["hits"]]
+
+    @staticmethod
+    def _search_body(
+        scope: Scope,
+        *,
+        exclude: Sequence[Scope] = (),
+        size: int,
+        newest_first: bool,
+        after: Page | None,
+    ) -> dict[str, Any]:
         order = "desc" if newest_first else "asc"
         body: dict[str, Any] = {
             "query": _query(scope, exclude),
@@ -306,11 +327,54 @@ class OpenSearchStore:
         if after is not None:  # dates sort as epoch milliseconds, as the index keeps them
             millis = int(parse_timestamp(after.timestamp).timestamp() * 1000)
             body["search_after"] = [millis, after.event_id]
+        return body
+
+    # --- paging from a point in time (deep pagination for audit search) --------------------
+
+    def open_pit(self, *, keep_alive: str = PIT_KEEP_ALIVE) -> str:
+        """Open a point in time over every daily index: later pages read the same snapshot
+        (no event written, deleted or minimised meanwhile shifts them)."""
         with translated_errors():
-            response = self._client.search(
-                index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
+            response = self._client.create_pit(
+                index=self._pattern, params={"keep_alive": keep_alive}
             )
+        return str(response["pit_id"])
+
+    def close_pit(self, pit: str) -> None:
+        """Free the point in time now (it would expire after its keep-alive anyway)."""
+        with translated_errors():
+            self._client.delete_pit(body={"pit_id": [pit]})
+
+    def search_in_pit(
+        self,
+        pit: str,
+        scope: Scope,
+        *,
+        size: int = 100,
+        newest_first: bool = False,
+        after: Page | None = None,
+        keep_alive: str = PIT_KEEP_ALIVE,
+    ) -> list[dict[str, Any]]:
+        """As :meth:`search`, from the point in time ``pit`` (which each call keeps alive).
+
+        Raises :class:`PointInTimeGone` when the point in time expired or was closed."""
+        body = self._search_body(scope, size=size, newest_first=newest_first, after=after)
+        body["pit"] = {"id": pit, "keep_alive": keep_alive}
+        with translated_errors(), _pit_errors():
+            response = self._client.search(body=body)
         return [hit["_source"] for hit in response["hits"]["hits"]]
+
+    def total_in_pit(self, pit: str, scope: Scope, *, limit: int = TOTAL_LIMIT) -> Total:
+        """As :meth:`total`, counted in the point in time ``pit``."""
+        body = {
+            "query": _query(scope, ()),
+            "size": 0,
+            "track_total_hits": limit,
+            "pit": {"id": pit, "keep_alive": PIT_KEEP_ALIVE},
+        }
+        with translated_errors(), _pit_errors():
+            response = self._client.search(body=body)
+        return _total(response, limit)
 
     def count(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
         with translated_errors():
@@ -328,9 +392,7 @@ class OpenSearchStore:
             response = self._client.search(
                 index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
             )
-        hits = response["hits"]["total"]
-        value = int(hits["value"])
-        return Total(min(value, limit), exact=hits["relation"] == "eq" and value <= limit)
+        return _total(response, limit)
 
     def counts(self, scope: Scope, *, by: Sequence[str]) -> dict[tuple[str, ...], int]:
         """A composite aggregation over the keys, paged with its ``after_key``."""
@@ -361,9 +423,15 @@ class OpenSearchStore:
                 return found
 
     def _hits(
-        self, query: Mapping[str, Any], source: list[str] | bool, index: str | None = None
+        self,
+        query: Mapping[str, Any],
+        source: list[str] | bool,
+        index: str | None = None,
+        *,
+        versions: bool = False,
     ) -> Iterator[dict[str, Any]]:
-        """Every matching hit, paged with search_after (no scroll context to leak)."""
+        """Every matching hit, paged with search_after (no scroll context to leak); with
+        ``versions``, each hit carries its ``_seq_no`` and ``_primary_term``."""
         after: list[Any] | None = None
         while True:
             body: dict[str, Any] = {
@@ -371,6 +439,7 @@ class OpenSearchStore:
                 "sort": _SORT,
                 "size": PAGE_SIZE,
                 "_source": source,
+                "seq_no_primary_term": versions,
             }
             if after is not None:
                 body["search_after"] = after
@@ -397,7 +466,7 @@ class OpenSearchStore:
             status = next(iter(item.values())).get("status", 0)
             if 200 <= status < 300:
                 done += 1
-            elif status != 404:  # 404: already gone
+            elif status not in (404, 409):  # gone, or changed since read (minimised by another)
                 raise StoreError(f"bulk maintenance item failed: {item}")
         return done
 
@@ -466,9 +535,22 @@ class OpenSearchStore:
         self.refresh()
         query = _query(_replace_minimised(scope), exclude)
         done, lines = 0, []
-        for hit in list(self._hits(query, source=["source.ip"])):
-            lines.append(orjson.dumps({"update": {"_index": hit["_index"], "_id": hit["_id"]}}))
-            lines.append(orjson.dumps({"doc": _minimised(hit.get("_source") or {})}))
+        for hit in list(self._hits(query, source=True, versions=True)):
+            # The whole document again, minimised, if unchanged since read: a partial update
+            # cannot remove a key, and scripts need painless (absent from the test node).
+            lines.append(
+                orjson.dumps(
+                    {
+                        "index": {
+                            "_index": hit["_index"],
+                            "_id": hit["_id"],
+                            "if_seq_no": hit["_seq_no"],
+                            "if_primary_term": hit["_primary_term"],
+                        }
+                    }
+                )
+            )
+            lines.append(orjson.dumps(_minimised(hit.get("_source") or {})))
             if len(lines) >= 2 * PAGE_SIZE:
                 done += self._bulk_actions(lines)
                 lines = []
@@ -478,6 +560,21 @@ class OpenSearchStore:
 
 
 _SORT: Final = [{"@timestamp": "asc"}, {"event.id": "asc"}]
+
+
+def _total(response: Mapping[str, Any], limit: int) -> Total:
+    hits = response["hits"]["total"]
+    value = int(hits["value"])
+    return Total(min(value, limit), exact=hits["relation"] == "eq" and value <= limit)
+
+
+@contextlib.contextmanager
+def _pit_errors() -> Iterator[None]:
+    """A point in time that expired or was closed answers 404: the cursor is stale."""
+    try:
+        yield
+    except NotFoundError as exc:
+        raise PointInTimeGone("the point in time of this cursor expired") from exc
 
 
 def _item_result(item: Mapping[str, Any]) -> ItemResult:
@@ -499,12 +596,13 @@ def _replace_minimised(scope: Scope) -> Scope:
 
 
 def _minimised(source: Mapping[str, Any]) -> dict[str, Any]:
-    ip = source.get("source.ip")
-    if ip is None:
-        ip = (source.get("source") or {}).get("ip")
-    doc: dict[str, Any] = {"user_agent.original": None, "audit.minimised": True}
+    """The stored document minimised as SQLite does it: the user agent absent (not null),
+    the source address truncated, ``audit.minimised`` set. Documents are flat (dotted keys)."""
+    doc = {k: v for k, v in source.items() if k != "user_agent.original"}
+    ip = doc.get("source.ip")
     if isinstance(ip, str):
         doc["source.ip"] = truncate_ip(ip)
+    doc["audit.minimised"] = True
     return doc
 
 

@@ -35,7 +35,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -148,6 +148,7 @@ class AuditPipeline:
         backoff_max: float = DEFAULT_BACKOFF_MAX,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         pseudonymise: Pseudonymise | None = None,
+        on_shipped: Callable[[Sequence[Record]], None] | None = None,
     ) -> None:
         policy: dict[Category, str] = dict(DEFAULT_FULL_POLICY)
         for name, value in (full_policy or {}).items():
@@ -172,6 +173,10 @@ class AuditPipeline:
         self._backoff_max = backoff_max
         self._close_timeout = close_timeout
         self._chain = audit_processors(pseudonymise=pseudonymise, render=False)
+        # Tamper evidence (audit/_digestwriter.py): called by the shipper with the records
+        # each batch stored, before the cursor moves, and with () when idle.
+        self._on_shipped = on_shipped or _no_hook
+        self._stored: list[Record] = []
 
         self._queue: deque[tuple[int, contextvars.Context, dict[str, Any], Category]] = deque()
         self._wake_writer = threading.Event()
@@ -498,6 +503,7 @@ class AuditPipeline:
             batch = spool.read(max_records=self._batch_size, max_bytes=self._batch_bytes)
             if not batch.records and not batch.corrupt:
                 self._head_ns = None
+                self._on_shipped(())
                 if self._stopping.is_set() and self._writer_done.is_set():
                     return
                 self._wake_shipper.clear()
@@ -515,8 +521,10 @@ class AuditPipeline:
                 self._wake_shipper.clear()
                 self._wake_shipper.wait(self._flush_interval / 4)
                 continue
+            self._stored = []
             if not self._ship(spool, batch):
                 return  # closing, and the store is still away: the spool keeps the rest
+            self._on_shipped(self._stored)
             spool.commit(batch.end)
             if self._spool_full and spool.live_bytes <= spool.max_bytes * RESUME_RATIO:
                 self._set_full(False)  # room again: accept events, report what was dropped
@@ -567,6 +575,7 @@ class AuditPipeline:
         rejected: list[tuple[Record, ItemResult]] = []
         for record, result in zip(pending, results, strict=True):
             if result.status in ("stored", "duplicate"):
+                self._stored.append(record)
                 self._shipped += 1
                 self._duplicates += result.status == "duplicate"
             elif result.status == "rejected":
@@ -586,6 +595,10 @@ class AuditPipeline:
             self._store.write_deadletters([(r, i) for r, i in items if r.event_id])
         except StoreError as exc:
             log.warning("audit_deadletter_index_failed", error=str(exc))
+
+
+def _no_hook(_records: Sequence[Record]) -> None:
+    """No tamper-evidence hook configured."""
 
 
 def _ns_of(timestamp: str) -> int | None:

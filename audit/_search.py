@@ -11,39 +11,54 @@ Three steps, each a plain function or small class so the HTTP layer stays thin:
   is ANDed, and a school admin asking for another tenant is refused, never widened.
 * :class:`AuditSearch` runs the search and records it as an ``audit_search`` event (who, the
   filters, how many results), refusals included.
+* Paging: an opaque cursor (:class:`CursorCodec`) carries the last event's position, the sort
+  order, the OpenSearch point in time and a digest of the requester and scope, signed with
+  HMAC. An altered cursor does not decode, and a cursor is only good for the search that made
+  it: replayed by another user or with other filters it is refused (and the attempt audited).
+  The scope itself is always recomputed from the caller, never read from the cursor.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import hashlib
+import hmac
 import ipaddress
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 import orjson
 
 from audit._sink import AuditSink
 from audit._store import AuditStore, Page, Scope, Total
-from audit.errors import BadFilter, SearchRefused
+from audit.errors import BadFilter, SearchRefused, StoreError
 from audit.events import ACTIONS, Action, Category, parse_timestamp
 
 __all__ = [
     "ALL_EVENTS_ROLES",
     "DEFAULT_PAGE_SIZE",
+    "FILTER_PARAMS",
+    "LIST_PARAMS",
     "MAX_PAGE_SIZE",
+    "MAX_VALUES",
+    "OUTCOMES",
     "TENANT_ROLES",
     "AuditSearch",
     "BadFilter",
+    "Cursor",
+    "CursorCodec",
     "Filters",
+    "PointInTimeStore",
     "Requester",
     "SearchRefused",
     "SearchResult",
-    "decode_cursor",
-    "encode_cursor",
     "parse_filters",
+    "scope_digest",
     "scope_for",
 ]
 
@@ -53,10 +68,12 @@ ALL_EVENTS_ROLES: Final = frozenset({"security_officer", "incident_responder"})
 TENANT_ROLES: Final = frozenset({"school_admin"})
 DEFAULT_PAGE_SIZE: Final = 100
 MAX_PAGE_SIZE: Final = 1000
+#: Longer cursors are refused before any decoding (a point in time id is a few hundred bytes).
+MAX_CURSOR_LENGTH: Final = 4096
 #: At most this many values per filter (keeps queries bounded).
 MAX_VALUES: Final = 100
-_OUTCOMES: Final = frozenset({"success", "failure", "unknown"})
-_LIST_PARAMS: Final = {
+OUTCOMES: Final = frozenset({"success", "failure", "unknown"})
+LIST_PARAMS: Final = {
     "subject": "subjects",
     "target": "target_ids",
     "tenant": "tenants",
@@ -69,7 +86,7 @@ _LIST_PARAMS: Final = {
     "rule": "rule_names",
 }
 #: Every query parameter a search understands (the HTTP layer adds its own: size, cursor).
-FILTER_PARAMS: Final = frozenset({*_LIST_PARAMS, "since", "until", "q"})
+FILTER_PARAMS: Final = frozenset({*LIST_PARAMS, "since", "until", "q"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +161,8 @@ def _check(name: str, value: str) -> Any:
         raise BadFilter(f"category: one of {', '.join(sorted(Category))}")
     elif name == "action" and value not in ACTIONS:
         raise BadFilter(f"action: not a known action: {value!r}")
-    elif name == "outcome" and value not in _OUTCOMES:
-        raise BadFilter(f"outcome: one of {', '.join(sorted(_OUTCOMES))}")
+    elif name == "outcome" and value not in OUTCOMES:
+        raise BadFilter(f"outcome: one of {', '.join(sorted(OUTCOMES))}")
     return value
 
 
@@ -155,7 +172,7 @@ def parse_filters(params: Mapping[str, Sequence[str]]) -> Filters:
     if unknown:
         raise BadFilter(f"unknown parameters: {', '.join(sorted(unknown))}")
     lists: dict[str, tuple[Any, ...]] = {}
-    for param, attribute in _LIST_PARAMS.items():
+    for param, attribute in LIST_PARAMS.items():
         values = params.get(param) or []
         if len(values) > MAX_VALUES:
             raise BadFilter(f"{param}: at most {MAX_VALUES} values")
@@ -203,23 +220,94 @@ def scope_for(who: Requester, filters: Filters) -> Scope:
     )
 
 
-def encode_cursor(page: Page, *, newest_first: bool) -> str:
-    """An opaque cursor for the next page (the last event's time and id, and the order)."""
-    raw = orjson.dumps([page.timestamp, page.event_id, "desc" if newest_first else "asc"])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+#: Cursor layout version (the first element of the signed payload).
+CURSOR_VERSION: Final = 1
+_MAC_BYTES: Final = 16
 
 
-def decode_cursor(cursor: str, *, newest_first: bool) -> Page:
-    """The page a cursor points after; BadFilter when it is malformed or for the other order."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        timestamp, event_id, order = orjson.loads(raw)
-        parse_timestamp(str(timestamp))
-    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError) as exc:
-        raise BadFilter("cursor: malformed") from exc
-    if not isinstance(event_id, str) or order != ("desc" if newest_first else "asc"):
-        raise BadFilter("cursor: malformed or for the other sort order")
-    return Page(str(timestamp), event_id)
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where the next page starts: after ``after``, in one order, in one point in time (on
+    OpenSearch), for one requester's scope (``scope`` is :func:`scope_digest`)."""
+
+    after: Page
+    newest_first: bool
+    pit: str | None
+    scope: str
+
+
+def scope_digest(who: Requester, scope: Scope) -> str:
+    """A digest of who searches and the exact scope: a cursor is only good for that search."""
+    plain = {"user": who.user_id, "scope": asdict(scope)}
+    return hashlib.sha256(orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+class CursorCodec:
+    """Opaque, tamper-proof cursors: the payload (position, order, point in time, scope
+    digest) with an HMAC-SHA256 tag (128 bits), base64url. A cursor that was altered, or made
+    with another key, does not decode."""
+
+    def __init__(self, *, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("the cursor key needs at least 16 bytes")
+        self._key = key
+
+    def _tag(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+    def encode(self, cursor: Cursor) -> str:
+        payload = orjson.dumps(
+            [
+                CURSOR_VERSION,
+                cursor.after.timestamp,
+                cursor.after.event_id,
+                "desc" if cursor.newest_first else "asc",
+                cursor.pit,
+                cursor.scope,
+            ]
+        )
+        return base64.urlsafe_b64encode(self._tag(payload) + payload).decode().rstrip("=")
+
+    def decode(self, text: str) -> Cursor:
+        """The cursor in ``text``; BadFilter when it is malformed, altered or not ours."""
+        if len(text) > MAX_CURSOR_LENGTH:
+            raise BadFilter("cursor: malformed")
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise BadFilter("cursor: malformed") from exc
+        tag, payload = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
+        if len(tag) != _MAC_BYTES or not hmac.compare_digest(tag, self._tag(payload)):
+            raise BadFilter("cursor: altered, or not issued by this gateway")
+        try:
+            version, timestamp, event_id, order, pit, scope = orjson.loads(payload)
+            parse_timestamp(str(timestamp))
+        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            raise BadFilter("cursor: malformed") from exc
+        if version != CURSOR_VERSION or order not in ("asc", "desc"):
+            raise BadFilter("cursor: from another version; search again")
+        return Cursor(Page(str(timestamp), str(event_id)), order == "desc", pit, str(scope))
+
+
+@runtime_checkable
+class PointInTimeStore(Protocol):
+    """A store that pages from a point in time (OpenSearch)."""
+
+    def open_pit(self) -> str: ...
+
+    def close_pit(self, pit: str) -> None: ...
+
+    def search_in_pit(
+        self,
+        pit: str,
+        scope: Scope,
+        *,
+        size: int = ...,
+        newest_first: bool = ...,
+        after: Page | None = ...,
+    ) -> list[dict[str, Any]]: ...
+
+    def total_in_pit(self, pit: str, scope: Scope) -> Total: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,11 +341,31 @@ def backbone_event(
 
 
 class AuditSearch:
-    """Runs scoped searches over ``store`` and records each one in ``sink``."""
+    """Runs scoped searches over ``store`` and records each one in ``sink``.
 
-    def __init__(self, *, store: AuditStore, sink: AuditSink) -> None:
+    ``cursor_key`` signs the cursors; give every gateway instance behind one load balancer the
+    same key (without one, a random key per process: cursors then only page on the instance
+    that made them). On OpenSearch, the second and later pages read from a point in time
+    opened when the first page turned out to have a successor.
+    """
+
+    def __init__(
+        self, *, store: AuditStore, sink: AuditSink, cursor_key: bytes | None = None
+    ) -> None:
         self._store = store
         self._sink = sink
+        self._cursors = CursorCodec(key=cursor_key or secrets.token_bytes(32))
+        self._pit = store if isinstance(store, PointInTimeStore) else None
+
+    def _refuse(self, who: Requester, filters: Filters, reason: str) -> None:
+        self._sink.emit(
+            backbone_event(
+                Action.AUDIT_SEARCH,
+                who,
+                outcome="failure",
+                labels={"filters": filters.describe(), "refused": reason},
+            )
+        )
 
     def search(
         self,
@@ -268,29 +376,47 @@ class AuditSearch:
         cursor: str | None = None,
         newest_first: bool = False,
     ) -> SearchResult:
-        """One page; raises SearchRefused (recorded as a failed audit_search) or BadFilter."""
+        """One page; raises SearchRefused or BadFilter (both recorded as a failed
+        audit_search when they concern the scope or the cursor)."""
         if not 1 <= size <= MAX_PAGE_SIZE:
             raise BadFilter(f"size: between 1 and {MAX_PAGE_SIZE}")
-        after = decode_cursor(cursor, newest_first=newest_first) if cursor else None
         try:
             scope = scope_for(who, filters)
         except SearchRefused as exc:
-            self._sink.emit(
-                backbone_event(
-                    Action.AUDIT_SEARCH,
-                    who,
-                    outcome="failure",
-                    labels={"filters": filters.describe(), "refused": str(exc)},
-                )
-            )
+            self._refuse(who, filters, str(exc))
             raise
-        events = self._store.search(scope, size=size, newest_first=newest_first, after=after)
-        total = self._store.total(scope)
-        next_cursor = (
-            encode_cursor(Page.of(events[-1]), newest_first=newest_first)
-            if len(events) == size
-            else None
-        )
+        digest = scope_digest(who, scope)
+        previous = None
+        if cursor:
+            try:
+                previous = self._cursors.decode(cursor)
+                if previous.newest_first != newest_first:
+                    raise BadFilter("cursor: made for the other sort order")
+                if previous.scope != digest:
+                    raise BadFilter("cursor: made for another search or another user")
+            except BadFilter as exc:
+                self._refuse(who, filters, str(exc))
+                raise
+        after = previous.after if previous is not None else None
+        pit = previous.pit if previous is not None else None
+        if pit is not None and self._pit is not None:
+            events = self._pit.search_in_pit(
+                pit, scope, size=size, newest_first=newest_first, after=after
+            )
+            total = self._pit.total_in_pit(pit, scope)
+        else:
+            events = self._store.search(scope, size=size, newest_first=newest_first, after=after)
+            total = self._store.total(scope)
+        next_cursor = None
+        if len(events) == size:
+            if pit is None and self._pit is not None:
+                pit = self._pit.open_pit()
+            next_cursor = self._cursors.encode(
+                Cursor(Page.of(events[-1]), newest_first, pit, digest)
+            )
+        elif pit is not None and self._pit is not None:
+            with contextlib.suppress(StoreError):  # it expires by itself anyway
+                self._pit.close_pit(pit)
         self._sink.emit(
             backbone_event(
                 Action.AUDIT_SEARCH,

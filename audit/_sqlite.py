@@ -46,6 +46,8 @@ _INDEXED: Final = ("ts", "user_id", "organization_id", "audit_category", "event_
 _COLUMNS: Final = list(SQLITE_COLUMNS.values())
 #: Seconds to wait for another process's write lock (several gateway workers, one file).
 BUSY_TIMEOUT: Final = 10.0
+#: The alias of the ``json_each`` table that spreads ``user.roles`` for counting.
+_ROLE: Final = "role_each"
 
 
 def _sql_type(f: Field) -> str:
@@ -204,8 +206,10 @@ def _count_key(key: str) -> str:
     if key not in COUNT_KEYS:
         raise ValueError(f"cannot count by {key!r}; choose from {', '.join(COUNT_KEYS)}")
     if key == "week":  # the Monday of the ISO week ('weekday 0' = the next Sunday or today)
-        return "date(ts, 'weekday 0', '-6 days')"
-    return SQLITE_COLUMNS[key]
+        return f"date({TABLE}.ts, 'weekday 0', '-6 days')"
+    if key == "user.roles":
+        return f"{_ROLE}.value"
+    return f"{TABLE}.{SQLITE_COLUMNS[key]}"
 
 
 @contextlib.contextmanager
@@ -348,9 +352,11 @@ class SQLiteStore:
         keys = [_count_key(key) for key in by]
         where, params = _where(scope, ())
         select = ", ".join(keys)
+        # One row per (event, role): an event counts once under each of its roles.
+        roles = f" LEFT JOIN json_each({TABLE}.user_roles) AS {_ROLE}" if "user.roles" in by else ""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {select}, COUNT(*) FROM {TABLE} WHERE {where} GROUP BY {select}",
+                f"SELECT {select}, COUNT(*) FROM {TABLE}{roles} WHERE {where} GROUP BY {select}",
                 params,
             ).fetchall()
         return {

@@ -29,6 +29,8 @@ from audit._store import COUNT_KEYS, AuditStore, Scope
 from audit.events import Action
 
 __all__ = [
+    "DEFAULT_COLUMN",
+    "DEFAULT_ROWS",
     "DEFAULT_THRESHOLD",
     "STATS_ROLES",
     "Statistics",
@@ -38,6 +40,9 @@ __all__ = [
 ]
 
 DEFAULT_THRESHOLD: Final = 10
+#: The funders' table: period x tenant x role (rows) x action (columns).
+DEFAULT_ROWS: Final = ("week", "organization.id", "user.roles")
+DEFAULT_COLUMN: Final = "event.action"
 #: Who may read statistics (the policy decides the route; this is the second check).
 STATS_ROLES: Final = frozenset({"compliance_reviewer"}) | ALL_EVENTS_ROLES
 
@@ -193,13 +198,25 @@ class Statistics:
         self,
         who: Requester,
         *,
-        rows: Sequence[str] = ("week", "organization.id"),
-        column: str = "event.action",
+        rows: Sequence[str] = DEFAULT_ROWS,
+        column: str = DEFAULT_COLUMN,
         scope: Scope | None = None,
     ) -> dict[str, Any]:
-        """The published table; raises SearchRefused for other roles, ValueError for keys."""
+        """The published table; raises SearchRefused for other roles (recorded as a failed
+        request), ValueError for keys. Each request is an ``audit_search`` event of kind
+        ``statistics``."""
+        labels: dict[str, Any] = {"kind": "statistics", "rows": list(rows), "column": column}
         if not who.roles & STATS_ROLES:
-            raise SearchRefused("your roles do not allow statistics")
+            refused = SearchRefused("your roles do not allow statistics")
+            self._sink.emit(
+                backbone_event(
+                    Action.AUDIT_SEARCH,
+                    who,
+                    outcome="failure",
+                    labels={**labels, "refused": str(refused)},
+                )
+            )
+            raise refused
         keys = [*rows, column]
         if len(set(keys)) != len(keys) or not rows:
             raise ValueError("give one or more distinct row keys and a different column key")
@@ -209,12 +226,5 @@ class Statistics:
         raw = self._store.counts(scope or Scope(), by=keys)
         counts = {(key[:-1], key[-1]): n for key, n in raw.items()}
         published = suppress(counts, threshold=self.threshold).publish(rows)
-        self._sink.emit(
-            backbone_event(
-                Action.AUDIT_SEARCH,
-                who,
-                outcome="success",
-                labels={"kind": "statistics", "rows": list(rows), "column": column},
-            )
-        )
+        self._sink.emit(backbone_event(Action.AUDIT_SEARCH, who, outcome="success", labels=labels))
         return published

@@ -36,8 +36,16 @@ TOTAL_LIMIT: Final = 10_000
 #: a word of ``error.message`` (analysed text on OpenSearch; a substring on SQLite).
 TEXT_FIELDS: Final = ("url.path", "event.reason", "error.type", "user_agent.original")
 #: What ``AuditStore.counts`` can group by: keyword fields, and ``week`` (ISO weeks, Monday
-#: 00:00 UTC, given as ``YYYY-MM-DD``).
-COUNT_KEYS: Final = ("audit.category", "event.action", "organization.id", "event.outcome", "week")
+#: 00:00 UTC, given as ``YYYY-MM-DD``). ``user.roles`` holds a list: an event counts once under
+#: each of its roles (and under ``""`` when it has none).
+COUNT_KEYS: Final = (
+    "audit.category",
+    "event.action",
+    "organization.id",
+    "event.outcome",
+    "user.roles",
+    "week",
+)
 
 
 @dataclass(frozen=True, slots=True)

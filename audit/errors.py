@@ -6,7 +6,8 @@ AuditError                 base class
 ├── SpoolFull              the spool has no room (byte bound reached or the disk is full)
 ├── SpoolLocked            another pipeline (process) already uses this spool directory
 ├── BadFilter              an audit search/export/statistics request is malformed (400);
-│                          also a ValueError
+│   │                      also a ValueError
+│   └── PointInTimeGone    the cursor's point in time (OpenSearch) expired or was closed
 ├── SearchRefused          the requester may not search, or not that scope (403)
 └── StoreError             the audit store failed
     └── StoreUnavailable   the store cannot be reached or is overloaded (connection error,
@@ -48,6 +49,12 @@ class BadFilter(AuditError, ValueError):
 
     code = "bad_filter"
     status_code = 400
+
+
+class PointInTimeGone(BadFilter):
+    """The point in time a cursor pages through is gone: search again from the first page."""
+
+    code = "cursor_expired"
 
 
 class SearchRefused(AuditError):

@@ -151,6 +151,7 @@ class Action(StrEnum):
     AUDIT_SEARCH = "audit_search"
     AUDIT_EXPORT = "audit_export"
     AUDIT_PSEUDONYM_LOOKUP = "audit_pseudonym_lookup"
+    AUDIT_VERIFY = "audit_verify"
     AUDIT_EVENTS_DROPPED = "audit_events_dropped"
     HOLD_PLACED = "hold_placed"
     HOLD_RELEASED = "hold_released"
@@ -212,6 +213,7 @@ ACTIONS: Final[dict[str, ActionSpec]] = {
         _spec(Action.AUDIT_SEARCH, _BB, "database", "access"),
         _spec(Action.AUDIT_EXPORT, _BB, "database", "access"),
         _spec(Action.AUDIT_PSEUDONYM_LOOKUP, _BB, "database", "access"),
+        _spec(Action.AUDIT_VERIFY, _BB, "database", "access"),
         _spec(Action.AUDIT_EVENTS_DROPPED, _BB, "database", "info"),
         _spec(Action.HOLD_PLACED, _BB, "configuration", "creation"),
         _spec(Action.HOLD_RELEASED, _BB, "configuration", "change"),

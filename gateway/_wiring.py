@@ -10,6 +10,8 @@ requests, then flushes the audit queue.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -48,6 +50,7 @@ from gateway.headers import MutateHeaders
 from gateway.https import RedirectApp, RedirectTarget
 from gateway.metrics import GatewayMetrics, MetricsApp
 from gateway.oidc import OIDC, new_key
+from gateway.openapi import openapi_route
 from gateway.proxy import Forward
 from gateway.server import Listener, run
 from gateway.settings import (
@@ -186,6 +189,15 @@ def jwks_route(signer: AssertionSigner) -> Route:
     return Route(JWKS_PATH, jwks, methods=["GET", "HEAD"])
 
 
+def cursor_key(settings: Settings) -> bytes | None:
+    """The audit search cursors' signing key, derived from the first session key so every
+    instance sharing the session keys accepts the others' cursors (None: a key per process)."""
+    if not settings.session.keys:
+        return None
+    secret = settings.session.keys[0].reveal().encode()
+    return hmac.new(secret, b"audit-search-cursor-v1", hashlib.sha256).digest()
+
+
 def _policy_samples(store: PolicyStore) -> Iterable[tuple[str, Mapping[str, str], float]]:
     yield ("gateway_policy_reloads_total", {"outcome": "success"}, store.reloads_succeeded)
     yield ("gateway_policy_reloads_total", {"outcome": "failure"}, store.reloads_failed)
@@ -226,6 +238,8 @@ def build(settings: Settings) -> Gateway:
     oidc = OIDC(settings=settings, sink=pipeline) if settings.oidc.issuers else None
     if oidc is not None:
         lifecycle.shutdown.append(oidc.aclose)
+    holds = holds_api(settings.audit, sink=pipeline)
+    lifecycle.shutdown.append(holds.aclose)  # before the pipeline: shutdown runs in reverse
     lifecycle.startup.append(heap.start)  # last: everything built at start-up is frozen
     app = create_app(
         settings,
@@ -236,8 +250,9 @@ def build(settings: Settings) -> Gateway:
         routes=[
             jwks_route(signer),
             *(oidc.routes if oidc else ()),
-            *holds_api(settings.audit, sink=pipeline),
-            *audit_routes(store=events, sink=pipeline),
+            *holds.routes,
+            *audit_routes(store=events, sink=pipeline, cursor_key=cursor_key(settings)),
+            openapi_route(),
         ],
         login_path=oidc.login_path if oidc else None,
         before_authenticate=oidc.stages() if oidc else (),

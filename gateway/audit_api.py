@@ -7,8 +7,9 @@
   ``cursor`` of the previous answer; ``order=asc|desc`` (by time). Answers
   ``{"events": [...], "total": {"value": n, "relation": "eq"|"gte"}, "next_cursor": ...}``.
 * ``GET /_gateway/audit/export?subject=...&format=json|csv`` — the data-subject export.
-* ``GET /_gateway/stats?row=week&row=organization.id&column=event.action&since=&until=`` —
-  counts with small-cell and complementary suppression (:mod:`audit._stats`).
+* ``GET /_gateway/stats?row=week&row=organization.id&row=user.roles&column=event.action``
+  (and ``since``, ``until``) — counts with small-cell and complementary suppression
+  (:mod:`audit._stats`).
 
 The policy decides who reaches these routes at all; the scope (which events) is decided in the
 query by :func:`audit._search.scope_for` from the caller's identity. Bad filters are 400 with a
@@ -39,6 +40,7 @@ from audit import (
     SubjectExporter,
 )
 from audit import parse_filters as _parse_filters
+from audit._stats import DEFAULT_COLUMN, DEFAULT_ROWS
 from audit.errors import StoreError, StoreUnavailable
 from gateway.types import identity
 
@@ -102,9 +104,12 @@ def audit_routes(
     sink: AuditSink,
     pseudonymise_staff: bool = True,
     stats_threshold: int = DEFAULT_STATS_THRESHOLD,
+    cursor_key: bytes | None = None,
 ) -> Sequence[Route]:
-    """The audit API's routes over ``store``; searches and exports are recorded in ``sink``."""
-    searcher = AuditSearch(store=store, sink=sink)
+    """The audit API's routes over ``store``; searches and exports are recorded in ``sink``.
+
+    ``cursor_key`` signs search cursors (the same key on every instance; see AuditSearch)."""
+    searcher = AuditSearch(store=store, sink=sink, cursor_key=cursor_key)
     exporter = SubjectExporter(store=store, sink=sink, pseudonymise_staff=pseudonymise_staff)
     statistics = Statistics(store=store, sink=sink, threshold=stats_threshold)
 
@@ -173,12 +178,12 @@ def audit_routes(
                 if k in request.query_params
             }
         )
-        rows = request.query_params.getlist("row") or ["week", "organization.id"]
+        rows = request.query_params.getlist("row") or list(DEFAULT_ROWS)
         try:
             table = statistics.table(
                 requester(request),
                 rows=rows,
-                column=_single(request, "column") or "event.action",
+                column=_single(request, "column") or DEFAULT_COLUMN,
                 scope=Scope(since=period.since, until=period.until),
             )
         except ValueError as exc:

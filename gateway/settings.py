@@ -837,8 +837,14 @@ def _validate_session(session: SessionSettings, *, needed: bool) -> None:
     if needed and not session.keys:
         raise SettingsError("session.keys: at least one key is required when issuers are set")
     for position, key in enumerate(session.keys):
+        text = key.reveal()
         try:
-            raw = base64.urlsafe_b64decode(key.reveal() + "=" * (-len(key.reveal()) % 4))
+            # base64url only: ``+``, ``/`` and characters outside the alphabet are refused.
+            raw = (
+                base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+                if re.fullmatch(r"[A-Za-z0-9_-]+={0,2}", text)
+                else b""
+            )
         except (binascii.Error, ValueError):
             raw = b""
         if len(raw) != SESSION_KEY_BYTES:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from audit import AuditSink, AuditStore, Scope
+from audit import AuditSink, AuditStore, RetentionRecorder, Scope
 from audit.events import Action, Category
 from retention._holdstore import HoldStore
 from retention._rules import RetentionRule
@@ -98,8 +98,10 @@ class RetentionJob:
         holds: HoldStore,
         rules: Mapping[Category, RetentionRule],
         sink: AuditSink,
+        recorder: RetentionRecorder | None = None,
     ) -> None:
         self._events = events
+        self._recorder = recorder  # tamper evidence: signed records of each change (#12)
         self._holds = holds
         self._rules = dict(rules)
         self._sink = sink
@@ -111,6 +113,8 @@ class RetentionJob:
         """One run at ``now`` (aware); emits ``retention_run`` with the counts."""
         if now.tzinfo is None:
             raise ValueError("the run time needs a time zone")
+        if self._recorder is not None and not dry_run:
+            self._recorder.begin(now)
         self._events.refresh()
         counts = tuple(
             self._category(category, rule, now, dry_run) for category, rule in self._rules.items()
@@ -143,6 +147,9 @@ class RetentionJob:
         if dry_run:
             changed = self._events.count(scope, exclude=excluded)
             return changed, self._events.count(scope) - changed
-        changed = int(action(scope, exclude=excluded))
+        if self._recorder is not None:
+            changed = self._recorder.apply(action, scope, excluded)
+        else:
+            changed = int(action(scope, exclude=excluded))
         self._events.refresh()
         return changed, self._events.count(scope)

@@ -26,13 +26,14 @@ from audit import AuditSink
 from audit.errors import StoreUnavailable
 from gateway.types import identity
 from retention._config import hold_store
+from retention._holdstore import HoldStore
 from retention._service import Holds
 from retention.errors import InvalidHold, RetentionError
 
 if TYPE_CHECKING:
     from gateway.settings import AuditSettings
 
-__all__ = ["HOLDS_PATH", "holds_api", "holds_routes"]
+__all__ = ["HOLDS_PATH", "HoldsAPI", "holds_api", "holds_routes"]
 
 HOLDS_PATH: Final = "/_gateway/holds"
 MAX_BODY: Final = 64 * 1024
@@ -125,6 +126,18 @@ def holds_routes(*, holds: Holds) -> list[Route]:
     ]
 
 
-def holds_api(settings: AuditSettings, *, sink: AuditSink) -> list[Route]:
+class HoldsAPI:
+    """The routes over one hold store, and ``aclose`` for the gateway's shutdown."""
+
+    def __init__(self, *, store: HoldStore, sink: AuditSink) -> None:
+        self._store = store
+        self.routes = holds_routes(holds=Holds(store=store, sink=sink))
+
+    async def aclose(self) -> None:
+        """Close the hold store's connection (a thread: closing may block briefly)."""
+        await run_in_threadpool(self._store.close)
+
+
+def holds_api(settings: AuditSettings, *, sink: AuditSink) -> HoldsAPI:
     """The routes over the hold store next to the configured audit store (for the gateway)."""
-    return holds_routes(holds=Holds(store=hold_store(settings), sink=sink))
+    return HoldsAPI(store=hold_store(settings), sink=sink)

@@ -42,7 +42,6 @@ from gateway.errors import (
     BadRequest,
     GatewayError,
     TooManyRequests,
-    UpstreamUnavailable,
 )
 from gateway.oidc._audit import login_event
 from gateway.oidc._claims import ClaimMapping, Grants, resolve_roles
@@ -56,6 +55,7 @@ from gateway.oidc.errors import (
     IdPError,
     InvalidToken,
     LoginFailed,
+    LoginUnavailable,
     OIDCError,
     ProviderUnavailable,
     StateMismatch,
@@ -348,7 +348,8 @@ class Login:
                 },
             )
         except httpx.HTTPError as exc:
-            raise IdPError(f"{type(exc).__name__} calling the token endpoint") from exc
+            # Unreachable is an outage (the login service is unavailable), not a bad attempt.
+            raise ProviderUnavailable(f"{type(exc).__name__} calling the token endpoint") from exc
         try:
             data = response.json()
         except ValueError:
@@ -580,7 +581,7 @@ class Login:
     ) -> Response:
         error: GatewayError
         if isinstance(exc, ProviderUnavailable):
-            error = UpstreamUnavailable(exc.reason)
+            error = LoginUnavailable(exc.reason)
         elif isinstance(exc, StateMismatch):
             error = BadRequest(exc.reason)
         else:

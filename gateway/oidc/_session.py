@@ -26,6 +26,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -51,9 +52,23 @@ DEFAULT_CACHE_TTL = 60.0
 Clock = Callable[[], float]
 
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+
+
 def decode_key(text: str) -> bytes:
-    """A base64url key (padding optional) as bytes."""
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Base64url text (padding optional) as bytes; anything else raises ValueError.
+
+    Only the base64url alphabet: the standard alphabet's ``+`` and ``/`` and every other
+    character are refused (``base64.urlsafe_b64decode`` alone maps ``+``/``/`` to the same
+    bytes as ``-``/``_`` and silently drops characters outside the alphabet)."""
+    if not _BASE64URL.fullmatch(text):
+        raise ValueError("not base64url")
+    unpadded = text.rstrip("=")
+    if len(unpadded) % 4 == 1:
+        raise ValueError("not base64url (length)")
+    return base64.b64decode(
+        unpadded.replace("-", "+").replace("_", "/") + "=" * (-len(unpadded) % 4), validate=True
+    )
 
 
 def new_key() -> str:

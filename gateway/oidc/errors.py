@@ -10,7 +10,11 @@
     │   ├── NoRoleMapping         the claims map to no role and no grant applies
     │   └── SessionTooLarge       the session would not fit in a cookie browsers keep
     ├── ProviderUnavailable       discovery or JWKS could not be fetched
+    ├── StateUnavailable          the shared store of login states and counters is unreachable
     └── ConfigError               a claims or grants file is invalid (raised at start-up/reload)
+
+    LoginUnavailable (503)        a GatewayError: the page shown when login cannot work now
+                                  (the provider or the shared state store is unreachable)
 
 ``reason`` values are those of DESIGN.md §3: ``state_mismatch``, ``idp_error``,
 ``invalid_token``, ``expired``, ``unknown_issuer``, ``no_role_mapping``, ``throttled``.
@@ -19,6 +23,8 @@
 from __future__ import annotations
 
 from typing import ClassVar
+
+from gateway.errors import GatewayError
 
 
 class OIDCError(Exception):
@@ -84,6 +90,24 @@ class ProviderUnavailable(IdPError):
     """Discovery or JWKS could not be fetched or parsed."""
 
     reason = "idp_error"
+
+
+class StateUnavailable(OIDCError):
+    """The shared store of single-use login states and throttle counters cannot be reached;
+    whatever needed it is refused (fail closed)."""
+
+    reason = "state_store_unavailable"
+
+
+class LoginUnavailable(GatewayError):
+    """Login cannot work right now: the identity provider or the shared state store is away."""
+
+    code = "login_unavailable"
+    status_code = 503
+    title_nl = "Inloggen niet beschikbaar"
+    title_en = "Login unavailable"
+    text_nl = "De inlogdienst is op dit moment niet beschikbaar. Probeer het later opnieuw."
+    text_en = "The login service is unavailable right now. Please try again later."
 
 
 class ConfigError(OIDCError, ValueError):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -13,15 +15,17 @@ from audit import AuditStore, MemorySink, OpenSearchStore, Scope, SQLiteStore
 from audit._search import (
     AuditSearch,
     BadFilter,
+    Cursor,
+    CursorCodec,
     Filters,
     Requester,
     SearchRefused,
-    decode_cursor,
-    encode_cursor,
     parse_filters,
+    scope_digest,
     scope_for,
 )
 from audit._store import Page
+from audit.errors import PointInTimeGone
 from tests.audit.test_store_contract import record, write
 
 OFFICER = Requester("iss|sec", frozenset({"security_officer"}), None)
@@ -216,16 +220,156 @@ class TestAuditSearch:
         assert (result.total.value, result.total.exact) == (10_000, False)
 
 
+def _flip(text: str, at: int) -> str:
+    """``text`` with the base64 character at ``at`` changed."""
+    swapped = "A" if text[at] != "A" else "B"
+    return text[:at] + swapped + text[at + 1 :]
+
+
 class TestCursor:
-    def test_garbage_cursor_is_bad_filter(self) -> None:
+    codec = CursorCodec(key=b"k" * 32)
+    cursor = Cursor(Page("2026-03-10T12:00:00Z", "e1"), True, "pit-1", "d" * 32)
+
+    def test_round_trip(self) -> None:
+        """A cursor decodes to what was encoded."""
+        assert self.codec.decode(self.codec.encode(self.cursor)) == self.cursor
+
+    def test_garbage_is_bad_filter(self) -> None:
         """A cursor that does not decode is a bad filter."""
         with pytest.raises(BadFilter, match="cursor"):
-            decode_cursor("!!!", newest_first=False)
+            self.codec.decode("!!!")
 
-    def test_cursor_for_other_order_is_refused(self) -> None:
-        """A cursor made for newest-first does not page an oldest-first search."""
+    @pytest.mark.parametrize("at", [0, 5, 30, -3])
+    def test_altered_cursor_is_refused(self, at: int) -> None:
+        """Changing any part (tag or payload) makes the cursor invalid."""
+        text = self.codec.encode(self.cursor)
+        with pytest.raises(BadFilter, match="altered"):
+            self.codec.decode(_flip(text, at % len(text)))
 
-        cursor = encode_cursor(Page("2026-03-10T12:00:00Z", "e1"), newest_first=True)
+    def test_forged_payload_without_key_is_refused(self) -> None:
+        """A cursor written by hand (unsigned, as the old format was) is refused."""
+        payload = orjson.dumps([1, "2026-03-10T12:00:00Z", "e1", "asc", None, "d" * 32])
+        text = base64.urlsafe_b64encode(b"\0" * 16 + payload).decode()
+        with pytest.raises(BadFilter, match="altered"):
+            self.codec.decode(text)
+
+    def test_other_key_is_refused(self) -> None:
+        """A cursor made with another key (another deployment) does not decode here."""
+        other = CursorCodec(key=b"x" * 32).encode(self.cursor)
         with pytest.raises(BadFilter):
-            decode_cursor(cursor, newest_first=False)
-        assert decode_cursor(cursor, newest_first=True) == Page("2026-03-10T12:00:00Z", "e1")
+            self.codec.decode(other)
+
+    def test_short_key_is_refused(self) -> None:
+        """A signing key under 16 bytes is a configuration error."""
+        with pytest.raises(ValueError, match="16 bytes"):
+            CursorCodec(key=b"short")
+
+    def test_digest_depends_on_user_and_scope(self) -> None:
+        """Another user, or another scope, gives another digest."""
+        base = scope_digest(OFFICER, Scope(tenants=("school-a",)))
+        assert base == scope_digest(OFFICER, Scope(tenants=("school-a",)))
+        assert base != scope_digest(RESPONDER, Scope(tenants=("school-a",)))
+        assert base != scope_digest(OFFICER, Scope(tenants=("school-b",)))
+
+
+class TestCursorScope:
+    """A cursor only pages the search that made it, on both stores."""
+
+    def _first(self, store: AuditStore, who: Requester, search: AuditSearch) -> str:
+        write(
+            store,
+            *(record(i, **{"organization.id": "school-a"}) for i in range(3)),
+            *(record(10 + i, **{"organization.id": "school-b"}) for i in range(3)),
+        )
+        cursor = search.search(who, Filters(), size=1).next_cursor
+        assert cursor is not None
+        return cursor
+
+    def test_admin_cannot_replay_officers_cursor(self, store: AuditStore) -> None:
+        """A school admin using a security officer's cursor is refused, and it is audited."""
+        sink = MemorySink()
+        search = AuditSearch(store=store, sink=sink, cursor_key=b"k" * 32)
+        cursor = self._first(store, OFFICER, search)
+        with pytest.raises(BadFilter, match="another search or another user"):
+            search.search(ADMIN_A, Filters(), size=1, cursor=cursor)
+        assert (sink.events[-1]["event.outcome"], sink.events[-1]["user.id"]) == (
+            "failure",
+            "iss|adm",
+        )
+
+    def test_cursor_with_other_filters_is_refused(self, store: AuditStore) -> None:
+        """The same user cannot carry a cursor over to other filters."""
+        search = AuditSearch(store=store, sink=MemorySink(), cursor_key=b"k" * 32)
+        cursor = self._first(store, OFFICER, search)
+        with pytest.raises(BadFilter, match="another search"):
+            search.search(OFFICER, Filters(tenants=("school-b",)), size=1, cursor=cursor)
+
+    def test_cursor_for_other_order_is_refused(self, store: AuditStore) -> None:
+        """A cursor made oldest-first does not page a newest-first search."""
+        search = AuditSearch(store=store, sink=MemorySink(), cursor_key=b"k" * 32)
+        cursor = self._first(store, OFFICER, search)
+        with pytest.raises(BadFilter, match="other sort order"):
+            search.search(OFFICER, Filters(), size=1, cursor=cursor, newest_first=True)
+
+    def test_admin_pages_stay_in_tenant(self, store: AuditStore) -> None:
+        """Paging a school admin's search to the end yields their tenant's events only."""
+        search = AuditSearch(store=store, sink=MemorySink(), cursor_key=b"k" * 32)
+        cursor: str | None = self._first(store, ADMIN_A, search)
+        seen = []
+        while cursor is not None:
+            page = search.search(ADMIN_A, Filters(), size=1, cursor=cursor)
+            seen += [e["organization.id"] for e in page.events]
+            cursor = page.next_cursor
+        assert seen == ["school-a", "school-a"]
+
+
+class TestPointInTime:
+    """On OpenSearch, later pages read from the point in time opened after the first."""
+
+    @pytest.fixture
+    def os_store(self, opensearch_node: Any, index_prefix: str) -> Iterator[OpenSearchStore]:
+        made = OpenSearchStore(url=opensearch_node.url, index_prefix=index_prefix, replicas=0)
+        made.ensure_schema()
+        yield made
+        made.close()
+
+    def test_events_written_meanwhile_do_not_shift_pages(self, os_store: OpenSearchStore) -> None:
+        """Events written after the first page neither appear nor change the total."""
+        write(os_store, *(record(i) for i in range(6)))
+        search = AuditSearch(store=os_store, sink=MemorySink())
+        first = search.search(OFFICER, Filters(), size=2)
+        write(os_store, *(record(3, **{"event.reason": "late"}) for _ in range(5)))
+        seen = [e["event.id"] for e in first.events]
+        cursor = first.next_cursor
+        while cursor is not None:
+            page = search.search(OFFICER, Filters(), size=2, cursor=cursor)
+            assert (page.total.value, page.total.exact) == (6, True)
+            seen += [e["event.id"] for e in page.events]
+            assert all("event.reason" not in e for e in page.events)
+            cursor = page.next_cursor
+        assert len(seen) == len(set(seen)) == 6
+        assert os_store.count(Scope()) == 11
+
+    def test_expired_point_in_time_is_a_clear_error(self, os_store: OpenSearchStore) -> None:
+        """A cursor whose point in time is gone asks to search again (400), not a 5xx."""
+        write(os_store, *(record(i) for i in range(4)))
+        search = AuditSearch(store=os_store, sink=MemorySink(), cursor_key=b"k" * 32)
+        cursor = search.search(OFFICER, Filters(), size=2).next_cursor
+        assert cursor is not None
+        pit = CursorCodec(key=b"k" * 32).decode(cursor).pit
+        assert pit is not None
+        os_store.close_pit(pit)
+        with pytest.raises(PointInTimeGone):
+            search.search(OFFICER, Filters(), size=2, cursor=cursor)
+
+    def test_sqlite_cursor_has_no_point_in_time(self, tmp_path: Path) -> None:
+        """The embedded store pages by position alone."""
+        store = SQLiteStore(path=tmp_path / "a.db")
+        store.ensure_schema()
+        write(store, *(record(i) for i in range(3)))
+        codec = CursorCodec(key=b"k" * 32)
+        cursor = AuditSearch(store=store, sink=MemorySink(), cursor_key=b"k" * 32).search(
+            OFFICER, Filters(), size=1
+        )
+        assert cursor.next_cursor is not None
+        assert codec.decode(cursor.next_cursor).pit is None

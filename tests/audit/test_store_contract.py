@@ -206,6 +206,19 @@ class TestDeleteAndMinimise:
         assert [d.get("user_agent.original") for d in docs] == [None, None, "Firefox"]
         assert store.count(Scope(minimised=True)) == 2
 
+    def test_minimised_user_agent_is_absent_and_the_rest_kept(self, store: AuditStore) -> None:
+        """Both stores drop the user agent's key (not a null) and keep every other field."""
+        rec = record(0, **{"source.ip": "192.0.2.77", "user_agent.original": "Firefox"})
+        write(store, rec)
+        [before] = store.search(Scope())
+        assert store.minimise(Scope(until=BASE + timedelta(minutes=10))) == 1
+        store.refresh()
+        [after] = store.search(Scope())
+        assert "user_agent.original" not in after
+        expected = {k: v for k, v in before.items() if k != "user_agent.original"}
+        expected.update({"source.ip": "192.0.2.0", "audit.minimised": True})
+        assert after == expected
+
     def test_minimise_twice_changes_nothing(self, store: AuditStore) -> None:
         """A second run finds nothing left to minimise."""
         write(store, record(0, **{"source.ip": "192.0.2.77"}))

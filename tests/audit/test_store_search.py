@@ -158,6 +158,20 @@ class TestCounts:
             ("2026-03-16", "logout"): 1,
         }
 
+    def test_by_role_counts_each_role_of_an_event(self, store: AuditStore) -> None:
+        """An event counts once under each of its roles, and under '' when it has none."""
+        write(
+            store,
+            record(0, **{"user.roles": ["teacher"]}),
+            record(1, **{"user.roles": ["teacher", "school_admin"]}),
+            record(2),
+        )
+        assert store.counts(Scope(), by=["user.roles", "event.action"]) == {
+            ("teacher", "access_denied"): 2,
+            ("school_admin", "access_denied"): 1,
+            ("", "access_denied"): 1,
+        }
+
     def test_missing_field_counts_as_empty(self, store: AuditStore) -> None:
         """An event without the field is counted under the empty key."""
         write(store, record(0, **{"organization.id": "school-a"}), record(1))

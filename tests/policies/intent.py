@@ -52,6 +52,7 @@ SECURITY_READS: Final = tuple(
         "/_gateway/holds/:id",
         "/_gateway/console",
         "/_gateway/console/:page",
+        "/_gateway/openapi.json",
     )
 )
 #: role -> {(method, pattern): scope}; scope: "all", "own" (own tenant) or "tenant" (members).
@@ -72,6 +73,7 @@ GRANTS: Final[dict[str, dict[tuple[str, str], str]]] = {
             ("GET", "/_gateway/audit/:id"),
             ("GET", "/_gateway/console"),
             ("GET", "/_gateway/console/:page"),
+            ("GET", "/_gateway/openapi.json"),
         ],
         "tenant",
     ),
@@ -105,6 +107,7 @@ GRANTS: Final[dict[str, dict[tuple[str, str], str]]] = {
             ("GET", "/_gateway/policies/:report"),
             ("GET", "/_gateway/stats"),
             ("GET", "/_gateway/stats/:report"),
+            ("GET", "/_gateway/openapi.json"),
             ("GET", "/_gateway/console"),
             ("GET", "/_gateway/console/:page"),
         ],

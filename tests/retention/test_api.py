@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from gateway.types import Identity, Scope
 from policies import PolicyStore
 from retention._holdstore import SQLiteHoldStore
 from retention._service import Holds
-from retention.api import holds_routes
+from retention.api import HoldsAPI, holds_routes
 from tests.gateway._asgi import Recorder, call, http_scope
 
 NOW = datetime(2027, 1, 10, 9, 30, tzinfo=UTC)
@@ -247,3 +248,15 @@ class TestStoreDown:
         )
         assert (status, body["error"]) == (503, "store_unavailable")
         assert "hold_placed" not in gateway.sink.actions()
+
+
+class TestLifecycle:
+    async def test_aclose_closes_the_hold_store(self, tmp_path: Path) -> None:
+        """The gateway's shutdown hook closes the hold store's connection."""
+        store = SQLiteHoldStore(path=tmp_path / "audit.db")
+        store.ensure_schema()
+        api = HoldsAPI(store=store, sink=MemorySink())
+        assert store.holds() == []
+        await api.aclose()
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            store.holds()

@@ -39,7 +39,8 @@ class TestIdentityProviderUnreachable:
         nowhere."""
         with idp_down.client() as browser:
             response = browser.get("/_gateway/login", params={"next": "/"})
-            assert 500 <= response.status_code < 600, response.text
+            assert response.status_code == 503, response.text
+            assert response.json()["error"] == "login_unavailable"
             assert "location" not in response.headers
             assert not [c for c in browser.cookies.jar if c.name == "__Host-gw_session"]
 

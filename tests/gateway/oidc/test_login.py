@@ -100,10 +100,14 @@ class TestStartLogin:
         assert gw.reasons("login_failure") == ["unknown_issuer"]
 
     async def test_discovery_failure_is_idp_error(self, gw: Gateway, idp: FakeIdP) -> None:
-        """A provider whose discovery fails: 502 and an idp_error event."""
+        """A provider whose discovery fails: 503 "login service unavailable" (Dutch and
+        English, not "the platform cannot be reached") and an idp_error event."""
         idp.discovery.mock(return_value=httpx.Response(500))
         response = await gw.browser.get("/_gateway/login")
-        assert response.status_code == 502
+        assert response.status_code == 503
+        assert "De inlogdienst is op dit moment niet beschikbaar" in response.text
+        assert "The login service is unavailable right now" in response.text
+        assert "platform" not in response.text
         assert gw.reasons("login_failure") == ["idp_error"]
 
 
@@ -298,10 +302,12 @@ class TestProviderErrors:
     async def test_token_endpoint_unreachable(
         self, gw: Gateway, idp: FakeIdP, respx_mock: respx.MockRouter
     ) -> None:
-        """A token endpoint that cannot be reached is an idp_error, not a 500."""
+        """A token endpoint that cannot be reached is an idp_error shown as "the login
+        service is unavailable" (503), not a 500 nor "log in again"."""
         idp.token.mock(side_effect=httpx.ConnectError("refused"))
         response = await gw.login(idp)
-        assert response.status_code == 401
+        assert response.status_code == 503
+        assert "login service is unavailable" in response.text
         assert gw.reasons("login_failure") == ["idp_error"]
 
     async def test_pkce_verifier_sent(self, gw: Gateway, idp: FakeIdP) -> None:
@@ -487,7 +493,7 @@ class TestOutageNotThrottled:
         gw = Gateway(tmp_path, clock=idp.clock, oidc_settings=cfg)
         idp.discovery.mock(return_value=httpx.Response(503))
         for _ in range(4):
-            assert (await gw.browser.get("/_gateway/login")).status_code == 502
+            assert (await gw.browser.get("/_gateway/login")).status_code == 503
         assert not [e for e in gw.sink.events if e["event.kind"] == "alert"]
         await gw.aclose()
 

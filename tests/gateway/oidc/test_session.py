@@ -79,6 +79,34 @@ class TestSealer:
         """new_key makes keys in the format session.keys takes."""
         assert len(decode_key(new_key())) == 32
 
+    def test_standard_base64_spelling_refused(self) -> None:
+        """A sealed value re-spelt in the standard alphabet (``-`` → ``+``, ``_`` → ``/``)
+        decodes to the same bytes but is refused: only base64url is accepted."""
+        sealer = Sealer(keys=[key()])
+        while True:  # a value that has at least one of the two characters to re-spell
+            value = sealer.seal({"a": 1}, purpose="p")
+            if "-" in value or "_" in value:
+                break
+        assert sealer.open(value, purpose="p") == {"a": 1}
+        standard = value.replace("-", "+").replace("_", "/")
+        assert sealer.open(standard, purpose="p") is None
+
+    @pytest.mark.parametrize("extra", ["!", ".", " ", "%", "\n", "=A"])
+    def test_characters_outside_the_alphabet_refused(self, extra: str) -> None:
+        """A character outside base64url anywhere in the value makes it unreadable (the
+        lenient decoder would silently drop it)."""
+        sealer = Sealer(keys=[key()])
+        value = sealer.seal({"a": 1}, purpose="p")
+        middle = len(value) // 2
+        assert sealer.open(value[:middle] + extra + value[middle:], purpose="p") is None
+
+    @pytest.mark.parametrize("text", ["a+b/", "ab cd", "abcde", "ab!c"])
+    def test_decode_key_strict(self, text: str) -> None:
+        """decode_key refuses the standard alphabet, stray characters and impossible
+        lengths."""
+        with pytest.raises(ValueError, match="base64url"):
+            decode_key(text)
+
 
 class TestSessionCodec:
     def test_round_trip(self) -> None:

@@ -1,0 +1,339 @@
+"""Verify the digest chains against the stored events; report per interval.
+
+For each instance the digests are walked in sequence order:
+
+* ``signature_invalid``: the digest's signature does not verify (an unknown key id, or a
+  signature that fails under the key it names: an edited or forged digest);
+* ``digest_missing``: a sequence number is absent (a digest record was deleted);
+* ``chain_broken``: a digest does not name the hash of the one before it (replaced);
+* ``events_missing`` / ``events_altered``: an event the digest lists is not in the store, or
+  its canonical serialisation no longer has the hash the digest signed (with the event ids,
+  and the daily index when the whole index is gone);
+* ``removed_by_retention``: events are gone or minimised, and a signed retention record says
+  which run did it under which rule;
+* ``intact``: everything the digest lists is there, unchanged.
+
+Retention records are read first; one that does not verify is itself reported
+(``signature_invalid``) and explains nothing. Events written without a shipper (the CLIs
+write their own audit events straight to the store) are in no digest and are not checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from audit._chain import Keyring, event_hash, events_hash, record_hash, verify_record
+from audit._digests import DigestStore
+from audit._digestwriter import digest_record_id
+from audit._opensearch import OpenSearchStore
+from audit._store import AuditStore, Scope
+from audit.events import INDEX_BASE, parse_timestamp
+
+__all__ = ["FINDINGS", "Finding", "IntervalReport", "Verifier", "VerifyReport"]
+
+#: Every status that is a finding (``intact`` and ``removed_by_retention`` are not).
+FINDINGS: Final = (
+    "signature_invalid",
+    "digest_missing",
+    "chain_broken",
+    "events_missing",
+    "events_altered",
+)
+FETCH_CHUNK: Final = 500
+SHOWN_IDS: Final = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing wrong with an interval (``kind`` from :data:`FINDINGS`)."""
+
+    kind: str
+    detail: str
+    event_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalReport:
+    """What verify found for one digest (or for a digest that should be there)."""
+
+    instance: str
+    seq: int
+    start: str
+    end: str
+    events: int
+    findings: tuple[Finding, ...] = ()
+    retention: tuple[str, ...] = ()  # "run R under rule X: N deleted, M minimised"
+
+    @property
+    def status(self) -> str:
+        if self.findings:
+            return ",".join(dict.fromkeys(f.kind for f in self.findings))
+        return "removed_by_retention" if self.retention else "intact"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "seq": self.seq,
+            "start": self.start,
+            "end": self.end,
+            "events": self.events,
+            "status": self.status,
+            "findings": [
+                {"kind": f.kind, "detail": f.detail, "event_ids": list(f.event_ids)}
+                for f in self.findings
+            ],
+            "retention": list(self.retention),
+        }
+
+    def text(self) -> str:
+        head = f"{self.instance} #{self.seq} {self.start} .. {self.end} ({self.events} events)"
+        lines = [f"{head}: {self.status}"]
+        lines += [f"    {f.kind}: {f.detail}" for f in self.findings]
+        lines += [f"    removed by retention {r}" for r in self.retention]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    intervals: tuple[IntervalReport, ...]
+    other: tuple[Finding, ...] = field(default=())  # findings outside any interval
+
+    @property
+    def findings(self) -> int:
+        return sum(len(i.findings) for i in self.intervals) + len(self.other)
+
+    @property
+    def ok(self) -> bool:
+        return self.findings == 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Explained:
+    run: str
+    rule: str
+    action: str
+    hash: str = ""
+
+
+def _shown(ids: Sequence[str]) -> str:
+    more = f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else ""
+    return ", ".join(ids[:SHOWN_IDS]) + more
+
+
+class Verifier:
+    """Checks ``digests`` (signed with keys of ``keyring``) against ``events``."""
+
+    def __init__(self, *, events: AuditStore, digests: DigestStore, keyring: Keyring) -> None:
+        self._events = events
+        self._digests = digests
+        self._keyring = keyring
+
+    def verify(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        instance: str | None = None,
+    ) -> VerifyReport:
+        self._events.refresh()
+        self._digests.refresh()
+        explained, other = self._retention()
+        by_instance: dict[str, list[dict[str, Any]]] = {}
+        for record in self._digests.records(kind="digest", instance=instance):
+            by_instance.setdefault(str(record.get("record.instance")), []).append(record)
+        reports: list[IntervalReport] = []
+        for name, chain in sorted(by_instance.items()):
+            reports += self._walk(name, chain, explained, since, until)
+        return VerifyReport(tuple(reports), tuple(other))
+
+    # --- retention records -----------------------------------------------------------------
+
+    def _retention(self) -> tuple[dict[str, _Explained], list[Finding]]:
+        explained: dict[str, _Explained] = {}
+        bad: list[Finding] = []
+        for record in self._digests.records(kind="retention"):
+            if not verify_record(record, self._keyring):
+                bad.append(
+                    Finding(
+                        "signature_invalid",
+                        f"retention record {record.get('record.id')} does not verify"
+                        f" (key {record.get('key.id')})",
+                    )
+                )
+                continue
+            why = _Explained(
+                run=str(record.get("retention.run")),
+                rule=str(record.get("retention.rule")),
+                action=str(record.get("retention.action")),
+            )
+            for entry in record.get("events.entries") or []:
+                event_id = str(entry[0])
+                post = str(entry[1]) if len(entry) > 1 else ""
+                if why.action == "delete" or event_id not in explained:
+                    explained[event_id] = _Explained(why.run, why.rule, why.action, post)
+        return explained, bad
+
+    # --- the chain -------------------------------------------------------------------------
+
+    def _walk(
+        self,
+        instance: str,
+        chain: list[dict[str, Any]],
+        explained: Mapping[str, _Explained],
+        since: datetime | None,
+        until: datetime | None,
+    ) -> list[IntervalReport]:
+        reports: list[IntervalReport] = []
+        chain.sort(key=lambda r: int(r.get("record.seq", -1)))
+        inside = [r for r in chain if _in_window(r, since, until)]
+        if not inside:
+            return reports
+        first_seq = int(inside[0]["record.seq"])
+        previous = None
+        if first_seq > 0:
+            before = [r for r in chain if int(r["record.seq"]) == first_seq - 1]
+            previous = (
+                before[0]
+                if before
+                else self._digests.get(digest_record_id(instance, first_seq - 1))
+            )
+            if previous is None:
+                reports.append(self._missing(instance, first_seq - 1, inside[0]))
+        for record in inside:
+            findings: list[Finding] = []
+            seq = int(record["record.seq"])
+            if previous is not None and seq > int(previous["record.seq"]) + 1:
+                for gap in range(int(previous["record.seq"]) + 1, seq):
+                    reports.append(self._missing(instance, gap, record))
+            elif previous is not None and record.get("chain.previous") != record_hash(previous):
+                findings.append(
+                    Finding("chain_broken", f"does not chain to digest #{previous['record.seq']}")
+                )
+            elif previous is None and seq == 0 and record.get("chain.previous") != "":
+                findings.append(Finding("chain_broken", "the first digest names a predecessor"))
+            retention: list[str] = []
+            if not verify_record(record, self._keyring):
+                kid = record.get("key.id")
+                known = kid in self._keyring.key_ids()
+                why = "does not verify under" if known else "is by an unknown"
+                findings.append(Finding("signature_invalid", f"signature {why} key {kid}"))
+            else:
+                findings += self._events_of(record, explained, retention)
+            reports.append(
+                IntervalReport(
+                    instance=instance,
+                    seq=seq,
+                    start=str(record.get("interval.start")),
+                    end=str(record.get("interval.end")),
+                    events=int(record.get("events.count", 0)),
+                    findings=tuple(findings),
+                    retention=tuple(retention),
+                )
+            )
+            previous = record
+        return reports
+
+    @staticmethod
+    def _missing(instance: str, seq: int, after: Mapping[str, Any]) -> IntervalReport:
+        return IntervalReport(
+            instance=instance,
+            seq=seq,
+            start="?",
+            end=str(after.get("interval.start")),
+            events=0,
+            findings=(
+                Finding("digest_missing", f"digest #{seq} of {instance} is not in the store"),
+            ),
+        )
+
+    # --- the events of one digest ----------------------------------------------------------
+
+    def _fetch(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for at in range(0, len(ids), FETCH_CHUNK):
+            chunk = ids[at : at + FETCH_CHUNK]
+            for doc in self._events.search(Scope(event_ids=chunk), size=len(chunk)):
+                found[str(doc["event.id"])] = doc
+        return found
+
+    def _events_of(
+        self, record: Mapping[str, Any], explained: Mapping[str, _Explained], retention: list[str]
+    ) -> list[Finding]:
+        entries = [(str(e[0]), str(e[1]), str(e[2])) for e in record.get("events.entries") or []]
+        listed = {event_id: digest for event_id, digest, _ts in entries}
+        findings: list[Finding] = []
+        if len(entries) != record.get("events.count") or events_hash(listed) != record.get(
+            "events.hash"
+        ):
+            findings.append(Finding("chain_broken", "the digest's count or hash disagrees"))
+        stored = self._fetch(list(listed))
+        missing: list[tuple[str, str]] = []
+        altered: list[str] = []
+        by_run: dict[tuple[str, str], list[int]] = {}
+        for event_id, digest, ts in entries:
+            doc = stored.get(event_id)
+            why = explained.get(event_id)
+            if doc is None:
+                if why is not None and why.action == "delete":
+                    by_run.setdefault((why.run, why.rule), [0, 0])[0] += 1
+                else:
+                    missing.append((event_id, ts))
+                continue
+            now = event_hash(doc)
+            if now == digest:
+                continue
+            if why is not None and why.action == "minimise" and why.hash == now:
+                by_run.setdefault((why.run, why.rule), [0, 0])[1] += 1
+            else:
+                altered.append(event_id)
+        if missing:
+            ids = [event_id for event_id, _ts in missing]
+            findings.append(Finding("events_missing", self._missing_detail(missing), tuple(ids)))
+        if altered:
+            findings.append(
+                Finding(
+                    "events_altered",
+                    f"{len(altered)} event(s) changed since signed: {_shown(altered)}",
+                    tuple(altered),
+                )
+            )
+        for (run, rule), (deleted, minimised) in sorted(by_run.items()):
+            retention.append(
+                f"run {run} under rule {rule}: {deleted} deleted, {minimised} minimised"
+            )
+        return findings
+
+    def _missing_detail(self, missing: Sequence[tuple[str, str]]) -> str:
+        ids = [event_id for event_id, _ts in missing]
+        detail = f"{len(missing)} event(s) not in the store: {_shown(ids)}"
+        gone = self._gone_indices(ts for _id, ts in missing)
+        if gone:
+            detail += f"; daily index(es) gone: {', '.join(gone)}"
+        return detail
+
+    def _gone_indices(self, stamps: Iterable[str]) -> list[str]:
+        if not isinstance(self._events, OpenSearchStore):
+            return []
+        prefix = self._events.index_prefix
+        wanted = set()
+        for ts in stamps:
+            try:
+                wanted.add(f"{prefix}{INDEX_BASE}-{parse_timestamp(ts).strftime('%Y.%m.%d')}")
+            except ValueError:
+                continue
+        present = set(self._events._indices())
+        return sorted(wanted - present)
+
+
+def _in_window(record: Mapping[str, Any], since: datetime | None, until: datetime | None) -> bool:
+    try:
+        start = parse_timestamp(str(record.get("interval.start")))
+        end = parse_timestamp(str(record.get("interval.end")))
+    except ValueError:
+        return True  # a damaged digest is always shown
+    if since is not None and end <= since:
+        return False
+    return not (until is not None and start >= until)

@@ -1,0 +1,124 @@
+"""The tamper-evidence primitives: canonical events, keys, signed records."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit._chain import (
+    Keyring,
+    canonical_event,
+    event_hash,
+    events_hash,
+    load_private_keys,
+    record_hash,
+    sign_record,
+    verify_record,
+)
+
+EVENT = {
+    "@timestamp": "2026-11-28T10:00:00.5Z",
+    "event.id": "0190a0b0-0000-7000-8000-000000000001",
+    "event.action": "access_denied",
+    "event.category": "web",
+    "source.ip": "2001:DB8:0:0::1",
+    "labels": {"seq": 3},
+    "user_agent.original": None,
+}
+
+
+def pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+class TestCanonicalEvent:
+    def test_same_bytes_whatever_the_key_order(self) -> None:
+        """Key order does not change the serialisation."""
+        reordered = dict(reversed(list(EVENT.items())))
+        assert canonical_event(reordered) == canonical_event(EVENT)
+
+    def test_stored_forms_hash_alike(self) -> None:
+        """The forms a store gives back (list fields, label strings, no nulls) hash alike."""
+        stored = {
+            "@timestamp": "2026-11-28T10:00:00.500000Z",
+            "event.id": EVENT["event.id"],
+            "event.action": "access_denied",
+            "event.category": ["web"],
+            "source.ip": "2001:db8::1",
+            "labels": {"seq": "3"},
+        }
+        assert event_hash(stored) == event_hash(orjson.dumps(EVENT))
+
+    def test_any_field_change_changes_the_hash(self) -> None:
+        """Editing one field gives another hash."""
+        assert event_hash({**EVENT, "event.action": "login_success"}) != event_hash(EVENT)
+
+    def test_events_hash_ignores_arrival_order(self) -> None:
+        """The interval hash orders by event id."""
+        assert events_hash({"b": "00" * 32, "a": "11" * 32}) == events_hash(
+            {"a": "11" * 32, "b": "00" * 32}
+        )
+
+
+class TestKeyring:
+    def test_first_key_signs_and_all_verify(self) -> None:
+        """After rotation the new key signs; a record of the old key still verifies."""
+        old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        before = sign_record({"a": 1}, Keyring(private=[old]))
+        rotated = Keyring.from_pem(pem(new) + pem(old))
+        after = sign_record({"a": 2}, rotated)
+        assert before["key.id"] != after["key.id"] == rotated.signing_key_id
+        assert verify_record(before, rotated) and verify_record(after, rotated)
+
+    def test_published_keys_verify(self) -> None:
+        """A verifier's keyring built from the JWK set verifies, and cannot sign."""
+        keys = Keyring(private=[Ed25519PrivateKey.generate()])
+        verifier = Keyring.from_jwks(keys.jwks_json())
+        assert verify_record(sign_record({"a": 1}, keys), verifier)
+        assert not verifier.can_sign
+
+    def test_foreign_key_fails(self) -> None:
+        """A record signed by a key the verifier does not know fails, even with a known kid."""
+        ours, theirs = (
+            Keyring(private=[Ed25519PrivateKey.generate()]),
+            Keyring(private=[Ed25519PrivateKey.generate()]),
+        )
+        forged = {**sign_record({"a": 1}, theirs), "key.id": ours.signing_key_id}
+        assert not verify_record(forged, ours)
+        assert not verify_record(sign_record({"a": 1}, theirs), ours)
+
+    def test_edited_record_fails(self) -> None:
+        """Changing a signed field breaks the signature."""
+        keys = Keyring(private=[Ed25519PrivateKey.generate()])
+        signed = sign_record({"events.count": 3}, keys)
+        assert not verify_record({**signed, "events.count": 2}, keys)
+
+    def test_rejects_other_key_types(self) -> None:
+        """Only Ed25519 keys are accepted."""
+        from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        data = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        with pytest.raises(ValueError, match="Ed25519"):
+            load_private_keys(data)
+
+    def test_jwk_with_wrong_kid_refused(self) -> None:
+        """A JWK whose kid does not belong to its key is refused."""
+        document = Keyring(private=[Ed25519PrivateKey.generate()]).jwks()
+        document["keys"][0]["kid"] = "0" * 16
+        with pytest.raises(ValueError, match="kid"):
+            Keyring.from_jwks(orjson.dumps(document))
+
+
+class TestRecordHash:
+    def test_covers_the_signature(self) -> None:
+        """Two records differing only in signature hash differently."""
+        assert record_hash({"a": 1, "signature": "x"}) != record_hash({"a": 1, "signature": "y"})

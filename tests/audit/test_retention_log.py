@@ -1,0 +1,134 @@
+"""Retention's signed records: verify explains retention's deletions and minimisations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit import MemorySink, OpenSearchStore, RetentionRecorder, Scope, SQLiteStore
+from audit._chain import Keyring
+from audit._verify import VerifyReport
+from retention import parse_rules
+from retention._holds import HoldScope, new_hold
+from retention._holdstore import HoldStore, OpenSearchHoldStore, SQLiteHoldStore
+from retention._run import RetentionJob
+from tests.audit.test_verify import Log, OpenSearchAdmin, SQLiteAdmin, write_log
+from tools.opensearch_node import Node
+
+RULES = {"access_denied": "30 days full detail, deleted after 365 days"}
+
+
+@pytest.fixture(params=["opensearch", "sqlite"])
+def log_and_holds(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Log, HoldStore]]:
+    keys = Keyring(private=[Ed25519PrivateKey.generate()])
+    if request.param == "opensearch":
+        node: Node = request.getfixturevalue("opensearch_node")
+        prefix: str = request.getfixturevalue("index_prefix")
+        store = OpenSearchStore(url=node.url, index_prefix=prefix, replicas=0)
+        holds: HoldStore = OpenSearchHoldStore(url=node.url, index_prefix=prefix, replicas=0)
+        admin = OpenSearchAdmin(request.getfixturevalue("opensearch"), prefix)
+        log = write_log(store, tmp_path / "spool", keys, admin)
+    else:
+        store = SQLiteStore(path=tmp_path / "audit.db")  # type: ignore[assignment]
+        holds = SQLiteHoldStore(path=tmp_path / "audit.db")
+        log = write_log(store, tmp_path / "spool", keys, SQLiteAdmin(tmp_path / "audit.db"))
+    holds.ensure_schema()
+    yield log, holds
+    holds.close()
+    store.close()
+
+
+def run(log: Log, holds: HoldStore, days: int) -> None:
+    recorder = RetentionRecorder(
+        events=log.events, digests=log.digests, keyring=log.keys, rules=RULES
+    )
+    job = RetentionJob(
+        events=log.events,
+        holds=holds,
+        rules=parse_rules([]),
+        sink=MemorySink(),
+        recorder=recorder,
+    )
+    job.run(now=datetime.now(UTC) + timedelta(days=days))
+
+
+def statuses(report: VerifyReport) -> list[str]:
+    return [interval.status for interval in report.intervals]
+
+
+class TestRetentionExplained:
+    def test_minimisation_is_no_finding(self, log_and_holds: tuple[Log, HoldStore]) -> None:
+        """After retention minimised every event, verify names the run and finds nothing."""
+        log, holds = log_and_holds
+        run(log, holds, days=40)
+        report = log.verify()
+        assert report.ok
+        assert statuses(report) == ["removed_by_retention", "removed_by_retention", "intact"]
+        [line] = report.intervals[0].retention
+        assert "0 deleted, 3 minimised" in line and "rule access_denied (30 days" in line
+
+    def test_deletion_is_no_finding(self, log_and_holds: tuple[Log, HoldStore]) -> None:
+        """After retention minimised and later deleted everything, verify finds nothing."""
+        log, holds = log_and_holds
+        run(log, holds, days=40)
+        run(log, holds, days=400)
+        report = log.verify()
+        assert report.ok, [i.text() for i in report.intervals]
+        assert "2 deleted, 0 minimised" in report.intervals[1].retention[0]
+        assert log.events.count(Scope()) == 0
+
+    def test_held_events_are_not_recorded(self, log_and_holds: tuple[Log, HoldStore]) -> None:
+        """A held event is neither deleted nor recorded; deleting it by hand is a finding."""
+        log, holds = log_and_holds
+        held = log.ids[0][0]
+        hold = new_hold(
+            incident_id="INC-1",
+            reason="investigation",
+            scope=HoldScope(user_ids=(), categories=("access_denied",)),
+            placed_by="iss|responder",
+            placed_at=datetime.now(UTC) - timedelta(days=1),
+        )
+        holds.add(hold)
+        run(log, holds, days=400)
+        assert log.verify().ok
+        log.admin.delete_event(held)
+        report = log.verify()
+        assert statuses(report)[0] == "events_missing"
+        assert report.intervals[0].findings[0].event_ids == (held,)
+
+    def test_edit_after_minimisation_is_a_finding(
+        self, log_and_holds: tuple[Log, HoldStore]
+    ) -> None:
+        """A minimised event edited afterwards is altered, not explained by retention."""
+        log, holds = log_and_holds
+        run(log, holds, days=40)
+        log.admin.edit_event(log.ids[1][1], "url.path", "/edited")
+        report = log.verify()
+        assert statuses(report)[1] == "events_altered"
+        assert report.intervals[1].findings[0].event_ids == (log.ids[1][1],)
+
+    def test_forged_retention_record_explains_nothing(
+        self, log_and_holds: tuple[Log, HoldStore]
+    ) -> None:
+        """A deletion 'record' signed with another key is reported and excuses nothing."""
+        log, _holds = log_and_holds
+        gone = log.ids[0][2]
+        foreign = Keyring(private=[Ed25519PrivateKey.generate()])
+        forger = RetentionRecorder(
+            events=log.events, digests=log.digests, keyring=foreign, rules=RULES
+        )
+        forger.begin(datetime.now(UTC))
+        forger.apply(
+            log.events.delete,
+            Scope(event_ids=(gone,), until=datetime.now(UTC) + timedelta(days=1)),
+            (),
+        )
+        report = log.verify()
+        assert statuses(report)[0] == "events_missing"
+        assert [f.kind for f in report.other] == ["signature_invalid"]

@@ -1,0 +1,318 @@
+"""verify against the real node and SQLite: tampering as a store administrator would do it."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from opensearchpy import OpenSearch
+
+from audit import AuditStore, OpenSearchStore, Scope, SQLiteStore
+from audit.__main__ import main
+from audit._chain import Keyring, events_hash, sign_record
+from audit._digests import DigestStore, digest_store_beside
+from audit._digestwriter import DigestWriter, digest_record_id
+from audit._verify import Verifier, VerifyReport
+from audit.events import index_name
+from tests.audit.conftest import fast_pipeline
+from tools.opensearch_node import Node
+
+START = 1_800_000_000.0
+INSTANCE = "gw-1"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Admin(Protocol):
+    """What someone with the store's own credentials can do, bypassing the gateway."""
+
+    def delete_event(self, event_id: str) -> None: ...
+    def edit_event(self, event_id: str, name: str, value: str) -> None: ...
+    def delete_digest(self, record_id: str) -> None: ...
+    def put_digest(self, record: dict[str, Any]) -> None: ...
+
+
+class OpenSearchAdmin:
+    def __init__(self, client: OpenSearch, prefix: str) -> None:
+        self.client, self.prefix = client, prefix
+
+    def _where(self, pattern: str, field: str, value: str) -> tuple[str, str]:
+        self.client.indices.refresh(index=pattern)
+        hits = self.client.search(
+            index=pattern, body={"query": {"term": {field: value}}, "size": 1}
+        )["hits"]["hits"]
+        return hits[0]["_index"], hits[0]["_id"]
+
+    def delete_event(self, event_id: str) -> None:
+        index, _id = self._where(f"{self.prefix}audit-events-*", "event.id", event_id)
+        self.client.delete(index=index, id=_id, refresh=True)
+
+    def edit_event(self, event_id: str, name: str, value: str) -> None:
+        index, _id = self._where(f"{self.prefix}audit-events-*", "event.id", event_id)
+        self.client.update(index=index, id=_id, body={"doc": {name: value}}, refresh=True)
+
+    def delete_digest(self, record_id: str) -> None:
+        index, _id = self._where(f"{self.prefix}audit-digests-*", "record.id", record_id)
+        self.client.delete(index=index, id=_id, refresh=True)
+
+    def put_digest(self, record: dict[str, Any]) -> None:
+        index, _id = self._where(f"{self.prefix}audit-digests-*", "record.id", record["record.id"])
+        self.client.index(index=index, id=_id, body=record, refresh=True)
+
+
+class SQLiteAdmin:
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+
+    def delete_event(self, event_id: str) -> None:
+        self.db.execute("DELETE FROM audit_events WHERE event_id = ?", (event_id,))
+
+    def edit_event(self, event_id: str, name: str, value: str) -> None:
+        column = name.replace(".", "_")
+        self.db.execute(
+            f"UPDATE audit_events SET {column} = ? WHERE event_id = ?",  # noqa: S608
+            (value, event_id),
+        )
+
+    def delete_digest(self, record_id: str) -> None:
+        self.db.execute("DELETE FROM audit_digests WHERE record_id = ?", (record_id,))
+
+    def put_digest(self, record: dict[str, Any]) -> None:
+        self.db.execute(
+            "UPDATE audit_digests SET document = ? WHERE record_id = ?",
+            (orjson.dumps(record).decode(), record["record.id"]),
+        )
+
+
+@dataclass
+class Log:
+    """A log written through the real pipeline: digests #0 (3 events), #1 (2), #2 (0)."""
+
+    events: AuditStore
+    digests: DigestStore
+    keys: Keyring
+    admin: Admin
+    ids: list[list[str]]
+
+    def verify(self, keys: Keyring | None = None) -> VerifyReport:
+        verifier = Verifier(events=self.events, digests=self.digests, keyring=keys or self.keys)
+        return verifier.verify()
+
+    def digest(self, seq: int) -> dict[str, Any]:
+        found = self.digests.get(digest_record_id(INSTANCE, seq))
+        assert found is not None
+        return found
+
+
+#: What every test event carries besides its action (minimisation changes both fields).
+AGENT = {"source.ip": "192.0.2.77", "user_agent.original": "Mozilla/5.0"}
+
+
+def ship(pipeline: Any, writer: DigestWriter, count: int, clock: Clock) -> None:
+    """Emit ``count`` events, wait until stored, then end the interval."""
+    before = writer.digests_written
+    for n in range(count):
+        pipeline.emit({"event.action": "access_denied", **AGENT, "labels": {"n": str(n)}})
+    assert pipeline.wait_idle(10)
+    clock.now += 300
+    deadline = time.monotonic() + 10
+    while writer.digests_written == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert writer.digests_written == before + 1
+
+
+def write_log(events: AuditStore, spool: Path, keys: Keyring, admin: Admin) -> Log:
+    events.ensure_schema()
+    digests = digest_store_beside(events)
+    clock = Clock()
+    writer = DigestWriter(
+        directory=spool / "chain", keyring=keys, store=digests, instance=INSTANCE, clock=clock
+    )
+    pipeline = fast_pipeline(events, spool, on_shipped=writer)
+    pipeline.open()
+    try:
+        ship(pipeline, writer, 3, clock)
+        ship(pipeline, writer, 2, clock)
+    finally:
+        pipeline.close()
+        writer.close()
+    digests.refresh()
+    log = Log(events, digests, keys, admin, [])
+    log.ids = [[e[0] for e in log.digest(seq)["events.entries"]] for seq in range(3)]
+    return log
+
+
+@pytest.fixture(params=["opensearch", "sqlite"])
+def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Log]:
+    keys = Keyring(private=[Ed25519PrivateKey.generate()])
+    store: AuditStore
+    admin: Admin
+    if request.param == "opensearch":
+        node: Node = request.getfixturevalue("opensearch_node")
+        prefix: str = request.getfixturevalue("index_prefix")
+        client: OpenSearch = request.getfixturevalue("opensearch")
+        store = OpenSearchStore(url=node.url, index_prefix=prefix, replicas=0)
+        admin = OpenSearchAdmin(client, prefix)
+    else:
+        store = SQLiteStore(path=tmp_path / "audit.db")
+        admin = SQLiteAdmin(tmp_path / "audit.db")
+    yield write_log(store, tmp_path / "spool", keys, admin)
+    store.close()
+
+
+def statuses(report: VerifyReport) -> list[str]:
+    return [interval.status for interval in report.intervals]
+
+
+class TestUntouched:
+    def test_verifies_intact(self, log: Log) -> None:
+        """An untouched log: every interval intact, no finding."""
+        report = log.verify()
+        assert statuses(report) == ["intact", "intact", "intact"]
+        assert [len(ids) for ids in log.ids] == [3, 2, 0]
+        assert report.ok
+
+
+class TestTampering:
+    def test_deleted_event(self, log: Log) -> None:
+        """Deleting one event is reported as missing, with its id, in its interval only."""
+        gone = log.ids[0][1]
+        log.admin.delete_event(gone)
+        report = log.verify()
+        assert statuses(report) == ["events_missing", "intact", "intact"]
+        assert report.intervals[0].findings[0].event_ids == (gone,)
+        assert not report.ok
+
+    def test_edited_field(self, log: Log) -> None:
+        """Editing one field of one event is reported as altered, with its id."""
+        edited = log.ids[1][0]
+        log.admin.edit_event(edited, "url.path", "/nothing-to-see")
+        report = log.verify()
+        assert statuses(report) == ["intact", "events_altered", "intact"]
+        assert report.intervals[1].findings[0].event_ids == (edited,)
+
+    def test_deleted_digest(self, log: Log) -> None:
+        """Deleting a digest record is reported as a missing digest, by sequence number."""
+        log.admin.delete_digest(digest_record_id(INSTANCE, 1))
+        report = log.verify()
+        assert statuses(report) == ["intact", "digest_missing", "intact"]
+        assert report.intervals[1].seq == 1
+
+    def test_digest_forged_with_a_foreign_key(self, log: Log) -> None:
+        """An event deleted and its digest rewritten and signed with another key: the forged
+        digest's signature is invalid and the next digest no longer chains to it."""
+        gone = log.ids[1][0]
+        log.admin.delete_event(gone)
+        forged = dict(log.digest(1))
+        entries = [e for e in forged["events.entries"] if e[0] != gone]
+        forged["events.entries"] = entries
+        forged["events.count"] = len(entries)
+        forged["events.hash"] = events_hash({e[0]: e[1] for e in entries})
+        foreign = Keyring(private=[Ed25519PrivateKey.generate()])
+        log.admin.put_digest(sign_record(forged, foreign))
+        report = log.verify()
+        assert statuses(report) == ["intact", "signature_invalid", "chain_broken"]
+        assert "unknown key" in report.intervals[1].findings[0].detail
+
+    def test_digest_forged_under_our_key_id(self, log: Log) -> None:
+        """A forgery that claims our key id does not verify under our key."""
+        forged = sign_record(dict(log.digest(0)), Keyring(private=[Ed25519PrivateKey.generate()]))
+        forged["key.id"] = log.keys.signing_key_id
+        log.admin.put_digest(forged)
+        report = log.verify()
+        assert statuses(report)[0] == "signature_invalid"
+        assert "does not verify" in report.intervals[0].findings[0].detail
+
+
+class TestWholeIndex:
+    def test_deleted_daily_index(
+        self, opensearch_node: Node, opensearch: OpenSearch, index_prefix: str, tmp_path: Path
+    ) -> None:
+        """Deleting the whole daily index: every event of it missing, the index named."""
+        store = OpenSearchStore(url=opensearch_node.url, index_prefix=index_prefix, replicas=0)
+        keys = Keyring(private=[Ed25519PrivateKey.generate()])
+        log = write_log(store, tmp_path / "spool", keys, OpenSearchAdmin(opensearch, index_prefix))
+        try:
+            stored = store.search(Scope(event_ids=log.ids[0][:1]))
+            index = index_name(index_prefix, stored[0]["@timestamp"])
+            opensearch.indices.delete(index=index)
+            report = log.verify()
+            assert statuses(report) == ["events_missing", "events_missing", "intact"]
+            assert set(report.intervals[0].findings[0].event_ids) == set(log.ids[0])
+            assert f"daily index(es) gone: {index}" in report.intervals[0].findings[0].detail
+        finally:
+            store.close()
+
+
+class TestRotation:
+    def test_old_intervals_verify_after_rotation(self, tmp_path: Path) -> None:
+        """A new key signs after rotation; the old key's digests verify while it is published,
+        and fail once it is not."""
+        events = SQLiteStore(path=tmp_path / "audit.db")
+        events.ensure_schema()
+        digests = digest_store_beside(events)
+        old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        clock = Clock()
+        for keys in (Keyring(private=[old]), Keyring(private=[new, old])):
+            writer = DigestWriter(
+                directory=tmp_path / "chain", keyring=keys, store=digests, clock=clock
+            )
+            writer(())
+            clock.now += 300
+            writer(())  # closes one interval with this keyring
+            writer._journal.close()  # stop without closing another interval
+            assert writer._spool is not None
+            writer._spool.close()
+        both = Keyring(private=[new, old])
+        report = Verifier(events=events, digests=digests, keyring=both).verify()
+        assert statuses(report) == ["intact", "intact"]
+        assert {r["key.id"] for r in digests.records(kind="digest")} == set(both.key_ids())
+        only_new = Keyring.from_jwks(Keyring(private=[new]).jwks_json())
+        report = Verifier(events=events, digests=digests, keyring=only_new).verify()
+        assert statuses(report) == ["signature_invalid", "intact"]
+        events.close()
+
+
+class TestCommand:
+    def test_exit_status_and_audit_event(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """verify exits 0 on an intact log, 1 after tampering, and records audit_verify."""
+        db = tmp_path / "audit.db"
+        events = SQLiteStore(path=db)
+        keys = Keyring(private=[Ed25519PrivateKey.generate()])
+        log = write_log(events, tmp_path / "spool", keys, SQLiteAdmin(db))
+        jwks = tmp_path / "audit-keys.json"
+        jwks.write_bytes(keys.jwks_json())
+        argv = ["--sqlite", str(db), "--user", "iss|sec", "--role", "security_officer"]
+        assert main([*argv, "verify", "--keys", str(jwks)]) == 0
+        assert capsys.readouterr().out.count(": intact") == 3
+        log.admin.delete_event(log.ids[0][0])
+        assert main([*argv, "verify", "--keys", str(jwks), "--format", "json"]) == 1
+        lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [line["status"] for line in lines] == ["events_missing", "intact", "intact"]
+        verifies = events.search(Scope(actions=["audit_verify"]), size=10)
+        assert [e["event.outcome"] for e in verifies] == ["success", "failure"]
+        events.close()
+
+    def test_refused_without_a_security_role(self, tmp_path: Path) -> None:
+        """A role that may not verify gets exit status 3."""
+        db = tmp_path / "audit.db"
+        SQLiteStore(path=db).ensure_schema()
+        jwks = tmp_path / "keys.json"
+        jwks.write_bytes(Keyring(private=[Ed25519PrivateKey.generate()]).jwks_json())
+        argv = ["--sqlite", str(db), "--user", "iss|t", "--role", "teacher"]
+        assert main([*argv, "verify", "--keys", str(jwks)]) == 3
