@@ -32,9 +32,11 @@ What is not lost, and when:
 - lost on SIGKILL, as with the in-process pipeline's queue: events in the parent's deque
   (at most one ``write_interval``) and events the worker had read but not yet spooled.
 
-The worker runs in its own session, so a Ctrl-C at the terminal reaches only the gateway,
-which then drains the worker in order. Raw events cross the pipe in memory only; the spool on
-disk holds them after the chain (redacted, escaped), as before.
+The worker runs in its own session and ignores SIGTERM and SIGINT, so a Ctrl-C at the
+terminal or a service manager's SIGTERM reaches only the gateway, which then drains the worker
+in order (SIGKILL still ends it; its spool stays for the next start). Raw events cross the
+pipe in memory only; the spool on disk holds them after the chain (redacted, escaped), as
+before.
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import importlib
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -337,8 +341,8 @@ class AuditWorker:
             )
         finally:
             os.close(spec_read)
-        with os.fdopen(spec_write, "wb") as handle:
-            handle.write(self._spec)
+        with contextlib.suppress(BrokenPipeError), os.fdopen(spec_write, "wb") as handle:
+            handle.write(self._spec)  # a worker that died at once: the supervisor sees it
         if self._reader is not None:  # the previous worker's last report is read by now
             self._reader.join(timeout=2)
         if self._reported is not None:
@@ -506,11 +510,18 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Stopping is the gateway's to decide: it closes the pipe once it has flushed, and the
+    # worker then spools and ships what it got. A SIGTERM or Ctrl-C meant for the whole
+    # service must not cut that short (a gateway that is gone closes the pipe too).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     fd = int(os.environ.get("AUDIT_WORKER_SPEC_FD", SPEC_FD))
     with os.fdopen(fd, "rb") as handle:
         spec = pickle.loads(handle.read())  # noqa: S301 - from our parent, over a private pipe
     pipeline = _build(spec)
     pipeline.open()
+    gc.collect()
+    gc.freeze()  # what start-up built (imports, store client) is never garbage: skip it in GC
     stop = threading.Event()
     reporter = threading.Thread(target=_reporter, args=(pipeline, stop), daemon=True)
     reporter.start()

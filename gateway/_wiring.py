@@ -43,6 +43,7 @@ from audit import (
 from audit._pipeline import FullPolicy
 from audit._spool import Spool
 from audit.processors import Pseudonymise, Pseudonymiser
+from gateway._heap import HeapRefreezer
 from gateway._upstream import create_upstream
 from gateway.app import GatewayApp, Lifecycle, create_app
 from gateway.assertion import AssertionSigner, load_key
@@ -229,9 +230,11 @@ def build(settings: Settings) -> Gateway:
     metrics.export(lambda: pipeline.metrics().samples())
     metrics.export(lambda: _policy_samples(store))
     lifecycle = Lifecycle()
+    heap = HeapRefreezer()
     lifecycle.startup.append(pipeline.start)
     lifecycle.shutdown.append(pipeline.aclose)  # runs last: shutdown hooks run in reverse
     lifecycle.shutdown.append(forward.aclose)
+    lifecycle.shutdown.append(heap.stop)
     if settings.policy.watch:
         _watch_policy(store, lifecycle)
     oidc = OIDC(settings=settings, sink=pipeline) if settings.oidc.issuers else None
@@ -239,6 +242,7 @@ def build(settings: Settings) -> Gateway:
         lifecycle.shutdown.append(oidc.aclose)
     holds = holds_api(settings.audit, sink=pipeline)
     lifecycle.shutdown.append(holds.aclose)  # before the pipeline: shutdown runs in reverse
+    lifecycle.startup.append(heap.start)  # last: everything built at start-up is frozen
     app = create_app(
         settings,
         authorizer=store,

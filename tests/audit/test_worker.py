@@ -104,6 +104,20 @@ class TestWorkerDeath:
         assert _seqs(tmp_path) == list(range(200))
         assert worker.metrics().events_shipped == 200  # counters go on across workers
 
+    def test_sigterm_does_not_cut_the_worker_short(
+        self, worker: AuditWorker, tmp_path: Path
+    ) -> None:
+        """A SIGTERM meant for the service leaves the worker to the gateway's orderly stop."""
+        process = worker._process
+        assert process is not None
+        os.kill(process.pid, signal.SIGTERM)
+        for seq in range(100):
+            worker.emit(event(seq))
+        assert worker.wait_idle(30)
+        assert process.poll() is None
+        assert worker.restarts == 0
+        assert _seqs(tmp_path) == list(range(100))
+
     def test_gateway_killed_worker_still_ships(self, tmp_path: Path) -> None:
         """When the emitting process dies by SIGKILL, the worker ships what it was given and
         exits on its own."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -71,14 +72,26 @@ class TestGoalCheck:
         """Each load gets full/forward and full req/s, judged against 80% and 2,000 req/s."""
         forward = bench.Contender("forward-aiohttp", "f")
         full = bench.Contender("full-pipeline", "g")
-        forward.runs = {1: [bench.Run(2000.0, 1, 2, 0)], 32: [bench.Run(5000.0, 1, 2, 0)]}
-        full.runs = {1: [bench.Run(1700.0, 1, 2, 0)], 32: [bench.Run(2500.0, 1, 2, 0)]}
+        forward.runs = {1: [bench.Run(2000.0, 1, 2, 0, 100.0)], 32: [bench.Run(5000.0, 1, 2, 0)]}
+        full.runs = {1: [bench.Run(1700.0, 1, 2, 0, 250.0)], 32: [bench.Run(2500.0, 1, 2, 0)]}
         text = bench.goal_check([forward, full], [1, 32])
-        assert "1 conns: full/forward  0.85 (met), full    1700 req/s (missed)" in text
-        assert "32 conns: full/forward  0.50 (missed), full    2500 req/s (met)" in text
+        assert "1 conns: full/forward  0.85 (met), full    1700 req/s (missed), cpu 0.40" in text
+        assert "32 conns: full/forward  0.50 (missed), full    2500 req/s (met)\n" in text
         assert "ratio goal met at 1/2 loads; req/s goal met at 1/2 loads" in text
 
     def test_needs_both_contenders(self) -> None:
         """Without the forward-only contender there is no ratio to judge."""
         full = bench.Contender("full-pipeline", "g")
         assert "needs" in bench.goal_check([full], [1])
+
+
+class TestHelperCpu:
+    def test_children_found_and_their_cpu_read(self) -> None:
+        """A child process of the gateway (the audit worker) is found and its CPU counted."""
+        child = subprocess.Popen(["sleep", "5"])
+        try:
+            assert child.pid in bench._children(os.getpid())
+            assert bench._children_cpu([child.pid]) >= 0.0
+        finally:
+            child.kill()
+            child.wait()
