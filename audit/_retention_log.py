@@ -82,9 +82,10 @@ class RetentionRecorder:
         self._run_time = ""
         self._seq = 0
 
-    def begin(self, now: datetime) -> str:
-        """Start a run at ``now``; returns its id."""
-        self.run_id = new_event_id()
+    def begin(self, now: datetime, *, run_id: str | None = None) -> str:
+        """Start a run at ``now`` (under the retention job's ``run_id`` when given, so the
+        records and the run's report name the same run); returns its id."""
+        self.run_id = run_id or new_event_id()
         self._run_time = _iso(now)
         self._seq = 0
         return self.run_id

@@ -10,7 +10,9 @@ from retention.errors import (
     HoldNotFound,
     InvalidHold,
     InvalidRule,
+    LockLost,
     RetentionError,
+    RunLocked,
 )
 
 __all__ = [
@@ -19,8 +21,10 @@ __all__ = [
     "HoldNotFound",
     "InvalidHold",
     "InvalidRule",
+    "LockLost",
     "RetentionError",
     "RetentionRule",
+    "RunLocked",
     "inventory",
     "parse_rules",
     "rules_with",

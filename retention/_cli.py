@@ -1,7 +1,8 @@
 """The command line: one subcommand per task, over the gateway's settings file.
 
     python -m retention inventory
-    python -m retention run [--dry-run] [--now TIME]
+    python -m retention run [--dry-run] [--now TIME | --every INTERVAL]
+    python -m retention runs [--last N]
     python -m retention holds list [--state active|released|all]
     python -m retention holds place --by USER --incident ID --reason TEXT
                                     [--user ID]... [--source-ip CIDR]... [--tenant ID]...
@@ -9,17 +10,25 @@
                                     [--review-at TIME]
     python -m retention holds release HOLD_ID --by USER --reason TEXT
 
-Times are ISO-8601 with a time zone. Events (``retention_run``, ``hold_placed``,
-``hold_released``) are written straight to the audit store before the command returns.
+``run`` runs once (for cron or a Kubernetes CronJob); with ``--every 1h`` (or ``30m``, ``1d``,
+``90s``) it runs again at that interval until SIGTERM or SIGINT, which stop it cleanly between
+two steps (the next run does the rest). A run while another holds the run lock exits 3 (once)
+or waits for its next turn (loop). Times are ISO-8601 with a time zone. Events
+(``retention_run``, ``hold_placed``, ``hold_released``) are written straight to the audit store
+before the command returns.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
+import signal
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,13 +38,14 @@ from audit import AuditStore
 from audit.errors import StoreError
 from audit.events import parse_timestamp
 from audit.processors import Pseudonymise, Pseudonymiser
-from retention._config import hold_store
+from retention._config import hold_store, run_store
 from retention._holdstore import HoldStore
 from retention._rules import DEFAULT_RULES, inventory, parse_rules
 from retention._run import RetentionJob
+from retention._runstore import RunRecord, RunStore
 from retention._service import Holds
 from retention._sink import StoreSink
-from retention.errors import RetentionError
+from retention.errors import LockLost, RetentionError, RunLocked
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -43,6 +53,10 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _STATES = {"active": True, "released": False, "all": None}
+_INTERVAL = re.compile(r"([1-9][0-9]*)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+#: Exit code of a single run that found the run lock held by another run.
+EXIT_LOCKED = 3
 
 
 def _config_given(config: Path | None) -> bool:
@@ -60,6 +74,13 @@ def _time(text: str) -> datetime:
         ) from None
 
 
+def _interval(text: str) -> timedelta:
+    found = _INTERVAL.fullmatch(text.strip())
+    if found is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an interval such as 90s, 30m, 1h, 1d")
+    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m retention",
@@ -71,7 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("inventory", help="print the log inventory (categories, fields, periods)")
     run = commands.add_parser("run", help="delete and minimise what retention allows")
     run.add_argument("--dry-run", action="store_true", help="count, change nothing")
-    run.add_argument("--now", type=_time, default=None, help="the run's time (default: now)")
+    when = run.add_mutually_exclusive_group()
+    when.add_argument("--now", type=_time, default=None, help="the run's time (default: now)")
+    when.add_argument(
+        "--every", type=_interval, default=None, help="run in a loop at this interval (1h)"
+    )
+    reports = commands.add_parser("runs", help="print the stored runs and their reports")
+    reports.add_argument("--last", type=int, default=10, help="how many, newest last")
     holds = commands.add_parser("holds", help="list, place and release holds")
     actions = holds.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list")
@@ -92,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stores(settings: Settings) -> tuple[AuditStore, HoldStore, StoreSink]:
+def _stores(settings: Settings) -> tuple[AuditStore, HoldStore, RunStore, StoreSink]:
     from gateway._wiring import audit_store  # noqa: PLC0415 - gateway imports us too
 
     events = audit_store(settings.audit)
@@ -105,7 +132,9 @@ def _stores(settings: Settings) -> tuple[AuditStore, HoldStore, StoreSink]:
         )
     holds = hold_store(settings.audit)
     holds.ensure_schema()
-    return events, holds, StoreSink(store=events, pseudonymise=pseudonymise)
+    runs = run_store(settings.audit)
+    runs.ensure_schema()
+    return events, holds, runs, StoreSink(store=events, pseudonymise=pseudonymise)
 
 
 def _place_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,7 +155,7 @@ def _place_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _command(args: argparse.Namespace, settings: Settings) -> int:
-    events, store, sink = _stores(settings)
+    events, store, runs, sink = _stores(settings)
     try:
         if args.command == "run":
             job = RetentionJob(
@@ -134,9 +163,12 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
                 holds=store,
                 rules=parse_rules(settings.retention.rules),
                 sink=sink,
+                runs=runs,
             )
-            report = job.run(now=args.now or datetime.now(UTC), dry_run=args.dry_run)
-            print(report.text())
+            return _run(job, args)
+        if args.command == "runs":
+            for run in runs.runs()[-args.last :] if args.last > 0 else []:
+                print(orjson.dumps(_run_json(run)).decode())
             return 0
         holds = Holds(store=store, sink=sink)
         if args.action == "list":
@@ -149,8 +181,64 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
             print(orjson.dumps(released.to_json()).decode())
         return 0
     finally:
+        runs.close()
         store.close()
         events.close()
+
+
+def _run_json(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "owner": run.owner,
+        "started_at": run.started_at.isoformat(),
+        "state": run.state,
+        "report": run.report,
+    }
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM and SIGINT set the event (the job stops between two steps, the loop ends);
+    the previous handlers are put back afterwards."""
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: object) -> None:
+        print(f"{signal.Signals(signum).name}: stopping after the current step", file=sys.stderr)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(job: RetentionJob, args: argparse.Namespace) -> int:
+    with _stop_on_signals() as stop:
+        return _run_until(job, args, stop)
+
+
+def _run_until(job: RetentionJob, args: argparse.Namespace, stop: threading.Event) -> int:
+    if args.every is None:
+        try:
+            report = job.run(now=args.now or datetime.now(UTC), dry_run=args.dry_run, stop=stop)
+        except RunLocked as exc:
+            print(f"{exc.code}: {exc}", file=sys.stderr)
+            return EXIT_LOCKED
+        print(report.text(), flush=True)
+        return 0
+    while not stop.is_set():
+        try:
+            report = job.run(now=datetime.now(UTC), dry_run=args.dry_run, stop=stop)
+            print(report.text(), flush=True)
+        except (RunLocked, LockLost) as exc:
+            print(f"{exc.code}: {exc}; trying again in {args.every}", file=sys.stderr, flush=True)
+        except StoreError as exc:  # the store may come back before the next turn
+            print(f"audit store: {exc}; trying again in {args.every}", file=sys.stderr, flush=True)
+        stop.wait(args.every.total_seconds())
+    print("stopped", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

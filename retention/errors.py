@@ -4,7 +4,9 @@ RetentionError              base class
 ├── InvalidRule             a retention rule in the configuration is malformed
 ├── InvalidHold             a hold asked for is malformed (400)
 ├── HoldNotFound            no hold has that id (404)
-└── HoldAlreadyReleased     the hold was released before; a hold is released once (409)
+├── HoldAlreadyReleased     the hold was released before; a hold is released once (409)
+├── RunLocked               another retention run holds the run lock (its lease is live)
+└── LockLost                our lease was lost mid-run (another run took the lock over)
 """
 
 from __future__ import annotations
@@ -43,3 +45,17 @@ class HoldAlreadyReleased(RetentionError):
 
     code = "hold_already_released"
     status_code = 409
+
+
+class RunLocked(RetentionError):
+    """Another run holds the run lock; two runs never overlap."""
+
+    code = "run_locked"
+    status_code = 409
+
+
+class LockLost(RetentionError):
+    """The lease of the running job expired or was taken over: it stops before its next step."""
+
+    code = "lock_lost"
+    status_code = 500

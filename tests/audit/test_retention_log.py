@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from retention import parse_rules
 from retention._holds import HoldScope, new_hold
 from retention._holdstore import HoldStore, OpenSearchHoldStore, SQLiteHoldStore
 from retention._run import RetentionJob
+from retention._runstore import SQLiteRunStore
 from tests.audit.test_verify import Log, OpenSearchAdmin, SQLiteAdmin, write_log
 from tools.opensearch_node import Node
 
@@ -44,18 +46,28 @@ def log_and_holds(
     store.close()
 
 
-def run(log: Log, holds: HoldStore, days: int) -> None:
+def run(log: Log, holds: HoldStore, days: int) -> str:
+    """One retention run ``days`` from now; returns its run id (the report's and the records')."""
     recorder = RetentionRecorder(
         events=log.events, digests=log.digests, keyring=log.keys, rules=RULES
     )
-    job = RetentionJob(
-        events=log.events,
-        holds=holds,
-        rules=parse_rules([]),
-        sink=MemorySink(),
-        recorder=recorder,
-    )
-    job.run(now=datetime.now(UTC) + timedelta(days=days))
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = SQLiteRunStore(path=Path(tmp) / "runs.db")
+        runs.ensure_schema()
+        try:
+            job = RetentionJob(
+                events=log.events,
+                holds=holds,
+                rules=parse_rules([]),
+                sink=MemorySink(),
+                runs=runs,
+                recorder=recorder,
+            )
+            report = job.run(now=datetime.now(UTC) + timedelta(days=days))
+        finally:
+            runs.close()
+    assert recorder.run_id == report.run_id  # one run id in the records and the report
+    return report.run_id
 
 
 def statuses(report: VerifyReport) -> list[str]:

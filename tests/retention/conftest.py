@@ -13,6 +13,7 @@ import pytest
 from audit import AuditStore, OpenSearchStore, Record, SQLiteStore
 from audit.processors import EMITTED_NS, audit_processors, render_json, run_chain
 from retention._holdstore import HoldStore, OpenSearchHoldStore, SQLiteHoldStore
+from retention._runstore import OpenSearchRunStore, RunStore, SQLiteRunStore
 
 CHAIN = audit_processors(render=False)
 NOW = datetime(2027, 6, 1, 12, 0, tzinfo=UTC)
@@ -20,29 +21,45 @@ NOW = datetime(2027, 6, 1, 12, 0, tzinfo=UTC)
 
 @dataclass
 class Stores:
-    """An audit store and the hold store kept next to it."""
+    """An audit store and the hold and run stores kept next to it."""
 
     events: AuditStore
     holds: HoldStore
+    runs: RunStore
 
 
 @pytest.fixture(params=["sqlite", "opensearch"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    made = make_stores(request.param, tmp_path / "audit.db", request)
+    yield made
+    close(made)
+
+
+def make_stores(kind: str, path: Path, request: pytest.FixtureRequest | None = None) -> Stores:
+    """Stores over one SQLite file, or over the node under the test's index prefix."""
     events: AuditStore
     holds: HoldStore
-    if request.param == "sqlite":
-        events = SQLiteStore(path=tmp_path / "audit.db")
-        holds = SQLiteHoldStore(path=tmp_path / "audit.db")
+    runs: RunStore
+    if kind == "sqlite":
+        events = SQLiteStore(path=path)
+        holds = SQLiteHoldStore(path=path)
+        runs = SQLiteRunStore(path=path)
     else:
+        assert request is not None
         node = request.getfixturevalue("opensearch_node")
         prefix = request.getfixturevalue("index_prefix")
         events = OpenSearchStore(url=node.url, index_prefix=prefix, replicas=0)
         holds = OpenSearchHoldStore(url=node.url, index_prefix=prefix, replicas=0)
-    events.ensure_schema()
-    holds.ensure_schema()
-    yield Stores(events, holds)
-    holds.close()
-    events.close()
+        runs = OpenSearchRunStore(url=node.url, index_prefix=prefix, replicas=0)
+    for store in (events, holds, runs):
+        store.ensure_schema()
+    return Stores(events, holds, runs)
+
+
+def close(stores: Stores) -> None:
+    stores.runs.close()
+    stores.holds.close()
+    stores.events.close()
 
 
 def record(age: timedelta, action: str = "access_denied", **fields: Any) -> Record:

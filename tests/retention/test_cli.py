@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from audit import Scope, SQLiteStore
 from retention._cli import main
+from retention._runstore import SQLiteRunStore
 from tests.retention.conftest import NOW, record, write
 
+HOUR = timedelta(hours=1)
 CONFIG = """
 [server]
 public_hosts = ["platform.example.nl"]
@@ -157,3 +160,77 @@ class TestHolds:
         argv = ["--config", str(config), "holds", "place", "--by", "ops|ann"]
         assert main([*argv, "--incident", "INC-9", "--reason", "r"]) == 2
         assert "invalid_hold" in capsys.readouterr().err
+
+
+class TestRunLoop:
+    def test_every_and_now_are_exclusive(
+        self, config: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A loop runs at the real time; a fixed --now with --every is refused."""
+        with pytest.raises(SystemExit):
+            main(["--config", str(config), "run", "--every", "1h", "--now", NOW.isoformat()])
+        assert "not allowed with argument" in capsys.readouterr().err
+
+    def test_bad_interval_refused(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """An interval is a whole number with s, m, h or d."""
+        with pytest.raises(SystemExit):
+            main(["--config", str(config), "run", "--every", "1.5h"])
+        assert "not an interval" in capsys.readouterr().err
+
+    def test_locked_run_exits_3(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A single run while another holds the lock exits 3 and says who holds it."""
+        seed(config, timedelta(days=400))
+        runs = SQLiteRunStore(path=config.parent / "audit.db")
+        runs.ensure_schema()
+        assert runs.acquire(owner="other-host:7", now=datetime.now(UTC), duration=HOUR)
+        assert main(["--config", str(config), "run"]) == 3
+        assert "other-host:7 holds the retention run lock" in capsys.readouterr().err
+        runs.close()
+        assert any(e["event.action"] == "access_denied" for e in events(config))
+
+    def test_loop_runs_until_sigterm(self, config: Path) -> None:
+        """``run --every`` runs at once, keeps running, and stops cleanly on SIGTERM,
+        leaving the lock free."""
+        seed(config, NOW - datetime.now(UTC) + timedelta(days=400))  # expired at the real time
+        loop = subprocess.Popen(
+            [sys.executable, "-m", "retention", "--config", str(config), "run", "--every", "1h"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert loop.stdout is not None
+            first = loop.stdout.readline()  # the first report's first line
+            assert first.startswith("retention run "), first
+            assert loop.poll() is None  # still running: waiting for its next turn
+            loop.send_signal(signal.SIGTERM)
+            _out, err = loop.communicate(timeout=60)
+        finally:
+            if loop.poll() is None:
+                loop.kill()
+                loop.wait()
+        assert loop.returncode == 0, err
+        assert "SIGTERM" in err
+        assert "stopped" in err
+        runs = SQLiteRunStore(path=config.parent / "audit.db")
+        assert runs.holder() is None
+        assert [r.state for r in runs.runs()] == ["finished"]
+        runs.close()
+        assert not any(e["event.action"] == "access_denied" for e in events(config))
+
+
+class TestRuns:
+    def test_stored_reports_are_printed(
+        self, config: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``runs`` prints the stored runs with their reports, newest last."""
+        seed(config, timedelta(days=400))
+        assert main(["--config", str(config), "run", "--dry-run", "--now", NOW.isoformat()]) == 0
+        assert main(["--config", str(config), "run", "--now", NOW.isoformat()]) == 0
+        capsys.readouterr()
+        assert main(["--config", str(config), "runs", "--last", "1"]) == 0
+        [line] = capsys.readouterr().out.splitlines()
+        run = json.loads(line)
+        assert run["state"] == "finished"
+        [counts] = [c for c in run["report"]["categories"] if c["category"] == "access_denied"]
+        assert counts["deleted"] == 1

@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import signal
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from audit import MemorySink, Scope
+from audit import MemorySink, OpenSearchStore, Record, Scope
 from audit.events import Category
-from retention import DEFAULT_RULES, parse_rules
+from retention import DEFAULT_RULES, LockLost, RunLocked, parse_rules
 from retention._holds import HoldScope, new_hold
-from retention._run import RetentionJob
+from retention._run import DEFAULT_LEASE, Plan, RetentionJob, RunReport, Step
 from tests.retention.conftest import NOW, Stores, record, write
 
 DAY = timedelta(days=1)
 FRESH, AGED, EXPIRED = 10 * DAY, 40 * DAY, 400 * DAY  # for the 30/365-day categories
 
 
-def job(stores: Stores, sink: MemorySink, rules: list[str] | None = None) -> RetentionJob:
+def job(
+    stores: Stores, sink: MemorySink, rules: list[str] | None = None, **options: Any
+) -> RetentionJob:
     return RetentionJob(
         events=stores.events,
         holds=stores.holds,
         rules=parse_rules(rules or []),
         sink=sink,
+        runs=stores.runs,
+        **options,
     )
 
 
@@ -189,3 +199,182 @@ def sink() -> MemorySink:
 def test_defaults_used_without_overrides() -> None:
     """parse_rules([]) is the default rule set (the job's input in these tests)."""
     assert parse_rules([]) == dict(DEFAULT_RULES)
+
+
+def child_store(stores: Stores, request: pytest.FixtureRequest, path: Path) -> tuple[str, str]:
+    """How a child process reaches the same stores: ``sqlite PATH`` or ``opensearch URL,PREFIX``."""
+    if isinstance(stores.events, OpenSearchStore):
+        url = request.getfixturevalue("opensearch_node").url
+        return "opensearch", f"{url},{stores.events.index_prefix}"
+    return "sqlite", str(path)
+
+
+def spread(days: int, per_day: int, age: timedelta, **fields: Any) -> list[Record]:
+    """``per_day`` events on each of ``days`` consecutive days, the newest ``age`` old."""
+    return [
+        record(age + d * DAY, **{**fields, "user.id": f"iss|u{n}"})
+        for d in range(days)
+        for n in range(per_day)
+    ]
+
+
+class TestLock:
+    def test_second_run_refused_while_first_runs(self, stores: Stores, sink: MemorySink) -> None:
+        """While one run holds the lock another is refused; once it ends the lock is free."""
+        write(stores.events, *spread(3, 2, EXPIRED))
+        inside, proceed = threading.Event(), threading.Event()
+        outcome: list[object] = []
+
+        def pause(_step: Step, _changed: int) -> None:
+            inside.set()
+            proceed.wait(30)
+
+        first = job(stores, sink, after_step=pause)
+        runner = threading.Thread(target=lambda: outcome.append(first.run(now=NOW)))
+        runner.start()
+        assert inside.wait(30)
+        with pytest.raises(RunLocked, match="holds the retention run lock"):
+            job(stores, sink, owner="second").run(now=NOW)
+        proceed.set()
+        runner.join()
+        [report] = outcome
+        assert isinstance(report, RunReport)
+        assert report.deleted == 6
+        assert stores.runs.holder() is None
+        assert job(stores, sink, owner="second").run(now=NOW).deleted == 0
+
+    def test_lost_lease_stops_before_next_step(self, stores: Stores, sink: MemorySink) -> None:
+        """When the lease cannot be renewed in time, the run stops before its next step, and
+        the next run finishes the work."""
+        write(stores.events, *spread(3, 1, EXPIRED))
+        clock = [datetime.now(UTC)]
+
+        def stall(_step: Step, _changed: int) -> None:
+            clock[0] += DEFAULT_LEASE  # as if renewals failed for a whole lease
+
+        stalled = job(stores, sink, clock=lambda: clock[0], after_step=stall)
+        with pytest.raises(LockLost):
+            stalled.run(now=NOW)
+        assert len(ids(stores)) == 2
+        later = job(stores, sink, clock=lambda: clock[0] + 2 * DEFAULT_LEASE)
+        report = later.run(now=NOW)
+        assert ids(stores) == set()
+        assert len(report.completes) == 1
+
+    def test_stop_between_steps(self, stores: Stores, sink: MemorySink) -> None:
+        """A stop request ends the run after the current step; the report says so."""
+        write(stores.events, *spread(3, 1, EXPIRED))
+        stop = threading.Event()
+        report = job(stores, sink, after_step=lambda _s, _c: stop.set()).run(now=NOW, stop=stop)
+        assert (report.complete, report.deleted) == (False, 1)
+        assert stores.runs.runs()[-1].state == "stopped"
+        assert sink.events[-1]["labels"]["complete"] == "false"
+        assert job(stores, sink).run(now=NOW).deleted == 2
+
+
+class TestInterrupted:
+    def test_killed_run_is_completed_by_the_next(
+        self, stores: Stores, sink: MemorySink, tmp_path: Path, request: pytest.FixtureRequest
+    ) -> None:
+        """A run killed (SIGKILL) after two of its steps leaves its lock and a half-done
+        store; once the lease has expired the next run takes over and the end state is what
+        one whole run gives."""
+        expired = spread(4, 2, EXPIRED)
+        aged = spread(2, 2, AGED, **AGENT)
+        held = record(EXPIRED, **{"user.id": "iss|mallory"})
+        write(stores.events, *expired, *aged, held)
+        place(stores, user_ids=("iss|mallory",))
+        kind, where = child_store(stores, request, tmp_path / "audit.db")
+        child = subprocess.run(
+            [sys.executable, "-m", "tests.retention._child", kind, where, NOW.isoformat(), "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert child.returncode == -signal.SIGKILL, child.stderr
+        assert len(child.stdout.splitlines()) == 2
+        left = ids(stores)
+        assert held.event_id in left
+        assert 0 < len(left & {r.event_id for r in expired}) < len(expired)  # half done
+        assert stores.runs.holder() is not None  # the dead run's lock is still there
+        with pytest.raises(RunLocked):
+            job(stores, sink).run(now=NOW)
+        later = datetime.now(UTC) + 2 * DEFAULT_LEASE
+        report = job(stores, sink, clock=lambda: later).run(now=NOW)
+        assert ids(stores) == {held.event_id} | {r.event_id for r in aged}
+        for r in aged:
+            assert by_id(stores, r.event_id)["source.ip"] == "192.0.2.0"
+        assert by_id(stores, held.event_id)["user.id"] == "iss|mallory"
+        [dead] = report.completes
+        assert {r.run_id: r.state for r in stores.runs.runs()}[dead] == "interrupted"
+
+
+class TestHoldDuringRun:
+    def test_hold_placed_between_plan_and_execution(self, stores: Stores, sink: MemorySink) -> None:
+        """A hold stored after the plan was made and before its steps run protects its
+        events: the job sees the new hold before the first step and plans again."""
+        events = spread(3, 2, EXPIRED)
+        write(stores.events, *events)
+        placed: list[str] = []
+
+        def hold_now(_plan: Plan) -> None:
+            if not placed:
+                placed.append(place(stores, user_ids=("iss|u1",)))
+
+        report = job(stores, sink, after_plan=hold_now).run(now=NOW)
+        kept = {r.event_id for r in events if b'"iss|u1"' in r.document}
+        assert len(kept) == 3
+        assert ids(stores) == kept
+        assert report.replans == 1
+        assert report.active_holds == (placed[0],)
+        [counts] = report.holds
+        assert (counts.hold_id, counts.held_from_deletion) == (placed[0], 3)
+
+    def test_hold_placed_after_a_step(self, stores: Stores, sink: MemorySink) -> None:
+        """A hold stored while the run is between two steps protects its events in every
+        later step."""
+        events = spread(3, 2, EXPIRED)
+        write(stores.events, *events)
+        placed: list[str] = []
+
+        def hold_after_first(_step: Step, _changed: int) -> None:
+            if not placed:
+                placed.append(place(stores, user_ids=("iss|u0",)))
+
+        job(stores, sink, after_step=hold_after_first).run(now=NOW)
+        # the first step (the oldest day) went before the hold; the other two days' u0 stay
+        assert len(ids(stores)) == 2
+        assert all(by_id(stores, i)["user.id"] == "iss|u0" for i in ids(stores))
+
+
+class TestReport:
+    def test_report_per_index_and_hold_is_stored(self, stores: Stores, sink: MemorySink) -> None:
+        """The report counts per daily index, category and action, and per hold; it is
+        stored in the run store and summed up in the retention_run event."""
+        write(stores.events, *spread(2, 2, EXPIRED), *spread(1, 3, AGED, **AGENT))
+        hold_id = place(stores, user_ids=("iss|u0",))
+        report = job(stores, sink).run(now=NOW)
+        day = (NOW - EXPIRED).strftime("%Y.%m.%d")
+        older = (NOW - EXPIRED - DAY).strftime("%Y.%m.%d")
+        aged_day = (NOW - AGED).strftime("%Y.%m.%d")
+        assert [(i.index, i.category, i.action, i.changed, i.held) for i in report.indices] == [
+            (f"audit-events-{older}", Category.ACCESS_DENIED, "delete", 1, 1),
+            (f"audit-events-{day}", Category.ACCESS_DENIED, "delete", 1, 1),
+            (f"audit-events-{aged_day}", Category.ACCESS_DENIED, "minimise", 2, 1),
+        ]
+        [held] = report.holds
+        assert (held.hold_id, held.held_from_deletion, held.held_from_minimisation) == (
+            hold_id,
+            2,
+            1,
+        )
+        stored = stores.runs.runs()[-1]
+        assert (stored.run_id, stored.state) == (report.run_id, "finished")
+        assert stored.report == report.to_json()
+        labels = sink.events[-1]["labels"]
+        assert labels["run_id"] == report.run_id
+        assert labels[f"held_by_{hold_id}"] == "3"
+        text = report.text()
+        assert f"audit-events-{older}" in text
+        assert hold_id in text
