@@ -126,6 +126,8 @@ def _place_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _command(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway._wiring import retention_recorder  # noqa: PLC0415 - gateway imports us too
+
     events, store, sink = _stores(settings)
     try:
         if args.command == "run":
@@ -134,6 +136,7 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
                 holds=store,
                 rules=parse_rules(settings.retention.rules),
                 sink=sink,
+                recorder=retention_recorder(settings, events),  # tamper evidence (#12)
             )
             report = job.run(now=args.now or datetime.now(UTC), dry_run=args.dry_run)
             print(report.text())
