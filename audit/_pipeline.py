@@ -481,12 +481,15 @@ class AuditPipeline:
         while True:
             if self._giving_up():  # closing: a backlog stays spooled for the next start
                 return
+            # Judged before reading: a record the writer spools after an empty read must not
+            # be left behind because the writer finished meanwhile.
+            finished = self._stopping.is_set() and self._writer_done.is_set()
             batch = spool.read(max_records=self._batch_size, max_bytes=self._batch_bytes)
             if not batch.records and not batch.corrupt:
                 self._head_ns = None
-                self._on_shipped(())
-                if self._stopping.is_set() and self._writer_done.is_set():
+                if finished:
                     return
+                self._on_shipped(())
                 self._wake_shipper.clear()
                 self._wake_shipper.wait(self._flush_interval)
                 continue

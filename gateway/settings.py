@@ -215,7 +215,7 @@ class AuditSettings:
     #: One signed digest per interval (also when nothing happened).
     digest_interval: Duration = DEFAULT_DIGEST_INTERVAL
     #: This shipper's name in the chain (default: host name and a random suffix, kept in the
-    #: spool directory).
+    #: spool directory). Unique per spool directory: two shippers under one name collide.
     instance_id: str | None = None
 
     def full_policy(self) -> dict[str, str]:
