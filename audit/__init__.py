@@ -5,8 +5,15 @@ The request path calls ``sink.emit({...})`` (see ``audit/_sink.py``). The gatewa
 ``await ready()`` for health, ``metrics()`` for Prometheus) over a store from
 :func:`opensearch_store` or :func:`sqlite_store`, or an :class:`AuditWorker` that runs that
 pipeline in a process of its own (what the gateway does: its request path only enqueues).
+Tamper evidence: a :class:`DigestWriter` given to the pipeline as ``on_shipped`` signs one
+digest per interval with a :class:`Keyring` into the :func:`digest_store_beside` the events;
+``python -m audit verify`` checks them, and retention records its changes through a
+:class:`RetentionRecorder`.
 """
 
+from audit._chain import Keyring
+from audit._digests import DigestStore, digest_store_beside
+from audit._digestwriter import DigestWriter
 from audit._export import SubjectExporter
 from audit._opensearch import OpenSearchStore
 from audit._pipeline import DEFAULT_FULL_POLICY, AuditPipeline, Metrics
@@ -33,9 +40,12 @@ __all__ = [
     "AuditWorker",
     "BadFilter",
     "Category",
+    "DigestStore",
+    "DigestWriter",
     "Event",
     "Filters",
     "ItemResult",
+    "Keyring",
     "LoginFailure",
     "MemorySink",
     "Metrics",
@@ -50,6 +60,7 @@ __all__ = [
     "Statistics",
     "SubjectExporter",
     "WorkerSpec",
+    "digest_store_beside",
     "opensearch_store",
     "parse_filters",
     "sqlite_store",

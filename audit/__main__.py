@@ -7,6 +7,7 @@
     export  SUBJECT [--format json|csv]
     stats   [--row KEY ...] [--column KEY]
     verify  --keys JWKS_FILE [--from TIME] [--to TIME] [--instance ID] [--format text|json]
+            [--anchor FILE]
 
 The same scoping as the HTTP API applies to the ``--role``/``--tenant`` given (the CLI runs
 with the store's credentials, so whoever runs it already holds them: the roles state on whose
@@ -15,7 +16,9 @@ event, directly (the CLI has no spool). Exit status 2 for a bad filter, 3 for a 
 
 ``verify`` walks the signed digest chains (``audit/_verify.py``) with the public keys of
 ``--keys`` (the JWK set served at ``/_gateway/audit-keys.json``) and prints one line per
-interval; exit status 1 when anything is found, so a scheduled job can alert. Each run is an
+interval; exit status 1 when anything is found, so a scheduled job can alert. ``--anchor``
+names a file (outside the store) where verify keeps the chain heads it saw: a later run
+reports a digest seen before that is gone or changed (deleting the newest digests). Each run is an
 ``audit_verify`` event. Only the security, incident, compliance and platform-admin roles run it.
 """
 
@@ -86,7 +89,25 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--to", dest="until", help="ISO-8601 time with a zone")
     verify.add_argument("--instance", help="only this shipper instance's chain")
     verify.add_argument("--format", choices=["text", "json"], default="text")
+    verify.add_argument("--anchor", type=Path, help="file keeping the chain heads between runs")
     return parser
+
+
+def _read_anchor(path: Path | None) -> dict[str, tuple[int, str]]:
+    if path is None or not path.exists():
+        return {}
+    try:
+        data = orjson.loads(path.read_bytes())
+        return {str(k): (int(v["seq"]), str(v["hash"])) for k, v in data.items()}
+    except (
+        OSError,
+        orjson.JSONDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+    ) as exc:
+        raise BadFilter(f"--anchor: unreadable ({exc})") from exc
 
 
 #: Who may run verify: it reads every chain (event ids, no event content).
@@ -114,10 +135,16 @@ def _verify(args: argparse.Namespace, store: AuditStore, who: Requester, sink: S
             keyring = Keyring.from_jwks(handle.read())
     except (OSError, ValueError) as exc:
         raise BadFilter(f"--keys: {exc}") from exc
+    anchor = _read_anchor(args.anchor)
     digests = digest_store_beside(store)
     report = Verifier(events=store, digests=digests, keyring=keyring).verify(
-        since=since, until=until, instance=args.instance
+        since=since, until=until, instance=args.instance, anchor=anchor
     )
+    if args.anchor is not None and report.ok:
+        heads = {**anchor, **report.heads}
+        tmp = args.anchor.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps({k: {"seq": s, "hash": h} for k, (s, h) in heads.items()}))
+        os.replace(tmp, args.anchor)
     for interval in report.intervals:
         if args.format == "json":
             sys.stdout.write(orjson.dumps(interval.to_json()).decode() + "\n")

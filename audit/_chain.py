@@ -18,8 +18,10 @@ keeps older intervals verifiable. Public keys are published as a JWK set (``OKP`
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC
 from typing import Any, Final
@@ -50,13 +52,19 @@ KEY_ID: Final = "key.id"
 _TYPES: Final = {f.name: f for f in FIELDS}
 
 
+_CANONICAL_DATE: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
 def _date(value: str) -> str:
+    if _CANONICAL_DATE.fullmatch(value):  # already the form (the writer's stamps are)
+        return value
     try:
         return parse_timestamp(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     except ValueError:
         return value
 
 
+@functools.lru_cache(maxsize=65536)  # addresses repeat; parsing one costs microseconds
 def _ip(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))

@@ -12,7 +12,8 @@ cursor) and with an empty batch when idle, so an interval closes on time even wh
 happened. A digest names its instance, its sequence number, the interval, the number of
 events, the SHA-256 over their hashes ordered by event id, each event's id, hash and
 ``@timestamp`` (so ``verify`` can say which event is missing or altered), the previous
-digest's hash, the key id and an Ed25519 signature.
+digest's hash, the configured interval, whether it is the last before a shutdown
+(``chain.closed``), the key id and an Ed25519 signature.
 
 State lives in ``directory`` (inside the shipper's spool directory): ``state.json`` (instance,
 next sequence number, previous hash, the open interval, the last digest), written atomically
@@ -200,7 +201,7 @@ class DigestWriter:
             if now >= self._retry_at:
                 self._ship()
 
-    def _close_interval(self, end: float, now: float) -> None:
+    def _close_interval(self, end: float, now: float, *, closing: bool = False) -> None:
         hashes = {event_id: h for event_id, (h, _ts) in self._hashes.items()}
         record: dict[str, Any] = {
             "@timestamp": _iso(end),
@@ -216,6 +217,8 @@ class DigestWriter:
                 [event_id, *self._hashes[event_id]] for event_id in sorted(self._hashes)
             ],
             "chain.previous": self._previous,
+            "chain.interval_seconds": self._interval,
+            "chain.closed": closing,  # the last digest before a shutdown
         }
         signed = sign_record(record, self._keyring)
         self._seq += 1
@@ -267,7 +270,7 @@ class DigestWriter:
             if self._spool is None:
                 return
             now = self._clock()
-            self._close_interval(max(now, self._start), now)
+            self._close_interval(max(now, self._start), now, closing=True)
             self._ship()
             self._journal.close()
             self._spool.close()

@@ -174,7 +174,8 @@ class AuditPipeline:
         self._close_timeout = close_timeout
         self._chain = audit_processors(pseudonymise=pseudonymise, render=False)
         # Tamper evidence (audit/_digestwriter.py): called by the shipper with the records
-        # each batch stored, before the cursor moves, and with () when idle.
+        # each batch stored, before the cursor moves, and with () when idle. A hook with a
+        # ``close()`` is closed by close() once the shipper has stopped.
         self._on_shipped = on_shipped or _no_hook
         self._stored: list[Record] = []
 
@@ -299,6 +300,12 @@ class AuditPipeline:
         # timeout, and the spool must not be closed under a thread still using it.
         shipper.join()
         self._threads = []
+        hook_close = getattr(self._on_shipped, "close", None)
+        if callable(hook_close):
+            try:  # the digest writer closes its open interval and ships that digest
+                hook_close()
+            except Exception:  # the events are safe: say so and go on closing
+                log.exception("audit_ship_hook_close_failed")
         if self._spool is not None:
             self._spool.close()  # kept: metrics() still reports what stays spooled
 
@@ -500,12 +507,15 @@ class AuditPipeline:
         while True:
             if self._giving_up():  # closing: a backlog stays spooled for the next start
                 return
+            # Judged before reading: a record the writer spools after an empty read must not
+            # be left behind because the writer finished meanwhile.
+            finished = self._stopping.is_set() and self._writer_done.is_set()
             batch = spool.read(max_records=self._batch_size, max_bytes=self._batch_bytes)
             if not batch.records and not batch.corrupt:
                 self._head_ns = None
-                self._on_shipped(())
-                if self._stopping.is_set() and self._writer_done.is_set():
+                if finished:
                     return
+                self._on_shipped(())
                 self._wake_shipper.clear()
                 self._wake_shipper.wait(self._flush_interval)
                 continue

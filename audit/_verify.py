@@ -4,7 +4,9 @@ For each instance the digests are walked in sequence order:
 
 * ``signature_invalid``: the digest's signature does not verify (an unknown key id, or a
   signature that fails under the key it names: an edited or forged digest);
-* ``digest_missing``: a sequence number is absent (a digest record was deleted);
+* ``digest_missing``: a sequence number is absent (a digest record was deleted), or a chain
+  stops without a shutdown digest more than two intervals ago (the newest ones deleted, or
+  the instance died and has not restarted);
 * ``chain_broken``: a digest does not name the hash of the one before it (replaced);
 * ``events_missing`` / ``events_altered``: an event the digest lists is not in the store, or
   its canonical serialisation no longer has the hash the digest signed (with the event ids,
@@ -14,7 +16,12 @@ For each instance the digests are walked in sequence order:
 * ``intact``: everything the digest lists is there, unchanged.
 
 Retention records are read first; one that does not verify is itself reported
-(``signature_invalid``) and explains nothing. Events written without a shipper (the CLIs
+(``signature_invalid``) and explains nothing.
+
+Deleting the newest digests (with the events they cover) leaves nothing in the store to
+notice. A verifier that keeps the chain heads it saw (``anchor``: instance -> sequence
+number and hash, kept outside the store by the scheduled job) catches it: a digest verified
+before that is gone or changed is reported. Events written without a shipper (the CLIs
 write their own audit events straight to the store) are in no digest and are not checked.
 """
 
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from audit._chain import Keyring, event_hash, events_hash, record_hash, verify_record
@@ -44,6 +51,8 @@ FINDINGS: Final = (
 )
 FETCH_CHUNK: Final = 500
 SHOWN_IDS: Final = 20
+#: A chain whose newest digest (not a shutdown one) ended this many intervals ago is stale.
+STALE_INTERVALS: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +109,8 @@ class IntervalReport:
 class VerifyReport:
     intervals: tuple[IntervalReport, ...]
     other: tuple[Finding, ...] = field(default=())  # findings outside any interval
+    #: The newest digest of each instance: (sequence number, record hash), for the anchor.
+    heads: Mapping[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def findings(self) -> int:
@@ -137,7 +148,11 @@ class Verifier:
         since: datetime | None = None,
         until: datetime | None = None,
         instance: str | None = None,
+        anchor: Mapping[str, tuple[int, str]] | None = None,
+        now: datetime | None = None,
     ) -> VerifyReport:
+        """``anchor``: the heads an earlier run saw (:attr:`VerifyReport.heads`)."""
+        now = now or datetime.now(UTC)
         self._events.refresh()
         self._digests.refresh()
         explained, other = self._retention()
@@ -145,9 +160,52 @@ class Verifier:
         for record in self._digests.records(kind="digest", instance=instance):
             by_instance.setdefault(str(record.get("record.instance")), []).append(record)
         reports: list[IntervalReport] = []
+        heads: dict[str, tuple[int, str]] = {}
         for name, chain in sorted(by_instance.items()):
             reports += self._walk(name, chain, explained, since, until)
-        return VerifyReport(tuple(reports), tuple(other))
+            newest = max(chain, key=lambda r: int(r.get("record.seq", -1)))
+            heads[name] = (int(newest["record.seq"]), record_hash(newest))
+            if until is None:
+                other += self._stale(name, newest, now)
+        for name, (seq, digest) in sorted((anchor or {}).items()):
+            if instance is None or name == instance:
+                other += self._anchored(name, seq, digest)
+        return VerifyReport(tuple(reports), tuple(other), heads)
+
+    @staticmethod
+    def _stale(instance: str, newest: Mapping[str, Any], now: datetime) -> list[Finding]:
+        if newest.get("chain.closed") is True:
+            return []
+        try:
+            end = parse_timestamp(str(newest.get("interval.end")))
+            interval = float(newest.get("chain.interval_seconds") or 0)
+        except (TypeError, ValueError):
+            return []
+        if interval <= 0 or now - end <= timedelta(seconds=STALE_INTERVALS * interval):
+            return []
+        return [
+            Finding(
+                "digest_missing",
+                f"the chain of {instance} stops at digest #{newest.get('record.seq')}"
+                f" (ended {newest.get('interval.end')}) without a shutdown digest: later"
+                " digests deleted, or the instance died and has not restarted",
+            )
+        ]
+
+    def _anchored(self, instance: str, seq: int, digest: str) -> list[Finding]:
+        found = self._digests.get(digest_record_id(instance, seq))
+        if found is None:
+            return [
+                Finding(
+                    "digest_missing",
+                    f"digest #{seq} of {instance}, seen by an earlier verify, is gone",
+                )
+            ]
+        if record_hash(found) != digest:
+            return [
+                Finding("chain_broken", f"digest #{seq} of {instance} changed since last verified")
+            ]
+        return []
 
     # --- retention records -----------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -36,7 +36,11 @@ from audit import (
     AuditStore,
     AuditWorker,
     Category,
+    DigestWriter,
+    Keyring,
+    RetentionRecorder,
     WorkerSpec,
+    digest_store_beside,
     opensearch_store,
     sqlite_store,
 )
@@ -68,11 +72,13 @@ from gateway.tls import build_ssl_context, ensure_self_signed
 from policies import PolicyError, PolicyStore
 from policies._store import DEFAULT_MODEL, DEFAULT_POLICY, DEFAULT_RESOURCES, DEFAULT_TABLE
 from policies._watch import PolicyWatcher
+from retention import parse_rules
 from retention.api import holds_api
 
 logger = logging.getLogger("gateway")
 
 JWKS_PATH = "/_gateway/jwks.json"
+AUDIT_KEYS_PATH = "/_gateway/audit-keys.json"
 DEVIDP_API_AUDIENCE = "platform-api"  # the audience of devidp's access tokens
 UPSTREAM_PROBE_TIMEOUT = 2.0
 POLICY_WATCH_INTERVAL = 2.0
@@ -109,7 +115,85 @@ def audit_store(settings: AuditSettings) -> AuditStore:
     )
 
 
-def audit_pipeline(settings: AuditSettings, store: AuditStore | None = None) -> AuditPipeline:
+def audit_keyring(settings: AuditSettings) -> Keyring | None:
+    """The tamper-evidence keys: the signing key(s), plus retired public keys; None if unset."""
+    retired = None
+    if settings.verifier_keys_file is not None:
+        try:
+            retired = settings.verifier_keys_file.read_bytes()
+        except OSError as exc:
+            raise ValueError(
+                f"audit.verifier_keys_file: cannot read {settings.verifier_keys_file}"
+                f" ({exc.strerror})"
+            ) from exc
+    if settings.signing_key is not None:
+        try:
+            return Keyring.from_pem(settings.signing_key.reveal().encode(), public_jwks=retired)
+        except ValueError as exc:
+            raise ValueError(f"audit: signing or verifier keys: {exc}") from exc
+    if retired is not None:
+        try:
+            return Keyring.from_jwks(retired)
+        except ValueError as exc:
+            raise ValueError(f"audit.verifier_keys_file: {exc}") from exc
+    return None
+
+
+def digest_writer(
+    settings: AuditSettings, keyring: Keyring | None, store: AuditStore
+) -> DigestWriter | None:
+    """The shipper's digest writer when a signing key is configured (state in the spool)."""
+    if keyring is None or not keyring.can_sign:
+        return None
+    return DigestWriter(
+        directory=settings.spool_dir / "chain",
+        keyring=keyring,
+        store=digest_store_beside(store),
+        instance=settings.instance_id,
+        interval=float(settings.digest_interval),
+    )
+
+
+def retention_recorder(settings: Settings, store: AuditStore) -> RetentionRecorder | None:
+    """Signed records of retention's changes, when a signing key is configured."""
+    keyring = audit_keyring(settings.audit)
+    if keyring is None or not keyring.can_sign:
+        return None
+    rules: dict[str, str] = {}
+    for category, rule in parse_rules(settings.retention.rules).items():
+        full = rule.full_detail
+        detail = "kept whole" if full is None else f"{full.days} days full detail"
+        rules[category.value] = f"{detail}, deleted after {rule.delete_after.days} days"
+    return RetentionRecorder(
+        events=store, digests=digest_store_beside(store), keyring=keyring, rules=rules
+    )
+
+
+def audit_keys_route(keyring: Keyring) -> Route:
+    async def audit_keys(_request: Request) -> Response:
+        """The public keys of the audit digest chain, for verifiers."""
+        return Response(
+            keyring.jwks_json(),
+            media_type="application/jwk-set+json",
+            headers={"cache-control": "public, max-age=300"},
+        )
+
+    return Route(AUDIT_KEYS_PATH, audit_keys, methods=["GET", "HEAD"])
+
+
+def audit_pipeline(
+    settings: AuditSettings,
+    store: AuditStore | None = None,
+    digests: DigestWriter | None = None,
+) -> AuditPipeline:
+    """The audit pipeline (called in the audit worker's process by :func:`audit_worker`).
+
+    With a signing key configured and no ``digests`` given, it builds its digest writer here,
+    in the process that ships: the chain's state follows the shipper, and the pipeline closes
+    the writer (the open interval's digest) after its shipper stopped."""
+    store = store if store is not None else audit_store(settings)
+    if digests is None:
+        digests = digest_writer(settings, audit_keyring(settings), store)
     pseudonymise = None
     if settings.pseudonym_key is not None and settings.pseudonymise_fields:
         pseudonymise = Pseudonymise(
@@ -117,7 +201,7 @@ def audit_pipeline(settings: AuditSettings, store: AuditStore | None = None) -> 
             fields=settings.pseudonymise_fields,
         )
     return AuditPipeline(
-        store=store if store is not None else audit_store(settings),
+        store=store,
         spool_dir=settings.spool_dir,
         spool_max_bytes=settings.spool_max_bytes,
         fsync=settings.fsync,
@@ -126,6 +210,7 @@ def audit_pipeline(settings: AuditSettings, store: AuditStore | None = None) -> 
             for name, value in settings.full_policy().items()
         },
         pseudonymise=pseudonymise,
+        on_shipped=digests,
     )
 
 
@@ -208,6 +293,7 @@ def _policy_samples(store: PolicyStore) -> Iterable[tuple[str, Mapping[str, str]
 def build(settings: Settings) -> Gateway:
     """Every component, from the settings; raises ValueError/PolicyError naming what is wrong."""
     events = audit_store(settings.audit)  # shipped to by the pipeline, read by the audit API
+    keyring = audit_keyring(settings.audit)  # the worker builds its own digest writer
     pipeline = audit_worker(settings.audit)
     files = settings.policy
     store = PolicyStore(
@@ -251,6 +337,7 @@ def build(settings: Settings) -> Gateway:
         authenticators=oidc.authenticators if oidc else (),
         routes=[
             jwks_route(signer),
+            *([audit_keys_route(keyring)] if keyring is not None else []),
             *(oidc.routes if oidc else ()),
             *holds.routes,
             *audit_routes(store=events, sink=pipeline, cursor_key=cursor_key(settings)),
@@ -360,13 +447,18 @@ def start(settings: Settings, *, banner: Callable[[Gateway], None] | None = None
 
 def worker_settings(settings: Settings, index: int) -> Settings:
     """Worker ``index``'s settings: its own audit spool (``worker-N`` under the spool directory
-    for N >= 1; worker 0 keeps the directory itself) and its own metrics port."""
+    for N >= 1; worker 0 keeps the directory itself), its own digest chain (a configured
+    ``audit.instance_id`` gets ``-wN``; the default one is kept per spool directory anyway)
+    and its own metrics port."""
     if index == 0:
         return settings
     metrics = settings.server.metrics_port
+    audit: dict[str, Any] = {"spool_dir": settings.audit.spool_dir / f"worker-{index}"}
+    if settings.audit.instance_id:
+        audit["instance_id"] = f"{settings.audit.instance_id}-w{index}"
     return with_overrides(
         settings,
-        audit={"spool_dir": settings.audit.spool_dir / f"worker-{index}"},
+        audit=audit,
         server={"metrics_port": metrics + index if metrics else 0},
     )
 
@@ -493,6 +585,14 @@ def _demo_assertion_key(directory: Path) -> Path:
     return path
 
 
+def _demo_audit_signing_key() -> str:
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return pem.decode()
+
+
 def _demo_secret(path: Path, make: Callable[[], str]) -> str:
     """A secret kept in the demo state directory, made on first use."""
     if not path.exists():
@@ -540,6 +640,8 @@ def demo_settings(config: Path | None, environ: Mapping[str, str] | None = None)
         audit={
             "sqlite_path": state / "audit" / "audit.db",
             "spool_dir": state / "audit" / "spool",
+            "signing_key": settings.audit.signing_key
+            or Secret(_demo_secret(state / "audit-signing-key.pem", _demo_audit_signing_key)),
         },
     )
 

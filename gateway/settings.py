@@ -117,6 +117,7 @@ MAX_WORKERS = 64
 DEFAULT_CONNECT_TIMEOUT = Duration(5)
 DEFAULT_READ_TIMEOUT = Duration(30)
 DEFAULT_ASSERTION_LIFETIME = Duration(60)
+DEFAULT_DIGEST_INTERVAL = Duration(300)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +212,17 @@ class AuditSettings:
     #: Secret of at least 32 bytes (or ``pseudonym_key_file``) for keyed pseudonyms.
     pseudonym_key: Secret | None = None
     pseudonymise_fields: tuple[str, ...] = ()
+    #: Secret (or ``signing_key_file``): PEM Ed25519 private key(s) that sign the digest
+    #: chain and retention records (tamper evidence); the first signs, all are published at
+    #: ``/_gateway/audit-keys.json``. Without it no digests are written (demo mode makes one).
+    signing_key: Secret | None = None
+    #: A JWK set of retired public keys, still published so older intervals verify.
+    verifier_keys_file: Path | None = None
+    #: One signed digest per interval (also when nothing happened).
+    digest_interval: Duration = DEFAULT_DIGEST_INTERVAL
+    #: This shipper's name in the chain (default: host name and a random suffix, kept in the
+    #: spool directory). Unique per spool directory: two shippers under one name collide.
+    instance_id: str | None = None
 
     def full_policy(self) -> dict[str, str]:
         """The per-category overrides as a mapping (validated at load)."""
@@ -383,6 +395,7 @@ class Settings:
             "server.tls_key_password",
             "audit.opensearch_password",
             "audit.pseudonym_key",
+            "audit.signing_key",
             "oidc.issuers.*.client_secret",
             "session.keys",
         }
@@ -804,6 +817,17 @@ def _validate_audit(audit: AuditSettings) -> None:
         raise SettingsError("audit.pseudonymise_fields: needs audit.pseudonym_key")
     if audit.spool_max_bytes < 1024 * 1024:
         raise SettingsError("audit.spool_max_bytes: must be at least 1 MiB")
+    if audit.digest_interval < 1:
+        raise SettingsError("audit.digest_interval: must be at least 1s")
+    if audit.signing_key is not None:
+        from audit import Keyring  # noqa: PLC0415 - only when configured
+
+        try:
+            Keyring.from_pem(audit.signing_key.reveal().encode())
+        except ValueError as exc:
+            raise SettingsError(
+                f"audit.signing_key: not Ed25519 PEM private keys ({exc})"
+            ) from None
 
 
 def _validate_oidc(oidc: OIDCSettings) -> None:

@@ -155,6 +155,8 @@ def _place_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _command(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway._wiring import retention_recorder  # noqa: PLC0415 - gateway imports us too
+
     events, store, runs, sink = _stores(settings)
     try:
         if args.command == "run":
@@ -164,6 +166,7 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
                 rules=parse_rules(settings.retention.rules),
                 sink=sink,
                 runs=runs,
+                recorder=retention_recorder(settings, events),  # tamper evidence (#12)
             )
             return _run(job, args)
         if args.command == "runs":

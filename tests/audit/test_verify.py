@@ -6,6 +6,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +21,7 @@ from audit._chain import Keyring, events_hash, sign_record
 from audit._digests import DigestStore, digest_store_beside
 from audit._digestwriter import DigestWriter, digest_record_id
 from audit._verify import Verifier, VerifyReport
-from audit.events import index_name
+from audit.events import index_name, parse_timestamp
 from tests.audit.conftest import fast_pipeline
 from tools.opensearch_node import Node
 
@@ -150,6 +151,7 @@ def write_log(events: AuditStore, spool: Path, keys: Keyring, admin: Admin) -> L
         pipeline.close()
         writer.close()
     digests.refresh()
+    events.refresh()  # searchable now, not after the next periodic refresh
     log = Log(events, digests, keys, admin, [])
     log.ids = [[e[0] for e in log.digest(seq)["events.entries"]] for seq in range(3)]
     return log
@@ -237,6 +239,41 @@ class TestTampering:
         assert "does not verify" in report.intervals[0].findings[0].detail
 
 
+class TestAnchor:
+    def test_deleted_newest_digest_caught_by_the_anchor(self, log: Log) -> None:
+        """Deleting the newest digest leaves no trace in the store; the heads kept by an
+        earlier verify run catch it."""
+        heads = log.verify().heads
+        assert heads[INSTANCE][0] == 2
+        log.admin.delete_digest(digest_record_id(INSTANCE, 2))
+        verifier = Verifier(events=log.events, digests=log.digests, keyring=log.keys)
+        soon = parse_timestamp(log.digest(1)["interval.end"]) + timedelta(seconds=300)
+        assert verifier.verify(now=soon).ok  # what the store alone cannot show yet
+        report = verifier.verify(anchor=heads, now=soon)
+        assert [f.kind for f in report.other] == ["digest_missing"]
+        assert not report.ok
+
+    def test_chain_stopping_without_shutdown_is_stale(self, log: Log) -> None:
+        """The shutdown digest deleted: the chain stops early, reported once it is overdue."""
+        log.admin.delete_digest(digest_record_id(INSTANCE, 2))
+        verifier = Verifier(events=log.events, digests=log.digests, keyring=log.keys)
+        end = log.digest(1)["interval.end"]
+        soon = parse_timestamp(end) + timedelta(seconds=300)
+        assert verifier.verify(now=soon).ok  # within two intervals: may still be running
+        later = verifier.verify(now=parse_timestamp(end) + timedelta(hours=1))
+        assert [f.kind for f in later.other] == ["digest_missing"]
+        assert "stops at digest #1" in later.other[0].detail
+
+    def test_replaced_anchored_digest_is_a_finding(self, log: Log) -> None:
+        """A head digest re-signed (same content, other key) no longer matches the anchor."""
+        heads = log.verify().heads
+        forged = sign_record(log.digest(2), Keyring(private=[Ed25519PrivateKey.generate()]))
+        log.admin.put_digest(forged)
+        verifier = Verifier(events=log.events, digests=log.digests, keyring=log.keys)
+        kinds = [f.kind for f in verifier.verify(anchor=heads).other]
+        assert kinds == ["chain_broken"]
+
+
 class TestWholeIndex:
     def test_deleted_daily_index(
         self, opensearch_node: Node, opensearch: OpenSearch, index_prefix: str, tmp_path: Path
@@ -306,6 +343,23 @@ class TestCommand:
         assert [line["status"] for line in lines] == ["events_missing", "intact", "intact"]
         verifies = events.search(Scope(actions=["audit_verify"]), size=10)
         assert [e["event.outcome"] for e in verifies] == ["success", "failure"]
+        events.close()
+
+    def test_anchor_file_is_kept_between_runs(self, tmp_path: Path) -> None:
+        """--anchor keeps the heads after a clean run; the next run reports a deleted head."""
+        db = tmp_path / "audit.db"
+        events = SQLiteStore(path=db)
+        keys = Keyring(private=[Ed25519PrivateKey.generate()])
+        log = write_log(events, tmp_path / "spool", keys, SQLiteAdmin(db))
+        jwks = tmp_path / "audit-keys.json"
+        jwks.write_bytes(keys.jwks_json())
+        anchor = tmp_path / "heads.json"
+        argv = ["--sqlite", str(db), "--user", "iss|sec", "--role", "security_officer"]
+        command = [*argv, "verify", "--keys", str(jwks), "--anchor", str(anchor)]
+        assert main(command) == 0
+        assert orjson.loads(anchor.read_bytes())[INSTANCE]["seq"] == 2
+        log.admin.delete_digest(digest_record_id(INSTANCE, 2))
+        assert main(command) == 1
         events.close()
 
     def test_refused_without_a_security_role(self, tmp_path: Path) -> None:

@@ -194,7 +194,7 @@ class TestServeProcess:
                 process.wait()
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+def _wait_for(condition: Callable[[], bool], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
