@@ -30,6 +30,7 @@ from starlette.routing import Route
 from audit import AuditPipeline, AuditStore, Category, opensearch_store, sqlite_store
 from audit._pipeline import FullPolicy
 from audit.processors import Pseudonymise, Pseudonymiser
+from console import Console
 from gateway._upstream import create_upstream
 from gateway.app import GatewayApp, Lifecycle, create_app
 from gateway.assertion import AssertionSigner, load_key
@@ -37,7 +38,7 @@ from gateway.audit_api import audit_routes
 from gateway.headers import MutateHeaders
 from gateway.https import RedirectApp, RedirectTarget
 from gateway.metrics import GatewayMetrics, MetricsApp
-from gateway.oidc import OIDC, new_key
+from gateway.oidc import OIDC, decode_key, new_key
 from gateway.proxy import Forward
 from gateway.server import Listener, run
 from gateway.settings import (
@@ -53,7 +54,9 @@ from gateway.tls import build_ssl_context, ensure_self_signed
 from policies import PolicyError, PolicyStore
 from policies._store import DEFAULT_MODEL, DEFAULT_POLICY, DEFAULT_RESOURCES, DEFAULT_TABLE
 from policies._watch import PolicyWatcher
-from retention.api import holds_api
+from retention._config import hold_store
+from retention._service import Holds
+from retention.api import holds_routes
 
 logger = logging.getLogger("gateway")
 
@@ -201,6 +204,20 @@ def build(settings: Settings) -> Gateway:
     oidc = OIDC(settings=settings, sink=pipeline) if settings.oidc.issuers else None
     if oidc is not None:
         lifecycle.shutdown.append(oidc.aclose)
+    holds = Holds(store=hold_store(settings.audit), sink=pipeline)
+    console = (
+        Console(
+            events=events,
+            sink=pipeline,
+            holds=holds,
+            policy=store,
+            revocations=oidc.revocations,
+            session_lifetime=float(settings.session.absolute_timeout),
+            session_keys=[decode_key(key.reveal()) for key in settings.session.keys],
+        )
+        if oidc is not None
+        else None
+    )
     app = create_app(
         settings,
         authorizer=store,
@@ -210,8 +227,9 @@ def build(settings: Settings) -> Gateway:
         routes=[
             jwks_route(signer),
             *(oidc.routes if oidc else ()),
-            *holds_api(settings.audit, sink=pipeline),
+            *holds_routes(holds=holds),
             *audit_routes(store=events, sink=pipeline),
+            *(console.routes if console else ()),
         ],
         login_path=oidc.login_path if oidc else None,
         before_authenticate=oidc.stages() if oidc else (),
