@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint typecheck pytest opensearch lock clean policy-report testssl bench
+.PHONY: help run test lint typecheck pytest opensearch lock clean policy-report testssl bench chromium
 
 help:
 	@echo "make run    start the gateway in demo mode (no outside services needed)"
@@ -34,9 +34,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The console's browser tests drive Debian's Chromium (Playwright's own download does not work
+# here): install it when missing (as root), or fail loudly.
+chromium: $(STAMP)
+	$(BIN)/python tools/ensure_chromium.py
+
 # pytest exits 5 when it ran nothing: a failure for the full suite, but fine for a
 # selection (PYTEST_ARGS with -m or -k) that legitimately matches nothing.
-pytest: $(STAMP) testssl
+pytest: $(STAMP) testssl chromium
 	@$(BIN)/python tools/opensearch_node.py run -- $(BIN)/python -m pytest $(PYTEST_ARGS); \
 	rc=$$?; \
 	if [ $$rc -eq 5 ]; then \

@@ -47,6 +47,7 @@ from audit import (
 from audit._pipeline import FullPolicy
 from audit._spool import Spool
 from audit.processors import Pseudonymise, Pseudonymiser
+from console import Console
 from gateway._heap import HeapRefreezer
 from gateway._upstream import create_upstream
 from gateway.app import GatewayApp, Lifecycle, create_app
@@ -55,7 +56,7 @@ from gateway.audit_api import audit_routes
 from gateway.headers import MutateHeaders
 from gateway.https import RedirectApp, RedirectTarget
 from gateway.metrics import GatewayMetrics, MetricsApp
-from gateway.oidc import OIDC, new_key
+from gateway.oidc import OIDC, decode_key, new_key
 from gateway.openapi import openapi_route
 from gateway.proxy import Forward
 from gateway.server import Listener, bind_reuseport, run, supervise
@@ -328,6 +329,19 @@ def build(settings: Settings) -> Gateway:
         lifecycle.shutdown.append(oidc.aclose)
     holds = holds_api(settings.audit, sink=pipeline)
     lifecycle.shutdown.append(holds.aclose)  # before the pipeline: shutdown runs in reverse
+    console = (
+        Console(
+            events=events,
+            sink=pipeline,
+            holds=holds.holds,
+            policy=store,
+            revocations=oidc.revocations,
+            session_lifetime=float(settings.session.absolute_timeout),
+            session_keys=[decode_key(key.reveal()) for key in settings.session.keys],
+        )
+        if oidc is not None
+        else None
+    )
     lifecycle.startup.append(heap.start)  # last: everything built at start-up is frozen
     app = create_app(
         settings,
@@ -342,6 +356,7 @@ def build(settings: Settings) -> Gateway:
             *holds.routes,
             *audit_routes(store=events, sink=pipeline, cursor_key=cursor_key(settings)),
             openapi_route(),
+            *(console.routes if console else ()),
         ],
         login_path=oidc.login_path if oidc else None,
         before_authenticate=oidc.stages() if oidc else (),

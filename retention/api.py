@@ -131,7 +131,8 @@ class HoldsAPI:
 
     def __init__(self, *, store: HoldStore, sink: AuditSink) -> None:
         self._store = store
-        self.routes = holds_routes(holds=Holds(store=store, sink=sink))
+        self.holds = Holds(store=store, sink=sink)  # the service, for the console's pages too
+        self.routes = holds_routes(holds=self.holds)
 
     async def aclose(self) -> None:
         """Close the hold store's connection (a thread: closing may block briefly)."""

@@ -50,10 +50,29 @@ SECURITY_READS: Final = tuple(
         "/_gateway/audit/:id",
         "/_gateway/holds",
         "/_gateway/holds/:id",
-        "/_gateway/console",
-        "/_gateway/console/:page",
         "/_gateway/openapi.json",
     )
+)
+#: The console pages that show events (security staff everything, school admins their tenant).
+CONSOLE_BASE: Final = (("GET", "/_gateway/console"), ("GET", "/_gateway/console/static/:file"))
+CONSOLE_AUDIT: Final = tuple(
+    ("GET", p)
+    for p in (
+        "/_gateway/console/audit",
+        "/_gateway/console/audit/export",
+        "/_gateway/console/audit/events/:id",
+        "/_gateway/console/subjects",
+        "/_gateway/console/subjects/export",
+    )
+)
+CONSOLE_SECURITY: Final = (*CONSOLE_BASE, *CONSOLE_AUDIT, ("GET", "/_gateway/console/holds"))
+CONSOLE_INCIDENT: Final = (
+    ("POST", "/_gateway/console/holds/confirm"),
+    ("POST", "/_gateway/console/holds"),
+    ("POST", "/_gateway/console/holds/:id/release"),
+    ("GET", "/_gateway/console/sessions"),
+    ("POST", "/_gateway/console/sessions/confirm"),
+    ("POST", "/_gateway/console/sessions/revoke"),
 )
 #: role -> {(method, pattern): scope}; scope: "all", "own" (own tenant) or "tenant" (members).
 GRANTS: Final[dict[str, dict[tuple[str, str], str]]] = {
@@ -71,9 +90,9 @@ GRANTS: Final[dict[str, dict[tuple[str, str], str]]] = {
         [
             ("GET", "/_gateway/audit"),
             ("GET", "/_gateway/audit/:id"),
-            ("GET", "/_gateway/console"),
-            ("GET", "/_gateway/console/:page"),
             ("GET", "/_gateway/openapi.json"),
+            *CONSOLE_BASE,
+            *CONSOLE_AUDIT,
         ],
         "tenant",
     ),
@@ -94,8 +113,10 @@ GRANTS: Final[dict[str, dict[tuple[str, str], str]]] = {
         ],
         "all",
     ),
-    "security_officer": dict.fromkeys(SECURITY_READS, "all"),
-    "incident_responder": dict.fromkeys(SECURITY_READS, "all")
+    "security_officer": dict.fromkeys((*SECURITY_READS, *CONSOLE_SECURITY), "all"),
+    "incident_responder": dict.fromkeys(
+        (*SECURITY_READS, *CONSOLE_SECURITY, *CONSOLE_INCIDENT), "all"
+    )
     | {
         ("POST", "/_gateway/holds"): "all",
         ("POST", "/_gateway/holds/:id/release"): "all",
@@ -108,14 +129,13 @@ GRANTS: Final[dict[str, dict[tuple[str, str], str]]] = {
             ("GET", "/_gateway/stats"),
             ("GET", "/_gateway/stats/:report"),
             ("GET", "/_gateway/openapi.json"),
-            ("GET", "/_gateway/console"),
-            ("GET", "/_gateway/console/:page"),
+            *CONSOLE_BASE,
+            ("GET", "/_gateway/console/policies"),
+            ("GET", "/_gateway/console/stats"),
         ],
         "all",
     ),
-    "platform_admin": dict.fromkeys(
-        [("GET", "/_gateway/console"), ("GET", "/_gateway/console/:page")], "all"
-    ),
+    "platform_admin": dict.fromkeys(CONSOLE_BASE, "all"),
     "anonymous": {},
 }
 
