@@ -53,6 +53,27 @@ NOT_DESCRIBED: Final[Mapping[tuple[str, str], str]] = {
     ("GET", "/_gateway/logout"): "OIDC browser flow: redirects and HTML, not a JSON API",
     ("POST", "/_gateway/logout"): "OIDC browser flow: redirects and HTML, not a JSON API",
     ("POST", "/_gateway/backchannel-logout"): "OIDC Back-Channel Logout 1.0 (form-encoded)",
+    **{
+        (method, "/_gateway/console" + page): "security console: server-rendered HTML pages"
+        for method, page in (
+            ("GET", ""),
+            ("GET", "/audit"),
+            ("GET", "/audit/events/{event_id}"),
+            ("GET", "/audit/export"),
+            ("GET", "/holds"),
+            ("POST", "/holds"),
+            ("POST", "/holds/confirm"),
+            ("POST", "/holds/{hold_id}/release"),
+            ("GET", "/policies"),
+            ("GET", "/sessions"),
+            ("POST", "/sessions/confirm"),
+            ("POST", "/sessions/revoke"),
+            ("GET", "/static/console.css"),
+            ("GET", "/stats"),
+            ("GET", "/subjects"),
+            ("GET", "/subjects/export"),
+        )
+    },
 }
 
 _REF = "#/components/schemas/"
@@ -573,6 +594,28 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         {
             200: Answer("ready", _READINESS),
             503: Answer("not ready", _READINESS),
+        },
+        public=True,
+        tags=("operations",),
+    ),
+    Operation(
+        "GET",
+        "/_gateway/audit-keys.json",
+        "auditKeys",
+        "Public keys of the audit digest chain",
+        "Ed25519 keys that sign the audit log's digests and retention records (mounted when"
+        " a signing or verifier key is configured); `python -m audit verify` checks with them.",
+        {
+            200: Answer(
+                "a JWK set",
+                {
+                    "type": "object",
+                    "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+                    "required": ["keys"],
+                },
+                media_type="application/jwk-set+json",
+            ),
+            404: Answer("no signing or verifier key is configured", _ref("Error")),
         },
         public=True,
         tags=("operations",),

@@ -8,6 +8,8 @@ from urllib.parse import urlencode
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.routing import Route
 
 from audit._search import FILTER_PARAMS
@@ -98,9 +100,18 @@ class TestMountedRoutes:
         """Every /_gateway route the built gateway mounts is described or deliberately left
         out (with a reason), and the document describes nothing that is not mounted."""
         issuer = "https://idp.example/.well-known/openid-configuration"
+        signing_key = tmp_path / "audit-signing.pem"  # mounts /_gateway/audit-keys.json too
+        signing_key.write_bytes(
+            Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         cfg = settings_for(
             tmp_path,
             "http://127.0.0.1:9",
+            GATEWAY_AUDIT__SIGNING_KEY_FILE=str(signing_key),
             GATEWAY_OIDC__ISSUERS__TESTIDP__DISCOVERY_URL=issuer,
             GATEWAY_OIDC__ISSUERS__TESTIDP__CLIENT_ID="gateway",
             GATEWAY_OIDC__ISSUERS__TESTIDP__CLIENT_SECRET="secret",

@@ -263,8 +263,9 @@ class TestWorkers:
         url = f"http://127.0.0.1:{port}/_gateway/jwks.json"
         try:
             _wait_for(lambda: len(_children(process.pid)) == 2)
+            # Each worker's audit worker opens its own spool (the order is the scheduler's).
             _wait_for((tmp_path / "spool" / "worker-1" / "cursor").exists)
-            assert (tmp_path / "spool" / "cursor").exists()
+            _wait_for((tmp_path / "spool" / "cursor").exists)
             statuses = {httpx.get(url, timeout=5).status_code for _ in range(20)}
             assert statuses == {200}
             workers = _children(process.pid)
