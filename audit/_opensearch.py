@@ -356,36 +356,33 @@ class OpenSearchStore:
         with translated_errors():
             self._client.delete_pit(body={"pit_id": [pit]})
 
-    def search_in_pit(
+    def search_page(
         self,
-        pit: str,
         scope: Scope,
         *,
         size: int = 100,
         newest_first: bool = False,
         after: Page | None = None,
+        pit: str | None = None,
+        limit: int = TOTAL_LIMIT,
         keep_alive: str = PIT_KEEP_ALIVE,
-    ) -> list[dict[str, Any]]:
-        """As :meth:`search`, from the point in time ``pit`` (which each call keeps alive).
+    ) -> tuple[list[dict[str, Any]], Total]:
+        """One page and the total (exact up to ``limit``) in one request, from the point in
+        time ``pit`` when given (each call keeps it alive).
 
         Raises :class:`PointInTimeGone` when the point in time expired or was closed."""
         body = self._search_body(scope, size=size, newest_first=newest_first, after=after)
-        body["pit"] = {"id": pit, "keep_alive": keep_alive}
-        with translated_errors(), _pit_errors():
-            response = self._client.search(body=body)
-        return [hit["_source"] for hit in response["hits"]["hits"]]
-
-    def total_in_pit(self, pit: str, scope: Scope, *, limit: int = TOTAL_LIMIT) -> Total:
-        """As :meth:`total`, counted in the point in time ``pit``."""
-        body = {
-            "query": _query(scope, ()),
-            "size": 0,
-            "track_total_hits": limit,
-            "pit": {"id": pit, "keep_alive": PIT_KEEP_ALIVE},
-        }
-        with translated_errors(), _pit_errors():
-            response = self._client.search(body=body)
-        return _total(response, limit)
+        body["track_total_hits"] = limit
+        if pit:
+            body["pit"] = {"id": pit, "keep_alive": keep_alive}
+            with translated_errors(), _pit_errors():
+                response = self._client.search(body=body)
+        else:
+            with translated_errors():
+                response = self._client.search(
+                    index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
+                )
+        return [hit["_source"] for hit in response["hits"]["hits"]], _total(response, limit)
 
     def count(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
         with translated_errors():

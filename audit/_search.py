@@ -306,23 +306,21 @@ class CursorCodec:
 
 @runtime_checkable
 class PointInTimeStore(Protocol):
-    """A store that pages from a point in time (OpenSearch)."""
+    """A store that pages from a point in time, page and total in one request (OpenSearch)."""
 
     def open_pit(self, scope: Scope) -> str | None: ...
 
     def close_pit(self, pit: str) -> None: ...
 
-    def search_in_pit(
+    def search_page(
         self,
-        pit: str,
         scope: Scope,
         *,
         size: int = ...,
         newest_first: bool = ...,
         after: Page | None = ...,
-    ) -> list[dict[str, Any]]: ...
-
-    def total_in_pit(self, pit: str, scope: Scope) -> Total: ...
+        pit: str | None = ...,
+    ) -> tuple[list[dict[str, Any]], Total]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,11 +436,10 @@ class AuditSearch:
         pit = previous.pit if previous is not None else NO_PIT
         if pit is None:  # the second page: open the point in time now
             pit = self._open(scope)
-        if pit and self._pit is not None:
-            events = self._pit.search_in_pit(
-                pit, scope, size=size, newest_first=newest_first, after=after
+        if self._pit is not None:  # page and total in one request
+            events, total = self._pit.search_page(
+                scope, size=size, newest_first=newest_first, after=after, pit=pit or None
             )
-            total = self._pit.total_in_pit(pit, scope)
         else:
             events = self._store.search(scope, size=size, newest_first=newest_first, after=after)
             total = self._store.total(scope)
