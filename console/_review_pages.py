@@ -116,7 +116,10 @@ class PolicyHistory:
         top = self._git("rev-parse", "--show-toplevel")
         if top is None:
             raise NotFound()
-        relative = self._path.relative_to(Path(top.strip()).resolve()).as_posix()
+        try:
+            relative = self._path.relative_to(Path(top.strip()).resolve()).as_posix()
+        except ValueError:  # the policy file lies outside that work tree
+            raise NotFound() from None
         text = self._git("show", f"{commit.group(1)}:{relative}")
         if text is None:
             raise NotFound()

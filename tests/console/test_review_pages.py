@@ -11,6 +11,7 @@ import pytest
 
 from console import CONSOLE_PATH
 from console._review_pages import PolicyHistory
+from console.errors import NotFound
 from policies._source import load_source
 from policies._store import DEFAULT_MODEL, DEFAULT_POLICY
 from tests.console._support import World, person, world
@@ -72,6 +73,16 @@ class TestPolicyHistory:
         assert version.id.startswith("git:") and "older policy" in version.label
         old = history.source(version.id, current.model_text)
         assert len(old.rules) == len(current.rules) - 1
+
+    def test_no_git_no_versions(self, tmp_path: Path) -> None:
+        """A policy outside any git work tree offers no git versions, and a git id is 404."""
+        policy = tmp_path / "policy.csv"
+        policy.write_text(DEFAULT_POLICY.read_text())
+        history = PolicyHistory(policy_path=policy)
+        current = load_source(DEFAULT_MODEL, policy)
+        assert history.versions(current) == []
+        with pytest.raises(NotFound):
+            history.source("git:" + "a" * 40, current.model_text)
 
     def test_versions_seen_running_are_offered(self, tmp_path: Path) -> None:
         """A version that ran before (remembered) can be compared with; the current one not."""
