@@ -378,3 +378,24 @@ class TestReport:
         text = report.text()
         assert f"audit-events-{older}" in text
         assert hold_id in text
+
+    def test_hold_counts_follow_category_and_window(self, stores: Stores, sink: MemorySink) -> None:
+        """A hold's count takes only the events its categories and time window cover."""
+        inside = record(100 * DAY, "upstream_error")
+        before = record(120 * DAY, "upstream_error")
+        other = record(EXPIRED, "access_denied")
+        write(stores.events, inside, before, other)
+        hold_id = place(
+            stores,
+            categories=("errors",),
+            since=NOW - 110 * DAY,
+            until=NOW - 90 * DAY,
+        )
+        report = job(stores, sink).run(now=NOW)
+        [held] = report.holds
+        assert (held.hold_id, held.held_from_deletion, held.held_from_minimisation) == (
+            hold_id,
+            1,
+            0,
+        )
+        assert ids(stores) == {inside.event_id}
