@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,23 +183,29 @@ class TestIntrospection:
         assert sent.headers["authorization"].startswith("Basic ")
         assert b"token=opaque-access-token" in sent.content
 
+    # Bodies are made when the test runs, not at collection: a token valid for five minutes
+    # from collection time had expired by the time a slow run reached this test.
     @pytest.mark.parametrize(
         ("body", "reason"),
         [
-            ({"active": False}, "invalid_token"),
-            (_active(aud="other"), "invalid_token"),
-            (_active(iss="https://evil.test"), "invalid_token"),
-            (_active(exp=int(time.time()) - 3600), "expired"),
-            (_active(exp=None), "invalid_token"),
-            (_active(token_type="refresh_token"), "invalid_token"),
-            (_active(roles=["janitor"]), "no_role_mapping"),
+            (lambda: {"active": False}, "invalid_token"),
+            (lambda: _active(aud="other"), "invalid_token"),
+            (lambda: _active(iss="https://evil.test"), "invalid_token"),
+            (lambda: _active(exp=int(time.time()) - 3600), "expired"),
+            (lambda: _active(exp=None), "invalid_token"),
+            (lambda: _active(token_type="refresh_token"), "invalid_token"),
+            (lambda: _active(roles=["janitor"]), "no_role_mapping"),
         ],
     )
     async def test_refused(
-        self, introspecting: Gateway, idp: FakeIdP, body: dict[str, Any], reason: str
+        self,
+        introspecting: Gateway,
+        idp: FakeIdP,
+        body: Callable[[], dict[str, Any]],
+        reason: str,
     ) -> None:
         """Inactive or unfit tokens are 401 with the reason audited."""
-        idp.introspection_body = body
+        idp.introspection_body = body()
         assert (await _call(introspecting, OPAQUE)).status_code == 401
         assert introspecting.reasons("bearer_token_rejected") == [reason]
 
