@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import html
 import json
+from typing import Final
 
 from gateway.errors import GatewayError, TooManyRequests
 from gateway.types import Scope, Send
+
+_CSP: Final = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def own_page_csp(*, form_action: str | None = None) -> str:
+    """The gateway pages' Content-Security-Policy; ``form_action`` adds one origin that a
+    form on the page may submit to or be redirected to (the logout form's end-session)."""
+    return _CSP.format(form_action="'self'" if not form_action else f"'self' {form_action}")
+
 
 #: Headers on every page the gateway renders itself (not on forwarded responses).
 OWN_PAGE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
-    (
-        b"content-security-policy",
-        b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-        b"frame-ancestors 'none'; base-uri 'none'",
-    ),
+    (b"content-security-policy", own_page_csp().encode()),
     (b"x-frame-options", b"DENY"),
     (b"cache-control", b"no-store"),
 )

@@ -8,20 +8,18 @@ racing leave one winner and one :class:`HoldAlreadyReleased`); nothing here dele
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Final, Protocol
 
 import orjson
 from opensearchpy.exceptions import ConflictError, NotFoundError, TransportError
 
 from audit._opensearch import connect, translated_errors
-from audit.errors import StoreError, StoreUnavailable
+from audit.errors import StoreError
 from retention._holds import Hold
+from retention._sqlitebase import SQLiteTables
 from retention.errors import HoldNotFound, InvalidHold
 
 __all__ = ["HOLDS_INDEX", "HOLDS_TABLE", "HoldStore", "OpenSearchHoldStore", "SQLiteHoldStore"]
@@ -29,7 +27,6 @@ __all__ = ["HOLDS_INDEX", "HOLDS_TABLE", "HoldStore", "OpenSearchHoldStore", "SQ
 HOLDS_TABLE: Final = "audit_holds"
 #: ``{prefix}audit-holds``: outside the ``audit-events-*`` pattern, so never pruned with events.
 HOLDS_INDEX: Final = "audit-holds"
-BUSY_TIMEOUT: Final = 10.0
 MAX_HOLDS: Final = 10_000
 
 
@@ -55,29 +52,8 @@ class HoldStore(Protocol):
         """Release connections."""
 
 
-class SQLiteHoldStore:
+class SQLiteHoldStore(SQLiteTables):
     """Holds in a table of the audit store's SQLite file (its own connection)."""
-
-    def __init__(self, *, path: str | Path) -> None:
-        self.path = str(path)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT
-        )
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"SQLite busy: {exc}") from exc
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
 
     def ensure_schema(self) -> None:
         with self._lock:
@@ -132,10 +108,6 @@ class SQLiteHoldStore:
                 (MAX_HOLDS,),
             ).fetchall()
         return [Hold.from_json(orjson.loads(row[0])) for row in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 def _dump(hold: Hold) -> str:

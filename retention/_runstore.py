@@ -16,22 +16,20 @@ it ``interrupted`` and says in its report that it completes it.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Final, Protocol
 
 import orjson
 from opensearchpy.exceptions import ConflictError, NotFoundError, TransportError
 
 from audit._opensearch import connect, translated_errors
-from audit.errors import StoreError, StoreUnavailable
+from audit.errors import StoreError
 from audit.events import index_pattern, parse_timestamp
+from retention._sqlitebase import SQLiteTables
 from retention.errors import LockLost
 
 __all__ = [
@@ -48,7 +46,6 @@ RUNS_TABLE: Final = "retention_runs"
 #: ``{prefix}audit-retention``: outside ``audit-events-*``, so never pruned with the events.
 RETENTION_INDEX: Final = "audit-retention"
 LOCK_ID: Final = "run-lock"
-BUSY_TIMEOUT: Final = 10.0
 MAX_RUNS: Final = 1000
 
 
@@ -137,29 +134,8 @@ def _record_from(data: dict[str, Any]) -> RunRecord:
     )
 
 
-class SQLiteRunStore:
+class SQLiteRunStore(SQLiteTables):
     """The lock row and run rows in the audit store's SQLite file (its own connection)."""
-
-    def __init__(self, *, path: str | Path) -> None:
-        self.path = str(path)
-        self._lock = threading.Lock()  # the renewal thread shares this connection
-        self._db = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT
-        )
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(f"SQLite busy: {exc}") from exc
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
 
     def ensure_schema(self) -> None:
         with self._lock:
@@ -246,10 +222,6 @@ class SQLiteRunStore:
 
     def clear_stale_blocks(self) -> list[str]:
         return []  # SQLite deletes in one statement: nothing is left half-done
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 def _who(lease: Lease | None) -> str:

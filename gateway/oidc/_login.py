@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, quote_plus, urlencode
+from urllib.parse import parse_qs, quote_plus, urlencode, urlsplit
 
 import httpx
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
@@ -65,7 +65,7 @@ from gateway.oidc.errors import (
     StateUnavailable,
     UnknownIssuer,
 )
-from gateway.pages import render_error, wants_json
+from gateway.pages import own_page_csp, render_error, wants_json
 from gateway.types import state
 
 LOGIN_PATH = "/_gateway/login"
@@ -372,7 +372,7 @@ class Login:
 
     async def logout(self, request: Request) -> Response:
         if request.method == "GET":
-            return self._logout_form()
+            return self._logout_form(request)
         who = state(request.scope).identity
         response_target = "/"
         if who is not None and who.method == "session" and who.session_id is not None:
@@ -403,7 +403,13 @@ class Login:
         response.raw_headers.append((b"set-cookie", self._codec.clear_cookie()))
         return response
 
-    def _logout_form(self) -> Response:
+    def _logout_form(self, request: Request) -> Response:
+        """The confirmation form. Its POST answers with a redirect to the identity provider's
+        end-session endpoint, and browsers hold a form's redirects to the page's CSP
+        ``form-action``: that endpoint's origin is allowed beside 'self' on this page only
+        (Chromium left the user on this page otherwise; the session had ended)."""
+        who = state(request.scope).identity
+        _provider, end_session = self._end_session_for(who.issuer if who is not None else None)
         page = (
             '<!doctype html><html lang="nl"><head><meta charset="utf-8">'
             "<title>Uitloggen / Log out</title></head><body><main>"
@@ -412,7 +418,11 @@ class Login:
             '<p lang="en">Do you want to log out?</p>'
             '<button type="submit">Uitloggen / Log out</button></form></main></body></html>'
         )
-        return Response(page, media_type="text/html; charset=utf-8")
+        return Response(
+            page,
+            media_type="text/html; charset=utf-8",
+            headers={"content-security-policy": own_page_csp(form_action=_origin(end_session))},
+        )
 
     def _end_session_for(self, issuer: str | None) -> tuple[Provider | None, str | None]:
         for provider in self._providers.values():
@@ -658,3 +668,15 @@ async def _form_field(request: Request, name: str) -> str | None:
 
 
 __all__ = ["Login", "LoginFailed"]
+
+
+def _origin(url: str | None) -> str | None:
+    """``scheme://host[:port]`` of an https (or loopback http) URL, for a CSP source list."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        return None
+    if any(c in parts.netloc for c in " ;,'\"\n\r"):
+        return None  # never let a discovery document write into the CSP header
+    return f"{parts.scheme}://{parts.netloc}"

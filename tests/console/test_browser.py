@@ -302,3 +302,22 @@ class TestKeyboard:
         page.keyboard.press("Enter")
         expect(page.get_by_role("status")).to_have_text("De hold is geplaatst.")
         expect(page.locator("#active-holds")).to_contain_text("INC-KEYS-1")
+
+
+class TestLogout:
+    def test_logout_form_reaches_the_identity_provider(
+        self, session: Session, deployment: Deployment
+    ) -> None:
+        """The gateway's logout form, posted in a real browser, is redirected to the identity
+        provider's end-session endpoint (the form page's CSP form-action allows its origin;
+        with 'self' alone Chromium stopped on the logout page), and the session is gone."""
+        session.log_in(person("security_officer"))
+        page = session.page
+        page.goto("/_gateway/logout")
+        with page.expect_request(re.compile(re.escape(deployment.idp_url) + r"/logout\?")):
+            page.get_by_role("button", name="Uitloggen / Log out").click()
+        page.wait_for_load_state()
+        assert not page.url.startswith(f"{deployment.base}/_gateway/logout"), page.url
+        assert not [v for v in session.violations if "form-action" in v], session.violations
+        answer = page.request.get("/api/me", headers={"accept": "application/json"})
+        assert answer.status == 401

@@ -85,6 +85,29 @@ class TestLogout:
         assert query["client_id"] == [CLIENT_ID]
         assert query["post_logout_redirect_uri"] == [f"https://{HOST}/"]
 
+    async def test_form_may_be_redirected_to_end_session(self, gw: Gateway, idp: FakeIdP) -> None:
+        """The form page's CSP form-action allows the end-session origin (browsers check a
+        form's redirects against it), and nothing else besides 'self'."""
+        await gw.login(idp)
+        page = await gw.browser.get("/_gateway/logout")
+        csp = page.headers["content-security-policy"]
+        directive = next(d.strip() for d in csp.split(";") if "form-action" in d)
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(ISSUER))
+        assert directive == f"form-action 'self' {origin}"
+        assert "frame-ancestors 'none'" in csp
+        assert len(page.headers.get_list("content-security-policy")) == 1
+
+    async def test_form_without_end_session_submits_to_self_only(
+        self, tmp_path: Path, idp: FakeIdP
+    ) -> None:
+        """Without an end-session endpoint the form page keeps form-action 'self'."""
+        idp.end_session = False
+        gw = Gateway(tmp_path, clock=idp.clock)
+        await gw.login(idp)
+        page = await gw.browser.get("/_gateway/logout")
+        assert "form-action 'self';" in page.headers["content-security-policy"]
+        await gw.aclose()
+
     async def test_no_end_session_goes_home(self, tmp_path: Path, idp: FakeIdP) -> None:
         """Without an end_session_endpoint the browser goes to /."""
         idp.end_session = False
