@@ -67,6 +67,8 @@ BENCHMARKS = (
     Benchmark("policy", ("--quick",)),
     Benchmark("oidc_authn", ()),
     Benchmark("audit", ("--events", "5000", "--rounds", "3")),
+    Benchmark("audit_chain", ("--events", "5000", "--rounds", "3")),
+    Benchmark("shared_state", ("-n", "200")),
     Benchmark("search", ("--events", "50000", "--repeats", "10")),
     Benchmark("retention", ("--days", "5", "--per-day", "10000", "--holds", "3")),
 )
