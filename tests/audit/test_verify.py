@@ -151,7 +151,7 @@ def write_log(events: AuditStore, spool: Path, keys: Keyring, admin: Admin) -> L
         pipeline.close()
         writer.close()
     digests.refresh()
-    events.refresh()  # searchable now, not after the next periodic refresh
+    events.refresh()  # OpenSearch: what the pipeline wrote becomes searchable now
     log = Log(events, digests, keys, admin, [])
     log.ids = [[e[0] for e in log.digest(seq)["events.entries"]] for seq in range(3)]
     return log
