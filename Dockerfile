@@ -8,6 +8,7 @@ COPY gateway ./gateway
 COPY policies ./policies
 COPY audit ./audit
 COPY retention ./retention
+COPY console ./console
 COPY demo_upstream ./demo_upstream
 COPY devidp ./devidp
 RUN python -m venv /opt/venv \
