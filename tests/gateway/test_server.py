@@ -255,6 +255,9 @@ out = Path(sys.argv[1])
 def worker(index: int) -> int:
     (out / f"worker-{index}").write_text(str(os.getpid()))
     if sys.argv[2] == "fail" and index == 1:
+        first = out / "worker-0"
+        while not (first.exists() and first.read_text()):  # fail once worker 0 is up
+            time.sleep(0.01)
         return 3
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
