@@ -14,12 +14,15 @@ worker can come up on a port another program holds; :func:`supervise` then forks
 each building its own gateway and serving its own sockets (the kernel spreads connections over
 them), passes SIGTERM, SIGINT and SIGHUP on to every worker, and when one worker exits on its
 own it stops the others and exits with that worker's status (the service manager restarts).
+Workers get SIGTERM when the supervisor dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``): no
+orphan keeps serving the port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -239,6 +242,7 @@ def run(
 # --- several workers -------------------------------------------------------------------------
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 LISTEN_BACKLOG = 2048
 
 
@@ -280,13 +284,14 @@ def supervise(workers: int, serve_worker: Callable[[int], int]) -> int:
                 os.kill(pid, signum)
 
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    supervisor = os.getpid()
     status = 0
     try:
         try:
             for index in range(workers):
                 pid = os.fork()
                 if pid == 0:  # the worker
-                    _worker(index, serve_worker)
+                    _worker(index, serve_worker, supervisor)
                 children[pid] = index
         except BaseException:  # a failed fork: stop the workers already running
             stopping = True
@@ -316,11 +321,21 @@ def supervise(workers: int, serve_worker: Callable[[int], int]) -> int:
     return status
 
 
-def _worker(index: int, serve_worker: Callable[[int], int]) -> None:
-    """The forked worker: default signal handling, serve, and leave without the parent's
-    exit handlers."""
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to send SIGTERM when the supervisor dies, even by SIGKILL (no orphans)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
+
+
+def _worker(index: int, serve_worker: Callable[[int], int], parent: int) -> None:
+    """The forked worker: default signal handling, SIGTERM when the supervisor dies, serve,
+    and leave without the parent's exit handlers."""
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+    _die_with_parent(parent)
     code = 1
     try:
         code = serve_worker(index)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -254,6 +255,9 @@ out = Path(sys.argv[1])
 def worker(index: int) -> int:
     (out / f"worker-{index}").write_text(str(os.getpid()))
     if sys.argv[2] == "fail" and index == 1:
+        first = out / "worker-0"
+        while not (first.exists() and first.read_text()):  # fail once worker 0 is up
+            time.sleep(0.01)
         return 3
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
@@ -311,6 +315,22 @@ class TestSupervise:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+    def test_workers_die_with_a_killed_supervisor(self, tmp_path: Path) -> None:
+        """SIGKILL to the supervisor (which can pass nothing on) still stops every worker."""
+        process = _supervisor(tmp_path, "serve")
+        pids = _worker_pids(tmp_path)
+        try:
+            process.kill()
+            process.wait()
+            deadline = time.monotonic() + 20
+            while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert all(_gone(pid) for pid in pids)
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def test_a_killed_worker_stops_the_others(self, tmp_path: Path) -> None:
         """A worker killed by a signal stops the rest, and the exit status says so."""

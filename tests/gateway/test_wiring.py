@@ -3,6 +3,7 @@ assertion and forwarder, in front of the demo upstream."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -261,6 +262,7 @@ class TestWorkers:
             stderr=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}/_gateway/jwks.json"
+        workers: list[int] = []
         try:
             _wait_for(lambda: len(_children(process.pid)) == 2)
             # Each worker's audit worker opens its own spool (the order is the scheduler's).
@@ -273,9 +275,13 @@ class TestWorkers:
             assert process.wait(timeout=30) == 0
             assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
         finally:
+            workers = workers or _children(process.pid)
             if process.poll() is None:
                 process.kill()
                 process.wait()
+            for pid in workers:  # never leave a worker behind, whatever failed above
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def test_port_in_use_fails_the_start(self, tmp_path: Path) -> None:
         """A port another program holds stops the start with a message, before any fork."""
