@@ -225,3 +225,13 @@ class TestHSTS:
         text = str(hsts["finding"])
         seconds = int(text.split("=")[1].split(maxsplit=1)[0]) if "=" in text else 0
         assert seconds >= HSTS_MIN_SECONDS, text
+
+
+class TestBanner:
+    def test_no_server_software_banner(self, findings: dict[str, dict[str, Any]]) -> None:
+        """CWE-200 (FINDINGS 10): no ``Server`` header names the software on a forwarded page:
+        the gateway sends none of its own and drops the upstream's (here uvicorn's)."""
+        banner = findings.get("banner_server")
+        assert banner is not None, sorted(findings)
+        assert "uvicorn" not in str(banner["finding"]).lower(), banner
+        assert "no server banner" in str(banner["finding"]).lower(), banner
