@@ -309,13 +309,18 @@ class AuditPipeline:
         if self._spool is not None:
             self._spool.close()  # kept: metrics() still reports what stays spooled
 
+    def is_idle(self) -> bool:
+        """True when everything emitted so far is stored: no queue, no batch in the writer's
+        hands, an empty spool (non-blocking; :meth:`wait_idle` waits for it)."""
+        spool = self._spool
+        idle = not self._queue and not self._writer_busy
+        return idle and spool is not None and spool.is_empty()
+
     def wait_idle(self, timeout: float) -> bool:
         """Block until everything emitted so far is stored (or timeout); True when idle."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            spool = self._spool
-            idle = not self._queue and not self._writer_busy
-            if idle and spool is not None and spool.is_empty():
+            if self.is_idle():
                 return True
             time.sleep(0.01)
         return False

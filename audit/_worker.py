@@ -182,6 +182,9 @@ class AuditWorker:
         self._reported: Metrics | None = None  # the running worker's latest report
         self._earlier = _EMPTY  # the last figures of workers that died (counters go on)
         self._worker_ready = False
+        # The worker's own judgement that all it had taken when it reported is stored (its
+        # queue and spool figures alone miss a batch the writer holds between the two).
+        self._worker_idle = False
         self._reader: threading.Thread | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._read_fd = -1
@@ -291,12 +294,12 @@ class AuditWorker:
         while time.monotonic() < deadline:
             reported = self._reported
             taken = self._earlier.events_emitted + (reported.events_emitted if reported else 0)
+            # Read after the figures: an idle flag at least as new as them (see _take_report).
             if (
                 not self._queue
                 and reported is not None
                 and taken >= self._emitted
-                and reported.queue_depth == 0
-                and reported.spool_bytes == 0
+                and self._worker_idle
             ):
                 return True
             time.sleep(0.01)
@@ -347,6 +350,7 @@ class AuditWorker:
             self._reader.join(timeout=2)
         if self._reported is not None:
             self._earlier = _add(self._earlier, self._reported)
+            self._worker_idle = False
             self._reported = None
         with self._lock:
             self._process = process
@@ -372,6 +376,7 @@ class AuditWorker:
         try:
             report = orjson.loads(line)
             self._worker_ready = bool(report.pop("ready"))
+            self._worker_idle = bool(report.pop("idle", False))  # set before the figures
             self._reported = Metrics(**report)
         except (ValueError, TypeError, KeyError):
             logger.warning("audit worker sent an unreadable report")
@@ -473,7 +478,9 @@ def _build(spec: WorkerSpec) -> AuditPipeline:
 
 
 def _report(pipeline: AuditPipeline, ready: bool) -> None:
-    line = orjson.dumps({**asdict(pipeline.metrics()), "ready": ready})
+    figures = asdict(pipeline.metrics())
+    # Judged after the figures: idle means every event counted in them is stored.
+    line = orjson.dumps({**figures, "ready": ready, "idle": pipeline.is_idle()})
     sys.stdout.buffer.write(line + b"\n")
     sys.stdout.buffer.flush()
 
