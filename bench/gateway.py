@@ -50,7 +50,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -58,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audit import MemorySink
+from bench._peers_lib import nginx_config
 from gateway._upstream import ClientKind, create_upstream
 from gateway._wiring import _demo_assertion_key, build
 from gateway.assertion import AssertionSigner, generate_key
@@ -231,36 +231,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def nginx(workdir: Path) -> Iterator[str]:
     """nginx answering every path with JSON_BODY; yields its base URL."""
     port = _free_port()
-    body = JSON_BODY.replace("'", "\\'")
     conf = workdir / "nginx.conf"
-    conf.write_text(
-        textwrap.dedent(
-            f"""
-            worker_processes 1;
-            daemon off;
-            pid {workdir}/nginx.pid;
-            error_log {workdir}/nginx-error.log warn;
-            events {{ worker_connections 4096; }}
-            http {{
-                access_log off;
-                client_body_temp_path {workdir}/body;
-                proxy_temp_path {workdir}/proxy;
-                fastcgi_temp_path {workdir}/fastcgi;
-                uwsgi_temp_path {workdir}/uwsgi;
-                scgi_temp_path {workdir}/scgi;
-                keepalive_requests 1000000;
-                keepalive_timeout 75s;
-                server {{
-                    listen 127.0.0.1:{port};
-                    location / {{
-                        default_type application/json;
-                        return 200 '{body}';
-                    }}
-                }}
-            }}
-            """
-        )
-    )
+    conf.write_text(nginx_config(workdir=workdir, port=port, body=JSON_BODY))
     process = subprocess.Popen(
         ["nginx", "-p", str(workdir), "-c", str(conf)],
         stdout=subprocess.DEVNULL,
