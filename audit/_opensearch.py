@@ -114,7 +114,10 @@ def connect(
         timeout=timeout,
         max_retries=max_retries,
         retry_on_timeout=False,
-        maxsize=pool_size,
+        # The sync client's urllib3 connection takes ``pool_maxsize`` (``maxsize`` is the
+        # async client's name and is silently ignored here: a pool of 1, "Connection pool
+        # is full" warnings and a new connection per concurrent request).
+        pool_maxsize=pool_size,
         serializer=_OrjsonSerializer(),
     )
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import timedelta
 
 import pytest
 from opensearchpy import OpenSearch
 
 from audit import OpenSearchStore, Scope, opensearch_store
+from audit._opensearch import connect
 from audit.events import index_name
 from tests.audit.test_store_contract import BASE, record
+from tools.opensearch_node import Node
 
 
 class TestSettings:
@@ -82,3 +86,38 @@ class TestDeleteWholeDays:
         settings = opensearch.indices.get_settings(index=day1)[day1]["settings"]["index"]
         assert settings.get("blocks", {}).get("write") in (None, "false")
         assert os_store.write([record(5)])[0].status == "stored"
+
+
+class TestConnectionPool:
+    def test_pool_size_reaches_the_connection(self) -> None:
+        """The sync client's urllib3 pool gets the configured size (not the default of 1)."""
+        client = connect("http://127.0.0.1:9200", pool_size=7)
+        [connection] = client.transport.connection_pool.connections
+        assert connection.pool.pool.maxsize == 7
+        client.close()
+
+    @pytest.mark.opensearch
+    def test_concurrent_requests_share_the_pool_without_discards(
+        self, opensearch_node: Node, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """As many concurrent requests as the pool size: every connection is kept, none is
+        discarded with urllib3's "Connection pool is full" warning."""
+        client = connect(opensearch_node.url, pool_size=4)
+        barrier = threading.Barrier(4)
+
+        def slow_request() -> None:
+            barrier.wait(timeout=10)
+            # waits the full 300 ms for nodes that never come: the four requests overlap
+            client.transport.perform_request(
+                "GET", "/_cluster/health?wait_for_nodes=9&timeout=300ms", params={"ignore": 408}
+            )
+
+        with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+            threads = [threading.Thread(target=slow_request) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+        client.close()
+        assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+        assert all(not thread.is_alive() for thread in threads)
