@@ -8,10 +8,11 @@ pipeline in a process of its own (what the gateway does: its request path only e
 Tamper evidence: a :class:`DigestWriter` given to the pipeline as ``on_shipped`` signs one
 digest per interval with a :class:`Keyring` into the :func:`digest_store_beside` the events;
 ``python -m audit verify`` checks them, and retention records its changes through a
-:class:`RetentionRecorder`.
+:class:`RetentionRecorder`; the CLIs sign their own events through a :class:`ChainedStoreSink`.
 """
 
 from audit._chain import Keyring
+from audit._clisink import ChainedStoreSink
 from audit._digests import DigestStore, digest_store_beside
 from audit._digestwriter import DigestWriter
 from audit._export import SubjectExporter
@@ -40,6 +41,7 @@ __all__ = [
     "AuditWorker",
     "BadFilter",
     "Category",
+    "ChainedStoreSink",
     "DigestStore",
     "DigestWriter",
     "Event",

@@ -1,7 +1,8 @@
 """Audit search, subject export and statistics from the command line.
 
     python -m audit --sqlite PATH | --opensearch URL [--index-prefix P]
-                    --user ID --role ROLE [--role ...] [--tenant T]  COMMAND ...
+                    --user ID --role ROLE [--role ...] [--tenant T]
+                    [--signing-key PEM_FILE --chain-dir DIR]  COMMAND ...
 
     search  [--filter NAME=VALUE ...] [--size N] [--cursor C] [--order asc|desc]
     export  SUBJECT [--format json|csv]
@@ -11,8 +12,12 @@
 
 The same scoping as the HTTP API applies to the ``--role``/``--tenant`` given (the CLI runs
 with the store's credentials, so whoever runs it already holds them: the roles state on whose
-behalf). Every search, export and statistics request is written to the store as an audit
-event, directly (the CLI has no spool). Exit status 2 for a bad filter, 3 for a refusal.
+behalf). Every search, export, statistics and verify run is written to the store as an audit
+event before the command returns. With ``--signing-key`` (PEM Ed25519, the gateway's
+``audit.signing_key``; or ``AUDIT_SIGNING_KEY_FILE``) and ``--chain-dir`` (or
+``AUDIT_CHAIN_DIR``: a local directory the CLI keeps its chain state in) each event is then
+signed into the CLIs' own digest chain (``audit/_clisink.py``), so ``verify`` notices one
+deleted. Exit status 2 for a bad filter or bad signing options, 3 for a refusal.
 
 ``verify`` walks the signed digest chains (``audit/_verify.py``) with the public keys of
 ``--keys`` (the JWK set served at ``/_gateway/audit-keys.json``) and prints one line per
@@ -27,39 +32,45 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from audit._chain import Keyring
+from audit._clisink import ChainedStoreSink
 from audit._digests import digest_store_beside
 from audit._export import SubjectExporter
 from audit._opensearch import OpenSearchStore
 from audit._search import AuditSearch, Requester, backbone_event, parse_filters
 from audit._sqlite import SQLiteStore
 from audit._stats import DEFAULT_ROWS, Statistics
-from audit._store import AuditStore, Record
+from audit._store import AuditStore
 from audit._verify import Verifier
-from audit.errors import BadFilter, SearchRefused
+from audit.errors import BadFilter, SearchRefused, StoreError
 from audit.events import Action, parse_timestamp
-from audit.processors import audit_processors, render_json, run_chain
+
+#: Environment defaults of ``--signing-key`` and ``--chain-dir``.
+ENV_SIGNING_KEY: Final = "AUDIT_SIGNING_KEY_FILE"
+ENV_CHAIN_DIR: Final = "AUDIT_CHAIN_DIR"
 
 
-class StoreSink:
-    """Writes each event straight to the store (through the processor chain)."""
-
-    def __init__(self, store: AuditStore) -> None:
-        self._store = store
-        self._chain = audit_processors(render=False)
-
-    def emit(self, event: Mapping[str, Any]) -> None:
-        doc = run_chain(self._chain, event)
-        record = Record(doc["event.id"], doc["@timestamp"], render_json(None, "", doc))
-        [result] = self._store.write([record])
-        if result.status not in ("stored", "duplicate"):
-            raise SystemExit(f"could not record the audit event: {result.reason}")
+def _sink(args: argparse.Namespace, store: AuditStore) -> ChainedStoreSink:
+    """The CLI's sink: signing into the chain in ``--chain-dir`` when a key is given."""
+    key_file = args.signing_key or os.environ.get(ENV_SIGNING_KEY)
+    chain_dir = args.chain_dir or os.environ.get(ENV_CHAIN_DIR)
+    if key_file is None:
+        if chain_dir:
+            raise BadFilter("--chain-dir without --signing-key: nothing would sign")
+        return ChainedStoreSink(store=store)
+    if not chain_dir:
+        raise BadFilter("--signing-key needs --chain-dir (where the CLI keeps its chain)")
+    try:
+        keyring = Keyring.from_pem(Path(key_file).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise BadFilter(f"--signing-key: {exc}") from exc
+    return ChainedStoreSink(store=store, keyring=keyring, directory=chain_dir)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--user", required=True, help="who runs this (issuer|subject)")
     parser.add_argument("--role", action="append", required=True)
     parser.add_argument("--tenant")
+    parser.add_argument(
+        "--signing-key", help=f"PEM Ed25519 key signing this CLI's events ({ENV_SIGNING_KEY})"
+    )
+    parser.add_argument("--chain-dir", help=f"the CLI's digest chain state ({ENV_CHAIN_DIR})")
     commands = parser.add_subparsers(dest="command", required=True)
     search = commands.add_parser("search", help="search events")
     search.add_argument("--filter", action="append", default=[], metavar="NAME=VALUE")
@@ -116,7 +131,9 @@ VERIFY_ROLES = frozenset(
 )
 
 
-def _verify(args: argparse.Namespace, store: AuditStore, who: Requester, sink: StoreSink) -> int:
+def _verify(
+    args: argparse.Namespace, store: AuditStore, who: Requester, sink: ChainedStoreSink
+) -> int:
     labels: dict[str, Any] = {
         k: v
         for k, v in (("from", args.since), ("to", args.until), ("instance", args.instance))
@@ -189,8 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else OpenSearchStore(url=args.opensearch, index_prefix=args.index_prefix)
     )
     who = Requester(args.user, frozenset(args.role), args.tenant)
-    sink = StoreSink(store)
     try:
+        sink = _sink(args, store)
         if args.command == "search":
             result = AuditSearch(store=store, sink=sink, cursor_key=_cursor_key()).search(
                 who,
@@ -220,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SearchRefused as exc:
         sys.stderr.write(f"refused: {exc}\n")
         return 3
+    except StoreError as exc:
+        sys.stderr.write(f"audit store: {exc}\n")
+        return 1
     finally:
         store.close()
     return 0

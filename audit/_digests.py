@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import orjson
@@ -22,7 +23,7 @@ import orjson
 from audit._opensearch import OpenSearchStore, _item_result, translated_errors
 from audit._sqlite import SQLiteStore
 from audit._store import AuditStore, ItemResult, Record
-from audit.errors import StoreUnavailable
+from audit.errors import StoreError, StoreUnavailable
 
 __all__ = [
     "DIGEST_INDEX_BASE",
@@ -35,7 +36,15 @@ __all__ = [
 DIGEST_INDEX_BASE: Final = "audit-digests"
 TABLE: Final = "audit_digests"
 PAGE_SIZE: Final = 1000
+#: One page of "one record per instance" (``first_from``, ``heads``): more instances than
+#: this is an error (verify them one ``--instance`` at a time).
+MAX_INSTANCES: Final = 10_000
 _FILTER_PATH: Final = "errors,items.*.status,items.*.error.type,items.*.error.reason"
+
+
+def _iso(moment: datetime) -> str:
+    """The records' own time format (UTC, microseconds, ``Z``): SQLite compares strings."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class DigestStore(Protocol):
@@ -47,8 +56,26 @@ class DigestStore(Protocol):
     def write(self, records: Sequence[Record]) -> list[ItemResult]:
         """Create each record once by id; one result per record. Raises StoreUnavailable."""
 
-    def records(self, *, kind: str, instance: str | None = None) -> list[dict[str, Any]]:
-        """Every record of ``kind`` (of ``instance``), by instance then sequence number."""
+    def records(
+        self,
+        *,
+        kind: str,
+        instance: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """The records of ``kind`` (of ``instance``) whose ``@timestamp`` lies in
+        ``[since, until)`` at the store's precision (OpenSearch: milliseconds), by instance
+        then sequence number. A digest's ``@timestamp`` is the end of its interval."""
+
+    def first_from(
+        self, *, kind: str, moment: datetime, instance: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Per instance, its first record of ``kind`` with ``@timestamp`` at or after
+        ``moment`` (the complement of ``records(until=moment)``, at the same precision)."""
+
+    def heads(self, *, kind: str, instance: str | None = None) -> list[dict[str, Any]]:
+        """Per instance, its record of ``kind`` with the highest sequence number."""
 
     def get(self, record_id: str) -> dict[str, Any] | None:
         """One record by id, or None."""
@@ -142,11 +169,53 @@ class OpenSearchDigestStore:
                 return
             after = hits[-1]["sort"]
 
-    def records(self, *, kind: str, instance: str | None = None) -> list[dict[str, Any]]:
+    @staticmethod
+    def _filters(kind: str, instance: str | None) -> list[dict[str, Any]]:
         filters: list[dict[str, Any]] = [{"term": {"record.kind": kind}}]
         if instance is not None:
             filters.append({"term": {"record.instance": instance}})
+        return filters
+
+    def records(
+        self,
+        *,
+        kind: str,
+        instance: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        filters = self._filters(kind, instance)
+        window = {op: _iso(at) for op, at in (("gte", since), ("lt", until)) if at is not None}
+        if window:
+            filters.append({"range": {"@timestamp": window}})
         return [hit["_source"] for hit in self._hits({"bool": {"filter": filters}})]
+
+    def _one_per_instance(
+        self, filters: list[dict[str, Any]], sort: list[dict[str, str]]
+    ) -> list[dict[str, Any]]:
+        body = {
+            "query": {"bool": {"filter": filters}},
+            "collapse": {"field": "record.instance"},
+            "sort": sort,
+            "size": MAX_INSTANCES,
+        }
+        with translated_errors():
+            response = self._client.search(
+                index=self.pattern, body=body, ignore_unavailable=True, allow_no_indices=True
+            )
+        hits = response["hits"]["hits"]
+        if len(hits) >= MAX_INSTANCES:
+            raise StoreError(f"more than {MAX_INSTANCES} chain instances: verify per --instance")
+        return [hit["_source"] for hit in hits]
+
+    def first_from(
+        self, *, kind: str, moment: datetime, instance: str | None = None
+    ) -> list[dict[str, Any]]:
+        filters = [*self._filters(kind, instance), {"range": {"@timestamp": {"gte": _iso(moment)}}}]
+        return self._one_per_instance(filters, [{"@timestamp": "asc"}, {"record.seq": "asc"}])
+
+    def heads(self, *, kind: str, instance: str | None = None) -> list[dict[str, Any]]:
+        return self._one_per_instance(self._filters(kind, instance), [{"record.seq": "desc"}])
 
     def get(self, record_id: str) -> dict[str, Any] | None:
         hits = list(self._hits({"term": {"record.id": record_id}}))
@@ -167,6 +236,7 @@ class SQLiteDigestStore:
         if db is None:
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
         self._db = db
+        self._ready = False
 
     def ensure_schema(self) -> None:
         with self._lock:
@@ -174,6 +244,16 @@ class SQLiteDigestStore:
                 f"CREATE TABLE IF NOT EXISTS {TABLE} (record_id TEXT PRIMARY KEY, kind TEXT,"
                 " instance TEXT, seq INTEGER, ts TEXT, document TEXT)"
             )
+            # verify reads a time window of one kind: --from/--to read only what they need
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_kind_ts ON {TABLE} (kind, ts)")
+            self._ready = True
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """Rows of a read (a store nothing was written to yet reads as empty)."""
+        if not self._ready:
+            self.ensure_schema()
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
 
     def write(self, records: Sequence[Record]) -> list[ItemResult]:
         results: list[ItemResult] = []
@@ -207,24 +287,57 @@ class SQLiteDigestStore:
     def refresh(self) -> None:
         """Writes are visible at once."""
 
-    def records(self, *, kind: str, instance: str | None = None) -> list[dict[str, Any]]:
+    @staticmethod
+    def _where(
+        kind: str,
+        instance: str | None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> tuple[str, list[Any]]:
         where, params = "kind = ?", [kind]
-        if instance is not None:
-            where += " AND instance = ?"
-            params.append(instance)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT document FROM {TABLE} WHERE {where} ORDER BY instance, seq, record_id",
-                params,
-            ).fetchall()
-        return [orjson.loads(row[0]) for row in rows]
+        for clause, value in (
+            (" AND instance = ?", instance),
+            (" AND ts >= ?", _iso(since) if since is not None else None),
+            (" AND ts < ?", _iso(until) if until is not None else None),
+        ):
+            if value is not None:
+                where += clause
+                params.append(value)
+        return where, params
+
+    def records(
+        self,
+        *,
+        kind: str,
+        instance: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        where, params = self._where(kind, instance, since, until)
+        sql = f"SELECT document FROM {TABLE} WHERE {where} ORDER BY instance, seq, record_id"
+        return [orjson.loads(row[0]) for row in self._query(sql, params)]
+
+    def _one_per_instance(self, where: str, params: list[Any], order: str) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT document FROM (SELECT document, instance, ROW_NUMBER() OVER"
+            f" (PARTITION BY instance ORDER BY {order}) AS n FROM {TABLE} WHERE {where})"
+            " WHERE n = 1 ORDER BY instance"
+        )
+        return [orjson.loads(row[0]) for row in self._query(sql, params)]
+
+    def first_from(
+        self, *, kind: str, moment: datetime, instance: str | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = self._where(kind, instance, since=moment)
+        return self._one_per_instance(where, params, "ts, seq")
+
+    def heads(self, *, kind: str, instance: str | None = None) -> list[dict[str, Any]]:
+        where, params = self._where(kind, instance)
+        return self._one_per_instance(where, params, "seq DESC")
 
     def get(self, record_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT document FROM {TABLE} WHERE record_id = ?", (record_id,)
-            ).fetchone()
-        return None if row is None else orjson.loads(row[0])
+        rows = self._query(f"SELECT document FROM {TABLE} WHERE record_id = ?", (record_id,))
+        return None if not rows else orjson.loads(rows[0][0])
 
     # --- for tests and operators: what an administrator of the store could do --------------
 

@@ -21,8 +21,14 @@ Retention records are read first; one that does not verify is itself reported
 Deleting the newest digests (with the events they cover) leaves nothing in the store to
 notice. A verifier that keeps the chain heads it saw (``anchor``: instance -> sequence
 number and hash, kept outside the store by the scheduled job) catches it: a digest verified
-before that is gone or changed is reported. Events written without a shipper (the CLIs
-write their own audit events straight to the store) are in no digest and are not checked.
+before that is gone or changed is reported. The heads are each chain's newest digest, read
+apart from any time window. Events of the command-line tools are covered by their own chain
+(``audit/_clisink.py``) when the tools are given the signing key.
+
+A time window (``since``/``until``) is given to the store's queries: the digests ending in
+it, each instance's first digest ending after it (the interval across ``until``), the digest
+just before each chain's first in the window (read by id: the link into the window is
+checked), and the retention records from the earliest interval start on.
 """
 
 from __future__ import annotations
@@ -155,15 +161,21 @@ class Verifier:
         now = now or datetime.now(UTC)
         self._events.refresh()
         self._digests.refresh()
-        explained, other = self._retention()
         by_instance: dict[str, list[dict[str, Any]]] = {}
-        for record in self._digests.records(kind="digest", instance=instance):
+        for record in self._window(since, until, instance):
             by_instance.setdefault(str(record.get("record.instance")), []).append(record)
+        explained: dict[str, _Explained] = {}
+        other: list[Finding] = []
+        if since is None and until is None:  # everything: every retention record is checked
+            explained, other = self._retention(None)
+        elif by_instance:
+            explained, other = self._retention(_earliest_start(by_instance.values()))
         reports: list[IntervalReport] = []
-        heads: dict[str, tuple[int, str]] = {}
         for name, chain in sorted(by_instance.items()):
-            reports += self._walk(name, chain, explained, since, until)
-            newest = max(chain, key=lambda r: int(r.get("record.seq", -1)))
+            reports += self._walk(name, chain, explained)
+        heads: dict[str, tuple[int, str]] = {}
+        for newest in self._digests.heads(kind="digest", instance=instance):
+            name = str(newest.get("record.instance"))
             heads[name] = (int(newest["record.seq"]), record_hash(newest))
             if until is None:
                 other += self._stale(name, newest, now)
@@ -171,6 +183,18 @@ class Verifier:
             if instance is None or name == instance:
                 other += self._anchored(name, seq, digest)
         return VerifyReport(tuple(reports), tuple(other), heads)
+
+    def _window(
+        self, since: datetime | None, until: datetime | None, instance: str | None
+    ) -> list[dict[str, Any]]:
+        """The digests whose interval overlaps ``[since, until)``, read by time from the store:
+        those ending in the window, plus each instance's first one ending at or after
+        ``until`` (the interval across ``until``; both queries at the store's precision, so
+        together they miss nothing), then filtered exactly here."""
+        found = self._digests.records(kind="digest", instance=instance, since=since, until=until)
+        if until is not None:
+            found += self._digests.first_from(kind="digest", moment=until, instance=instance)
+        return [record for record in found if _in_window(record, since, until)]
 
     @staticmethod
     def _stale(instance: str, newest: Mapping[str, Any], now: datetime) -> list[Finding]:
@@ -209,10 +233,12 @@ class Verifier:
 
     # --- retention records -----------------------------------------------------------------
 
-    def _retention(self) -> tuple[dict[str, _Explained], list[Finding]]:
+    def _retention(self, since: datetime | None) -> tuple[dict[str, _Explained], list[Finding]]:
+        """Retention records from ``since`` on (a run changes events after they were
+        shipped, so none before the earliest interval checked explains anything in it)."""
         explained: dict[str, _Explained] = {}
         bad: list[Finding] = []
-        for record in self._digests.records(kind="retention"):
+        for record in self._digests.records(kind="retention", since=since):
             if not verify_record(record, self._keyring):
                 bad.append(
                     Finding(
@@ -239,25 +265,17 @@ class Verifier:
     def _walk(
         self,
         instance: str,
-        chain: list[dict[str, Any]],
+        inside: list[dict[str, Any]],
         explained: Mapping[str, _Explained],
-        since: datetime | None,
-        until: datetime | None,
     ) -> list[IntervalReport]:
+        """Walk one instance's digests of the window; the one before the window's first is
+        read by id, so the link into the window is checked too."""
         reports: list[IntervalReport] = []
-        chain.sort(key=lambda r: int(r.get("record.seq", -1)))
-        inside = [r for r in chain if _in_window(r, since, until)]
-        if not inside:
-            return reports
+        inside.sort(key=lambda r: int(r.get("record.seq", -1)))
         first_seq = int(inside[0]["record.seq"])
         previous = None
         if first_seq > 0:
-            before = [r for r in chain if int(r["record.seq"]) == first_seq - 1]
-            previous = (
-                before[0]
-                if before
-                else self._digests.get(digest_record_id(instance, first_seq - 1))
-            )
+            previous = self._digests.get(digest_record_id(instance, first_seq - 1))
             if previous is None:
                 reports.append(self._missing(instance, first_seq - 1, inside[0]))
         for record in inside:
@@ -384,6 +402,18 @@ class Verifier:
                 continue
         present = set(self._events._indices())
         return sorted(wanted - present)
+
+
+def _earliest_start(chains: Iterable[list[dict[str, Any]]]) -> datetime | None:
+    """The earliest interval start among ``chains`` (None when there is none to read)."""
+    starts: list[datetime] = []
+    for chain in chains:
+        for record in chain:
+            try:
+                starts.append(parse_timestamp(str(record.get("interval.start"))))
+            except ValueError:
+                return None  # a damaged digest: read every retention record
+    return min(starts) if starts else None
 
 
 def _in_window(record: Mapping[str, Any], since: datetime | None, until: datetime | None) -> bool:

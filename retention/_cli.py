@@ -15,7 +15,8 @@
 two steps (the next run does the rest). A run while another holds the run lock exits 3 (once)
 or waits for its next turn (loop). Times are ISO-8601 with a time zone. Events
 (``retention_run``, ``hold_placed``, ``hold_released``) are written straight to the audit store
-before the command returns.
+before the command returns, and with ``audit.signing_key`` signed into the CLIs' own digest
+chain (``audit.ChainedStoreSink``, state in ``audit.spool_dir/cli``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from audit import AuditStore
+from audit import AuditStore, ChainedStoreSink
 from audit.errors import StoreError
 from audit.events import parse_timestamp
 from audit.processors import Pseudonymise, Pseudonymiser
@@ -44,7 +45,6 @@ from retention._rules import DEFAULT_RULES, inventory, parse_rules
 from retention._run import RetentionJob
 from retention._runstore import RunRecord, RunStore
 from retention._service import Holds
-from retention._sink import StoreSink
 from retention.errors import LockLost, RetentionError, RunLocked
 
 if TYPE_CHECKING:
@@ -57,6 +57,8 @@ _INTERVAL = re.compile(r"([1-9][0-9]*)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 #: Exit code of a single run that found the run lock held by another run.
 EXIT_LOCKED = 3
+#: Where (under ``audit.spool_dir``) the CLIs keep the digest chain of their own events.
+CLI_CHAIN_DIR = "cli"
 
 
 def _config_given(config: Path | None) -> bool:
@@ -119,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stores(settings: Settings) -> tuple[AuditStore, HoldStore, RunStore, StoreSink]:
+def _stores(settings: Settings) -> tuple[AuditStore, HoldStore, RunStore, ChainedStoreSink]:
     from gateway._wiring import audit_store  # noqa: PLC0415 - gateway imports us too
 
     events = audit_store(settings.audit)
@@ -134,7 +136,27 @@ def _stores(settings: Settings) -> tuple[AuditStore, HoldStore, RunStore, StoreS
     holds.ensure_schema()
     runs = run_store(settings.audit)
     runs.ensure_schema()
-    return events, holds, runs, StoreSink(store=events, pseudonymise=pseudonymise)
+    return events, holds, runs, _sink(settings, events, pseudonymise)
+
+
+def _sink(
+    settings: Settings, events: AuditStore, pseudonymise: Pseudonymise | None
+) -> ChainedStoreSink:
+    """Events stored at once and, with ``audit.signing_key``, signed into the CLIs' digest
+    chain (state in ``audit.spool_dir/cli``; tamper evidence, #12)."""
+    from gateway._wiring import audit_keyring  # noqa: PLC0415 - gateway imports us too
+
+    keyring = audit_keyring(settings.audit)
+    if keyring is None or not keyring.can_sign:
+        return ChainedStoreSink(store=events, pseudonymise=pseudonymise)
+    return ChainedStoreSink(
+        store=events,
+        keyring=keyring,
+        directory=settings.audit.spool_dir / CLI_CHAIN_DIR,
+        instance_prefix=settings.audit.instance_id,
+        interval=float(settings.audit.digest_interval),
+        pseudonymise=pseudonymise,
+    )
 
 
 def _place_body(args: argparse.Namespace) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -370,3 +370,85 @@ class TestCommand:
         jwks.write_bytes(Keyring(private=[Ed25519PrivateKey.generate()]).jwks_json())
         argv = ["--sqlite", str(db), "--user", "iss|t", "--role", "teacher"]
         assert main([*argv, "verify", "--keys", str(jwks)]) == 3
+
+
+class CountingDigests:
+    """The log's digest store, remembering every digest that ``records`` handed out."""
+
+    def __init__(self, inner: DigestStore) -> None:
+        self.inner = inner
+        self.read: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def records(self, **query: Any) -> list[dict[str, Any]]:
+        found = self.inner.records(**query)
+        self.read += [int(r["record.seq"]) for r in found if r["record.kind"] == "digest"]
+        return found
+
+
+def at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+class TestWindow:
+    """Digests #0 [S, S+300], #1 [S+300, S+600], #2 [S+600, S+600] (the shutdown digest)."""
+
+    def verify(
+        self, log: Log, since: datetime | None, until: datetime | None
+    ) -> tuple[VerifyReport, list[int]]:
+        digests = CountingDigests(log.digests)
+        verifier = Verifier(events=log.events, digests=digests, keyring=log.keys)
+        return verifier.verify(since=since, until=until), digests.read
+
+    def test_from_reads_only_the_window(self, log: Log) -> None:
+        """--from after #0: #1 and #2 reported, and #0 is not read by the time query."""
+        report, read = self.verify(log, at(START + 400), None)
+        assert [i.seq for i in report.intervals] == [1, 2]
+        assert report.ok
+        assert 0 not in read
+
+    def test_to_includes_the_interval_across_it(self, log: Log) -> None:
+        """--to inside #1: #0 and #1 (which runs past --to), not #2."""
+        report, read = self.verify(log, None, at(START + 400))
+        assert [i.seq for i in report.intervals] == [0, 1]
+        assert 2 not in read
+
+    def test_window_inside_one_interval(self, log: Log) -> None:
+        """A window shorter than an interval still finds the interval around it."""
+        report, _read = self.verify(log, at(START + 350), at(START + 360))
+        assert [(i.seq, i.status) for i in report.intervals] == [(1, "intact")]
+
+    def test_replaced_predecessor_of_the_window_breaks_the_link(self, log: Log) -> None:
+        """#0 (before --from) re-signed with changed content under our key: #1, the window's
+        first digest, no longer chains to it."""
+        forged = dict(log.digest(0))
+        forged["events.count"] = 2
+        log.admin.put_digest(sign_record(forged, log.keys))
+        report, _read = self.verify(log, at(START + 400), None)
+        assert statuses(report) == ["chain_broken", "intact"]
+        assert report.intervals[0].seq == 1
+
+    def test_deleted_predecessor_of_the_window_is_missing(self, log: Log) -> None:
+        """#0 (before --from) deleted: reported as a missing digest although outside."""
+        log.admin.delete_digest(digest_record_id(INSTANCE, 0))
+        report, _read = self.verify(log, at(START + 400), None)
+        assert [(i.seq, i.status) for i in report.intervals] == [
+            (0, "digest_missing"),
+            (1, "intact"),
+            (2, "intact"),
+        ]
+        assert not report.ok
+
+    def test_deleted_event_outside_the_window_is_not_read(self, log: Log) -> None:
+        """An event of #0 deleted: a window from #1 on does not look at it."""
+        log.admin.delete_event(log.ids[0][0])
+        report, _read = self.verify(log, at(START + 400), None)
+        assert report.ok
+        assert not self.verify(log, None, None)[0].ok
+
+    def test_heads_are_the_chains_newest_even_with_a_window(self, log: Log) -> None:
+        """The anchor's heads come from the whole chain, not from the window's end."""
+        report, _read = self.verify(log, None, at(START + 100))
+        assert report.heads[INSTANCE][0] == 2

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import Scope, SQLiteStore
+from audit import Keyring, Scope, SQLiteStore, digest_store_beside
+from audit._verify import Verifier
 from retention._cli import main
 from retention._runstore import SQLiteRunStore
 from tests.retention.conftest import NOW, record, write
@@ -234,3 +238,33 @@ class TestRuns:
         assert run["state"] == "finished"
         [counts] = [c for c in run["report"]["categories"] if c["category"] == "access_denied"]
         assert counts["deleted"] == 1
+
+
+class TestSignedEvents:
+    def test_deleted_retention_run_event_is_reported_by_verify(self, config: Path) -> None:
+        """With audit.signing_key the CLI signs its retention_run event into its own chain
+        (in spool_dir/cli); deleting that event from the store is events_missing."""
+        key = Ed25519PrivateKey.generate()
+        pem = config.parent / "signing.pem"
+        pem.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        config.write_text(config.read_text() + f'signing_key_file = "{pem}"\n')
+        seed(config, timedelta(days=400))
+        assert main(["--config", str(config), "run", "--now", NOW.isoformat()]) == 0
+        assert (config.parent / "spool" / "cli" / "state.json").exists()
+        store = SQLiteStore(path=config.parent / "audit.db")
+        keys = Keyring(private=[key])
+        verifier = Verifier(events=store, digests=digest_store_beside(store), keyring=keys)
+        assert [i.status for i in verifier.verify().intervals] == ["intact"]
+        [run] = store.search(Scope(actions=["retention_run"]), size=10)
+        with sqlite3.connect(config.parent / "audit.db") as admin:
+            admin.execute("DELETE FROM audit_events WHERE event_id = ?", (run["event.id"],))
+        report = verifier.verify()
+        assert [i.status for i in report.intervals] == ["events_missing"]
+        assert report.intervals[0].findings[0].event_ids == (run["event.id"],)
+        store.close()
