@@ -15,25 +15,47 @@ Each record names the run (a UUIDv7 per run), the run's time, the category, the 
 (its periods) and the cutoff; at most ``chunk`` events per record. Records are written
 straight to the store (retention runs apart from the gateway, without a spool); a failure
 raises before anything is deleted.
+
+**Only what was recorded is changed.** The store's ``delete``/``minimise`` select again by
+the scope; an event arriving in between (a late replay of an old spool matches the cutoff)
+would be changed without a record, and ``verify`` would call it missing or altered. So:
+
+* deletions on OpenSearch go a day at a time under a write block of the day's index: block,
+  list the day again; when the scope selects the whole index, record and delete by the
+  day's scope (the store drops the index whole; a late event meets the block and its
+  shipper retries it after the deletion); otherwise unblock (a block refuses deletes by id
+  too), record, and delete exactly the listed ids (``_bulk`` by id, as the store would);
+* minimisation (it writes, so no block) and SQLite run on the scope narrowed to the
+  recorded ids (``Scope.event_ids``), at most ``max_ids`` per call.
+
+Events that arrive later are left for the next run, which records them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import orjson
+from opensearchpy.exceptions import NotFoundError
 
 from audit._chain import Keyring, event_hash, sign_record
 from audit._digests import DigestStore
+from audit._opensearch import OpenSearchStore, translated_errors
 from audit._store import AuditStore, Page, Record, Scope, truncate_ip
 from audit.errors import StoreError
-from audit.events import new_event_id
+from audit.events import index_name, new_event_id, parse_timestamp
 
 __all__ = ["DEFAULT_CHUNK", "RETENTION_INSTANCE", "RetentionRecorder"]
 
 DEFAULT_CHUNK: Final = 5000
+#: At most this many event ids narrow one store change (see the module docstring): far
+#: below OpenSearch's ``index.max_terms_count`` (65,536) and SQLite's 32,766 bound
+#: variables, and small, because the ids travel with every page the store reads.
+DEFAULT_MAX_IDS: Final = 5000
 RETENTION_INSTANCE: Final = "retention"
 PAGE: Final = 1000
 
@@ -52,6 +74,42 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _by_day(docs: Sequence[Mapping[str, Any]]) -> list[datetime]:
+    """The UTC days (daily indices) of the events' ``@timestamp``, oldest first."""
+    days = set()
+    for doc in docs:
+        moment = parse_timestamp(str(doc["@timestamp"])).astimezone(UTC)
+        days.add(moment.replace(hour=0, minute=0, second=0, microsecond=0))
+    return sorted(days)
+
+
+def _delete_ids(store: OpenSearchStore, docs: Sequence[Mapping[str, Any]]) -> int:
+    """Delete exactly these events by id, each in its daily index (404: already gone)."""
+    done, lines = 0, []
+    for doc in docs:
+        index = index_name(store.index_prefix, str(doc["@timestamp"]))
+        lines.append(orjson.dumps({"delete": {"_index": index, "_id": str(doc["event.id"])}}))
+        if len(lines) >= PAGE:
+            done += store._bulk_actions(lines)
+            lines = []
+    done += store._bulk_actions(lines)
+    store.refresh()
+    return done
+
+
+@contextlib.contextmanager
+def _write_blocked(store: OpenSearchStore, index: str) -> Iterator[None]:
+    """No writes to ``index`` inside (a dropped index needs no unblocking)."""
+    client = store._client
+    with translated_errors():
+        client.indices.put_settings(index=index, body={"index.blocks.write": True})
+    try:
+        yield
+    finally:
+        with translated_errors(), contextlib.suppress(NotFoundError):
+            client.indices.put_settings(index=index, body={"index.blocks.write": None})
+
+
 class RetentionRecorder:
     """Records each retention change, signed with ``keyring``'s signing key.
 
@@ -67,16 +125,18 @@ class RetentionRecorder:
         keyring: Keyring,
         rules: Mapping[str, str],
         chunk: int = DEFAULT_CHUNK,
+        max_ids: int = DEFAULT_MAX_IDS,
     ) -> None:
         if not keyring.can_sign:
             raise ValueError("retention records need a private signing key")
-        if chunk < 1:
-            raise ValueError("chunk must be positive")
+        if chunk < 1 or max_ids < 1:
+            raise ValueError("chunk and max_ids must be positive")
         self._events = events
         self._digests = digests
         self._keyring = keyring
         self._rules = dict(rules)
         self._chunk = chunk
+        self._max_ids = max_ids
         self._schema_ready = False
         self.run_id = ""
         self._run_time = ""
@@ -97,14 +157,73 @@ class RetentionRecorder:
         exclude: Sequence[Scope],
     ) -> int:
         """Record, then run ``change(scope, exclude=exclude)`` (a store's ``delete`` or
-        ``minimise``); returns what it returns."""
+        ``minimise``) on only the recorded events; returns the sum of what it returns."""
         if not self.run_id:
             raise RuntimeError("begin() the run first")
         action = getattr(change, "__name__", "")
         if action not in ("delete", "minimise"):
             raise ValueError(f"cannot record {action!r}: only delete and minimise")
+        selected = self._selected(scope, exclude)
+        if action == "delete" and isinstance(self._events, OpenSearchStore):
+            days = _by_day(selected)
+            return sum(self._opensearch_day(change, scope, exclude, day) for day in days)
+        return self._in_chunks(change, action, scope, exclude, selected)
+
+    def _in_chunks(
+        self,
+        change: Callable[..., int],
+        action: str,
+        scope: Scope,
+        exclude: Sequence[Scope],
+        docs: Sequence[Mapping[str, Any]],
+    ) -> int:
+        done = 0
+        for at in range(0, len(docs), self._max_ids):
+            done += self._listed(change, action, scope, exclude, docs[at : at + self._max_ids])
+        return done
+
+    def _listed(
+        self,
+        change: Callable[..., int],
+        action: str,
+        scope: Scope,
+        exclude: Sequence[Scope],
+        docs: Sequence[Mapping[str, Any]],
+    ) -> int:
+        """Record ``docs``, then change exactly those (the scope narrowed to their ids)."""
+        if not docs:
+            return 0
+        entries = self._record(action, scope, docs)
+        narrowed = replace(scope, event_ids=[entry[0] for entry in entries])
+        return int(change(narrowed, exclude=exclude))
+
+    def _opensearch_day(
+        self, change: Callable[..., int], scope: Scope, exclude: Sequence[Scope], day: datetime
+    ) -> int:
+        """One day of a deletion on OpenSearch (see the module docstring)."""
+        store = self._events
+        assert isinstance(store, OpenSearchStore)  # noqa: S101 - checked by the caller
+        until = day + timedelta(days=1)
+        day_scope = replace(
+            scope,
+            since=day if scope.since is None else max(scope.since, day),
+            until=until if scope.until is None else min(scope.until, until),
+        )
+        index = index_name(store.index_prefix, _iso(day))
+        with _write_blocked(store, index):
+            store.refresh()
+            docs = self._selected(day_scope, exclude)
+            if docs and len(docs) == store.count(Scope(since=day, until=until)):
+                self._record("delete", scope, docs)
+                return int(change(day_scope, exclude=exclude))  # dropped whole, still blocked
+        self._record("delete", scope, docs)
+        return _delete_ids(store, docs)
+
+    def _record(
+        self, action: str, scope: Scope, docs: Sequence[Mapping[str, Any]]
+    ) -> list[list[str]]:
         entries: list[list[str]] = []
-        for doc in self._selected(scope, exclude):
+        for doc in docs:
             if action == "delete":
                 entries.append([str(doc["event.id"])])
             else:
@@ -112,7 +231,7 @@ class RetentionRecorder:
         category = scope.categories[0] if len(scope.categories) == 1 else ""
         for at in range(0, len(entries), self._chunk):
             self._write(action, category, scope, entries[at : at + self._chunk])
-        return int(change(scope, exclude=exclude))
+        return entries
 
     def _selected(self, scope: Scope, exclude: Sequence[Scope]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

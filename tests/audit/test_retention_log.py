@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import MemorySink, OpenSearchStore, RetentionRecorder, Scope, SQLiteStore
+from audit import MemorySink, OpenSearchStore, Record, RetentionRecorder, Scope, SQLiteStore
 from audit._chain import Keyring
 from audit._verify import VerifyReport
+from audit.events import parse_timestamp
+from audit.processors import EMITTED_NS, audit_processors, render_json, run_chain
 from retention import parse_rules
 from retention._holds import HoldScope, new_hold
 from retention._holdstore import HoldStore, OpenSearchHoldStore, SQLiteHoldStore
@@ -144,3 +147,95 @@ class TestRetentionExplained:
         report = log.verify()
         assert statuses(report)[0] == "events_missing"
         assert [f.kind for f in report.other] == ["signature_invalid"]
+
+
+def late_event(log: Log) -> Record:
+    """An event shipped late (a replayed old spool): as old as the log's own events."""
+    oldest = min(str(doc["@timestamp"]) for doc in log.events.search(Scope(), size=100))
+    emitted = parse_timestamp(oldest) - timedelta(milliseconds=1)
+    event = {"event.action": "access_denied", EMITTED_NS: int(emitted.timestamp() * 1e9)}
+    doc = run_chain(audit_processors(render=False), {**event, "source.ip": "192.0.2.200"})
+    return Record(str(doc["event.id"]), str(doc["@timestamp"]), render_json(None, "", doc))
+
+
+def recorded_ids(log: Log) -> set[str]:
+    log.digests.refresh()
+    return {e[0] for r in log.digests.records(kind="retention") for e in r["events.entries"]}
+
+
+class LateArrival:
+    """A recorder whose first listing is followed by a late event's arrival (a replayed old
+    spool): exactly the moment between listing and changing."""
+
+    def __init__(self, log: Log, **options: Any) -> None:
+        self.log = log
+        self.late = late_event(log)
+        self.answers: list[str] = []
+        self.recorder = RetentionRecorder(
+            events=log.events, digests=log.digests, keyring=log.keys, rules=RULES, **options
+        )
+        listing = self.recorder._selected
+
+        def selected(scope: Scope, exclude: Sequence[Scope]) -> list[dict[str, Any]]:
+            found = listing(scope, exclude)
+            if not self.answers:
+                self.answers.append(log.events.write([self.late])[0].status)
+                log.events.refresh()
+            return found
+
+        self.recorder._selected = selected  # type: ignore[method-assign]
+        self.recorder.begin(datetime.now(UTC))
+
+    def apply(self, action: str, exclude: Sequence[Scope] = ()) -> int:
+        until = datetime.now(UTC) + timedelta(days=1)
+        change = getattr(self.log.events, action)
+        return self.recorder.apply(
+            change, Scope(categories=("access_denied",), until=until), exclude
+        )
+
+    def unrecorded_changes(self, before: set[str]) -> set[str]:
+        """Events deleted or minimised that no retention record names."""
+        self.log.events.refresh()
+        now = {str(e["event.id"]): e for e in self.log.events.search(Scope(), size=100)}
+        changed = {i for i in before | {self.late.event_id} if i not in now}
+        changed |= {i for i, e in now.items() if e.get("audit.minimised")}
+        return changed - recorded_ids(self.log)
+
+
+class TestLateArrival:
+    """An event arriving between the recorder's listing and the store's change is changed
+    only with a record, or left for the next run."""
+
+    def test_deletion_of_whole_days(self, log_and_holds: tuple[Log, HoldStore]) -> None:
+        """Every event of the day selected: nothing is deleted without a record."""
+        log, _holds = log_and_holds
+        before = {event_id for ids in log.ids for event_id in ids}
+        late = LateArrival(log)
+        late.apply("delete")
+        assert late.answers == ["stored"]
+        assert late.unrecorded_changes(before) == set()
+        assert before <= recorded_ids(log)
+        assert log.verify().ok
+
+    def test_deletion_of_part_of_a_day(self, log_and_holds: tuple[Log, HoldStore]) -> None:
+        """One event held (the day is deleted by id): still nothing without a record, and
+        the held event stays."""
+        log, _holds = log_and_holds
+        before = {event_id for ids in log.ids for event_id in ids}
+        held = log.ids[0][0]
+        late = LateArrival(log)
+        late.apply("delete", exclude=[Scope(event_ids=(held,))])
+        assert late.unrecorded_changes(before) == set()
+        assert log.events.search(Scope(event_ids=(held,)))
+        assert log.verify().ok
+
+    def test_minimisation(self, log_and_holds: tuple[Log, HoldStore]) -> None:
+        """Minimisation in chunks of two ids: the late event keeps its data."""
+        log, _holds = log_and_holds
+        before = {event_id for ids in log.ids for event_id in ids}
+        late = LateArrival(log, max_ids=2)
+        assert late.apply("minimise") == len(before)
+        assert late.unrecorded_changes(before) == set()
+        [kept] = log.events.search(Scope(event_ids=(late.late.event_id,)))
+        assert kept["source.ip"] == "192.0.2.200"
+        assert log.verify().ok
