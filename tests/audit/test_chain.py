@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit._chain import (
+    _FIXES,
     Keyring,
     canonical_event,
     event_hash,
@@ -27,6 +33,50 @@ EVENT = {
     "labels": {"seq": 3},
     "user_agent.original": None,
 }
+
+
+def plain_canonical(doc: Mapping[str, Any]) -> bytes:
+    """The reference: every field visited, nulls dropped, the fix of its type applied."""
+    normal: dict[str, Any] = {}
+    for name, value in doc.items():
+        if value is not None:
+            fix = _FIXES.get(name)
+            normal[name] = value if fix is None else fix(value)
+    return orjson.dumps(normal, option=orjson.OPT_SORT_KEYS)
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.text(max_size=8),
+    st.integers(-5, 5),
+    st.lists(st.text(max_size=4), max_size=2),
+    st.sampled_from(["192.0.2.1", "2001:DB8:0:0::1", "::ffff:192.0.2.1", "not-an-ip"]),
+    st.sampled_from(
+        ["2026-11-28T10:00:00.5Z", "2026-11-28T11:00:00+01:00", "2026-11-28T10:00:00.000000Z"]
+    ),
+    st.dictionaries(
+        st.text(max_size=3), st.one_of(st.none(), st.integers(), st.text()), max_size=2
+    ),
+)
+EVENTS = st.dictionaries(
+    st.sampled_from(
+        [
+            "@timestamp",
+            "event.id",
+            "event.action",
+            "event.category",
+            "event.type",
+            "user.roles",
+            "source.ip",
+            "labels",
+            "url.path",
+            "audit.data_categories",
+            "http.response.status_code",
+        ]
+    ),
+    _VALUES,
+    max_size=11,
+)
 
 
 def pem(key: Ed25519PrivateKey) -> bytes:
@@ -56,6 +106,32 @@ class TestCanonicalEvent:
     def test_any_field_change_changes_the_hash(self) -> None:
         """Editing one field gives another hash."""
         assert event_hash({**EVENT, "event.action": "login_success"}) != event_hash(EVENT)
+
+    def test_format_unchanged_since_the_first_digests(self) -> None:
+        """A fixed event hashes as it did when digests were first signed (old digests must
+        keep verifying): nulls dropped, date, address, list and labels normalised."""
+        doc = {
+            "@timestamp": "2026-03-10T08:00:00+01:00",
+            "event.id": "01900000-0000-7000-8000-000000000001",
+            "event.action": "access_denied",
+            "user.roles": "teacher",
+            "source.ip": "2001:DB8:0:0::1",
+            "labels": {"seq": 7, "none": None},
+            "url.path": "/x",
+            "http.response.status_code": 403,
+            "error.message": None,
+        }
+        expected = "8169c7c7ecfc501bb125d983f678eee4f8843e9deb25d712e8cd6c608e19e5d9"
+        assert event_hash(doc) == expected
+        assert event_hash(orjson.dumps(doc)) == expected
+
+    @settings(max_examples=300, deadline=None)
+    @given(doc=EVENTS)
+    def test_same_bytes_as_the_plain_loop(self, doc: dict[str, Any]) -> None:
+        """The fast serialisation equals the plain one (every field visited), nulls,
+        unnormalised dates, addresses, scalars in list fields and odd labels included."""
+        assert canonical_event(doc) == plain_canonical(doc)
+        assert canonical_event(orjson.dumps(doc)) == plain_canonical(doc)
 
     def test_events_hash_ignores_arrival_order(self) -> None:
         """The interval hash orders by event id."""
