@@ -17,7 +17,9 @@ event before the command returns. With ``--signing-key`` (PEM Ed25519, the gatew
 ``audit.signing_key``; or ``AUDIT_SIGNING_KEY_FILE``) and ``--chain-dir`` (or
 ``AUDIT_CHAIN_DIR``: a local directory the CLI keeps its chain state in) each event is then
 signed into the CLIs' own digest chain (``audit/_clisink.py``), so ``verify`` notices one
-deleted. Exit status 2 for a bad filter or bad signing options, 3 for a refusal.
+deleted. A scheduled verifier need not hold the gateway's key: give the CLIs a key of their
+own and publish its public half with the gateway's (``audit.verifier_keys_file``). Exit
+status 2 for a bad filter or bad signing options, 3 for a refusal.
 
 ``verify`` walks the signed digest chains (``audit/_verify.py``) with the public keys of
 ``--keys`` (the JWK set served at ``/_gateway/audit-keys.json``) and prints one line per
