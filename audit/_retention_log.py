@@ -27,7 +27,7 @@ import orjson
 
 from audit._chain import Keyring, event_hash, sign_record
 from audit._digests import DigestStore
-from audit._store import AuditStore, Page, Record, Scope, truncate_ip
+from audit._store import AuditStore, Guard, Page, Record, Scope, truncate_ip
 from audit.errors import StoreError
 from audit.events import new_event_id
 
@@ -95,9 +95,10 @@ class RetentionRecorder:
         change: Callable[..., int],
         scope: Scope,
         exclude: Sequence[Scope],
+        guard: Guard | None = None,
     ) -> int:
-        """Record, then run ``change(scope, exclude=exclude)`` (a store's ``delete`` or
-        ``minimise``); returns what it returns."""
+        """Record, then run ``change(scope, exclude=exclude, guard=guard)`` (a store's
+        ``delete`` or ``minimise``); returns what it returns."""
         if not self.run_id:
             raise RuntimeError("begin() the run first")
         action = getattr(change, "__name__", "")
@@ -112,7 +113,7 @@ class RetentionRecorder:
         category = scope.categories[0] if len(scope.categories) == 1 else ""
         for at in range(0, len(entries), self._chunk):
             self._write(action, category, scope, entries[at : at + self._chunk])
-        return int(change(scope, exclude=exclude))
+        return int(change(scope, exclude=exclude, guard=guard))
 
     def _selected(self, scope: Scope, exclude: Sequence[Scope]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
