@@ -1,7 +1,7 @@
 """Benchmark: one retention run over daily indices, with holds, on the real node.
 
     python -m bench.retention [--store opensearch|sqlite] [--days N] [--aged-days N]
-                              [--per-day N] [--holds N] [--keep]
+                              [--per-day N] [--holds N] [--keep] [--record]
 
 Issue #8 asks for 30 daily indices of 100,000 events and 5 holds in the local node, with the
 run's wall time (goal: under 60 s) and the counts it reports. The data set:
@@ -25,7 +25,10 @@ Loading writes through the store's own bulk ``create`` into indices created befo
 refresh off and an asynchronous translog (both reset before the run). ``--keep`` (OpenSearch
 at OPENSEARCH_URL only) keeps the loaded indices under a prefix named after the data set's
 shape, write-blocked, and clones them for each run (seconds instead of many minutes): for
-tuning; the figures we report come from a run without it, loaded fresh.
+tuning; the figures we report come from a run without it, loaded fresh. ``--record`` runs
+with tamper evidence (#12): a :class:`RetentionRecorder` signs a record of every event each step
+deletes or minimises before the step (what ``python -m retention run`` does when a signing key
+is configured).
 """
 
 from __future__ import annotations
@@ -48,9 +51,20 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opensearchpy import OpenSearch
 
-from audit import AuditStore, MemorySink, OpenSearchStore, Record, Scope, SQLiteStore
+from audit import (
+    AuditStore,
+    Keyring,
+    MemorySink,
+    OpenSearchStore,
+    Record,
+    RetentionRecorder,
+    Scope,
+    SQLiteStore,
+    digest_store_beside,
+)
 from audit.events import index_name
 from audit.processors import EMITTED_NS, audit_processors, run_chain
 from retention import parse_rules
@@ -311,6 +325,16 @@ def kept_count(made: Stores) -> str:
     return str(sum(int(i["docs.count"]) for i in indices))
 
 
+def recorder(events: AuditStore) -> RetentionRecorder:
+    """Tamper evidence for the run: records signed with a fresh key into the digest store."""
+    return RetentionRecorder(
+        events=events,
+        digests=digest_store_beside(events),
+        keyring=Keyring(private=[Ed25519PrivateKey.generate()]),
+        rules={"access_denied": "30 days full detail, deleted after 365 days"},
+    )
+
+
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", choices=["opensearch", "sqlite"], default="opensearch")
@@ -321,6 +345,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="reuse the loaded data set (OPENSEARCH_URL node)"
     )
+    parser.add_argument("--record", action="store_true", help="sign retention records (#12)")
     args = parser.parse_args()
     if args.holds > args.days:
         parser.error("--holds: at most one hold per expired day")
@@ -355,6 +380,7 @@ def main() -> int:
             runs=runs,
             after_plan=timer.planned,
             after_step=timer.stepped,
+            recorder=recorder(events) if args.record else None,
         )
         began = time.perf_counter()
         dry = job.run(now=NOW, dry_run=True)
@@ -371,6 +397,7 @@ def main() -> int:
         print(
             f"store {args.store}: {args.days} expired + {args.aged_days} aged daily indices"
             f" x {args.per_day:,} events = {total:,}; {args.holds} holds"
+            + ("; signed retention records" if args.record else "")
         )
         print(f"{how} in {loaded:.1f} s ({total / loaded:,.0f} events/s; not part of the run)")
         print(f"dry run (plan only) {dry_s:.2f} s")
