@@ -259,7 +259,7 @@ def load_kept(made: Stores, days: list[tuple[datetime, int]], per_day: int) -> s
             target=target,
             body={"settings": {"index.blocks.write": None, "index.number_of_replicas": 0}},
         )
-    client.cluster.health(index=f"{events.index_prefix}*", wait_for_status="green", timeout="300s")
+    client.cluster.health(index=f"{events.index_prefix}*", wait_for_status="green")
     events.refresh()
     return how
 
