@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -32,6 +33,7 @@ from opensearchpy.exceptions import NotFoundError, TransportError
 from audit._store import (
     COUNT_KEYS,
     TOTAL_LIMIT,
+    Guard,
     ItemResult,
     Page,
     Record,
@@ -57,6 +59,17 @@ __all__ = ["OpenSearchStore"]
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_POOL_SIZE: Final = 4
 PAGE_SIZE: Final = 1000
+#: Retention's maintenance (delete, minimise, copy) reads and writes this many events at a time.
+MAINTENANCE_BATCH: Final = 5000
+#: Bulk requests of a minimisation in flight at once (the node indexes them in parallel).
+MAINTENANCE_WORKERS: Final = 2
+#: A daily index whose selected events outnumber the rest this many to one is dropped whole
+#: after the rest is copied to ``{index}-kept``: copying one event costs about what deleting
+#: two by id does (bench/retention.py).
+MOVE_RATIO: Final = 2
+#: Where a dropped daily index's spared events go (held, or not yet due): inside the pattern.
+KEPT_SUFFIX: Final = "-kept"
+REFRESH_OFF: Final = "-1"
 #: How long a point in time of audit search stays open after each page read from it.
 PIT_KEEP_ALIVE: Final = "5m"
 _FILTER_PATH: Final = "errors,items.*.status,items.*.error.type,items.*.error.reason"
@@ -158,9 +171,14 @@ class OpenSearchStore:
         replicas: int = 1,
         timeout: float = DEFAULT_TIMEOUT,
         pool_size: int = DEFAULT_POOL_SIZE,
+        batch: int = MAINTENANCE_BATCH,
+        workers: int = MAINTENANCE_WORKERS,
     ) -> None:
         if shards < 1 or replicas < 0:
             raise ValueError("shards must be >= 1 and replicas >= 0")
+        if batch < 1 or workers < 1:
+            raise ValueError("batch and workers must be >= 1")
+        self._batch, self._workers = batch, workers
         if index_prefix and not index_prefix.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"index prefix may hold letters, digits, - and _: {index_prefix!r}")
         self.index_prefix = index_prefix.lower()
@@ -352,7 +370,8 @@ class OpenSearchStore:
         first = since.astimezone(UTC).strftime("%Y.%m.%d") if since is not None else ""
         last = until.astimezone(UTC).strftime("%Y.%m.%d") if until is not None else "~"
         base = f"{self.index_prefix}{INDEX_BASE}-"
-        return [i for i in self._indices() if first <= i.removeprefix(base) <= last]
+        # a day's ``-kept`` index (retention's) sorts after the day: compare the day alone
+        return [i for i in self._indices() if first <= i.removeprefix(base)[:10] <= last]
 
     def close_pit(self, pit: str) -> None:
         """Free the point in time now (it would expire after its keep-alive anyway)."""
@@ -440,6 +459,7 @@ class OpenSearchStore:
         index: str | None = None,
         *,
         versions: bool = False,
+        size: int = PAGE_SIZE,
     ) -> Iterator[dict[str, Any]]:
         """Every matching hit, paged with search_after (no scroll context to leak); with
         ``versions``, each hit carries its ``_seq_no`` and ``_primary_term``."""
@@ -448,7 +468,7 @@ class OpenSearchStore:
             body: dict[str, Any] = {
                 "query": query,
                 "sort": _SORT,
-                "size": PAGE_SIZE,
+                "size": size,
                 "_source": source,
                 "seq_no_primary_term": versions,
             }
@@ -463,7 +483,7 @@ class OpenSearchStore:
                 )
             hits = response["hits"]["hits"]
             yield from hits
-            if len(hits) < PAGE_SIZE:
+            if len(hits) < size:
                 return
             after = hits[-1]["sort"]
 
@@ -481,31 +501,65 @@ class OpenSearchStore:
                 raise StoreError(f"bulk maintenance item failed: {item}")
         return done
 
-    def delete(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
-        """Delete per daily index: a whole index when the scope selects every event in it
-        (cheap: no tombstones, no merges), else the selected documents by id."""
+    def delete(
+        self, scope: Scope, *, exclude: Sequence[Scope] = (), guard: Guard | None = None
+    ) -> int:
+        """Delete per index of the scope's days. An index whose events the scope selects
+        all is dropped whole (cheap: no tombstones, no merges); so is a daily index whose
+        selected events outnumber the rest ``MOVE_RATIO`` to one, after the rest is copied
+        to its ``-kept`` index (same ids; the index pattern covers it). Otherwise the selected
+        events are deleted by id, ``batch`` at a time."""
         require_until(scope)
         self.refresh()
         query = _query(scope, exclude)
         done = 0
-        for index in self._indices():
+        for index in self._indices_within(scope.since, scope.until):
             selected = self._count_in(index, query)
             if selected == 0:
                 continue
-            if selected == self._count_in(index, {"match_all": {}}) and self._drop_whole(
-                index, query
-            ):
-                done += selected
-                continue
-            lines: list[bytes] = []
-            for hit in list(self._hits(query, source=False, index=index)):
-                lines.append(orjson.dumps({"delete": {"_index": index, "_id": hit["_id"]}}))
-                if len(lines) >= PAGE_SIZE:
-                    done += self._bulk_actions(lines)
-                    lines = []
-            done += self._bulk_actions(lines)
+            rest = self._count_in(index, {"match_all": {}}) - selected
+            if _drops_whole(index, selected, rest):
+                dropped = self._drop_whole(index, query, guard)
+                if dropped is not None:
+                    done += dropped
+                    continue
+            by_id, stopped = self._delete_by_id(index, query, guard)
+            done += by_id
+            if stopped:
+                break
         self.refresh()
         return done
+
+    def _delete_by_id(
+        self, index: str, query: Mapping[str, Any], guard: Guard | None
+    ) -> tuple[int, bool]:
+        """The selected events of ``index`` deleted by id; (how many, stopped by the guard)."""
+        done, lines = 0, []
+        for hit in list(self._hits(query, source=False, index=index, size=self._batch)):
+            lines.append(orjson.dumps({"delete": {"_index": index, "_id": hit["_id"]}}))
+            if len(lines) >= self._batch:
+                if guard is not None and not guard():
+                    return done, True
+                done += self._bulk_actions(lines)
+                lines = []
+        if lines and guard is not None and not guard():
+            return done, True
+        return done + self._bulk_actions(lines), False
+
+    def has_index(self, index: str) -> bool:
+        """Whether ``index`` exists (a daily index, or retention's ``-kept`` one)."""
+        with translated_errors():
+            return bool(self._client.indices.exists(index=index))
+
+    def drops_whole(self, index: str, scope: Scope, exclude: Sequence[Scope] = ()) -> bool:
+        """Whether :meth:`delete` of ``scope`` would drop ``index`` whole as it stands now
+        (moving what it spares to the ``-kept`` index): retention's recorder asks this under
+        a write block, so the answer holds until the deletion."""
+        with translated_errors():
+            self._client.indices.refresh(index=index)
+        selected = self._count_in(index, _query(scope, exclude))
+        rest = self._count_in(index, {"match_all": {}}) - selected
+        return selected > 0 and _drops_whole(index, selected, rest)
 
     def _indices(self) -> list[str]:
         with translated_errors():
@@ -518,56 +572,169 @@ class OpenSearchStore:
         with translated_errors():
             return int(self._client.count(index=index, body={"query": query})["count"])
 
-    def _drop_whole(self, index: str, query: Mapping[str, Any]) -> bool:
-        """Block writes, check again that the scope still selects everything, delete the
-        index. A late event for that day (a replay) meanwhile gets a 403 block, which the
-        shipper retries: after the deletion it lands in a new index, so nothing is lost."""
+    def _drop_whole(self, index: str, query: Mapping[str, Any], guard: Guard | None) -> int | None:
+        """Block writes, count again, copy what the scope spares (if anything) to the
+        ``-kept`` index, ask the guard, delete the index; returns how many selected events
+        went, ``0`` when the guard said stop, ``None`` when the index no longer suits (the
+        caller deletes by id). A late event for that day (a replay) meanwhile gets a 403
+        block, which the shipper retries: after the deletion it lands in a new index, so
+        nothing is lost. An interrupted run leaves the block (lifted by the next run, see
+        ``retention``) and perhaps copies in ``-kept`` that the next run's move overwrites."""
         with translated_errors():
             self._client.indices.put_settings(index=index, body={"index.blocks.write": True})
+        copied: list[str] = []
+        target = index + KEPT_SUFFIX
         try:
             with translated_errors():
                 self._client.indices.refresh(index=index)
-            if self._count_in(index, query) == self._count_in(index, {"match_all": {}}):
-                with translated_errors():
-                    self._client.indices.delete(index=index)
-                return True
+            selected = self._count_in(index, query)
+            rest = self._count_in(index, {"match_all": {}}) - selected
+            if not _drops_whole(index, selected, rest):
+                self._unblock(index)
+                return None
+            if rest:
+                copied = self._copy(index, {"bool": {"must_not": [query]}}, target)
+                if len(copied) != rest:
+                    raise StoreError(f"copied {len(copied)} of {rest} kept events of {index}")
+            if guard is not None and not guard():
+                self._uncopy(target, copied)
+                self._unblock(index)
+                return 0
+            with translated_errors():
+                self._client.indices.delete(index=index)
+            return selected
         except BaseException:
+            with contextlib.suppress(StoreError):
+                self._uncopy(target, copied)
             self._unblock(index)
             raise
-        self._unblock(index)
-        return False
+
+    def _copy(self, index: str, query: Mapping[str, Any], target: str) -> list[str]:
+        """Index the matching events of ``index`` into ``target`` whole, under their ids
+        (overwriting earlier copies: ``index`` is the authority until it is dropped)."""
+        copied: list[str] = []
+        lines: list[bytes] = []
+        for hit in self._hits(query, source=True, index=index, size=self._batch):
+            lines.append(orjson.dumps({"index": {"_index": target, "_id": hit["_id"]}}))
+            lines.append(orjson.dumps(hit["_source"]))
+            copied.append(hit["_id"])
+            if len(lines) >= 2 * self._batch:
+                self._bulk_all(lines)
+                lines = []
+        self._bulk_all(lines)
+        with translated_errors():
+            self._client.indices.refresh(index=target, ignore_unavailable=True)
+        return copied
+
+    def _uncopy(self, target: str, ids: Sequence[str]) -> None:
+        """Remove copies made for a move that did not happen (the source still has them)."""
+        for at in range(0, len(ids), self._batch):
+            self._bulk_actions(
+                [
+                    orjson.dumps({"delete": {"_index": target, "_id": event_id}})
+                    for event_id in ids[at : at + self._batch]
+                ]
+            )
+
+    def _bulk_all(self, lines: list[bytes]) -> None:
+        """A bulk request whose every item must succeed."""
+        if not lines:
+            return
+        with translated_errors():
+            response = self._client.bulk(body=b"\n".join(lines) + b"\n", filter_path=_FILTER_PATH)
+        if response.get("errors"):
+            bad = [i for i in response.get("items") or [] if next(iter(i.values())).get("error")]
+            raise StoreError(f"bulk copy item failed: {bad[:1]}")
 
     def _unblock(self, index: str) -> None:
         with translated_errors():
             self._client.indices.put_settings(index=index, body={"index.blocks.write": None})
 
-    def minimise(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
+    def minimise(
+        self, scope: Scope, *, exclude: Sequence[Scope] = (), guard: Guard | None = None
+    ) -> int:
+        """Per index of the scope's days: each selected document put back whole, minimised,
+        if unchanged since read (``if_seq_no``; a partial update cannot remove a key, and
+        scripts need painless, absent from the test node). Refresh is off on the index while
+        it runs (the reads page through one unchanging view; fewer, larger segments) and
+        ``workers`` bulk requests are in flight at once; ``guard`` is asked before each."""
         require_until(scope)
         self.refresh()
         query = _query(_replace_minimised(scope), exclude)
-        done, lines = 0, []
-        for hit in list(self._hits(query, source=True, versions=True)):
-            # The whole document again, minimised, if unchanged since read: a partial update
-            # cannot remove a key, and scripts need painless (absent from the test node).
-            lines.append(
-                orjson.dumps(
-                    {
-                        "index": {
-                            "_index": hit["_index"],
-                            "_id": hit["_id"],
-                            "if_seq_no": hit["_seq_no"],
-                            "if_primary_term": hit["_primary_term"],
-                        }
-                    }
-                )
-            )
-            lines.append(orjson.dumps(_minimised(hit.get("_source") or {})))
-            if len(lines) >= 2 * PAGE_SIZE:
-                done += self._bulk_actions(lines)
-                lines = []
-        done += self._bulk_actions(lines)
+        done = 0
+        for index in self._indices_within(scope.since, scope.until):
+            if self._count_in(index, query) == 0:
+                continue
+            changed, stopped = self._minimise_in(index, query, guard)
+            done += changed
+            if stopped:
+                break
         self.refresh()
         return done
+
+    def _minimise_in(
+        self, index: str, query: Mapping[str, Any], guard: Guard | None
+    ) -> tuple[int, bool]:
+        with translated_errors():
+            self._client.indices.put_settings(
+                index=index, body={"index.refresh_interval": REFRESH_OFF}
+            )
+        pending: list[Future[int]] = []
+        stopped = False
+        try:
+            with ThreadPoolExecutor(self._workers, thread_name_prefix="minimise") as pool:
+                lines: list[bytes] = []
+                for hit in self._hits(
+                    query, source=True, index=index, versions=True, size=self._batch
+                ):
+                    lines.append(
+                        orjson.dumps(
+                            {
+                                "index": {
+                                    "_index": index,
+                                    "_id": hit["_id"],
+                                    "if_seq_no": hit["_seq_no"],
+                                    "if_primary_term": hit["_primary_term"],
+                                }
+                            }
+                        )
+                    )
+                    lines.append(orjson.dumps(_minimised(hit.get("_source") or {})))
+                    if len(lines) >= 2 * self._batch:
+                        if guard is not None and not guard():
+                            stopped = True
+                            break
+                        pending = _bounded(pending, self._workers)
+                        pending.append(pool.submit(self._bulk_actions, lines))
+                        lines = []
+                if lines and not stopped:
+                    if guard is not None and not guard():
+                        stopped = True
+                    else:
+                        pending.append(pool.submit(self._bulk_actions, lines))
+                done = sum(f.result() for f in pending)
+        finally:
+            with translated_errors():
+                self._client.indices.put_settings(
+                    index=index, body={"index.refresh_interval": None}
+                )
+                self._client.indices.refresh(index=index)
+        return done, stopped
+
+
+def _drops_whole(index: str, selected: int, rest: int) -> bool:
+    """An index is dropped whole when nothing else is in it, or when what stays is few
+    enough (``MOVE_RATIO``) to copy to the ``-kept`` index first; a ``-kept`` index is never
+    itself moved."""
+    return rest == 0 or (rest * MOVE_RATIO <= selected and not index.endswith(KEPT_SUFFIX))
+
+
+def _bounded(pending: list[Future[int]], workers: int) -> list[Future[int]]:
+    """Wait until fewer than ``workers`` of ``pending`` run; the unfinished ones stay listed
+    (their results are summed at the end, their errors raised there)."""
+    while sum(1 for f in pending if not f.done()) >= workers:
+        wait([f for f in pending if not f.done()], return_when=FIRST_COMPLETED)
+    return pending
 
 
 _SORT: Final = [{"@timestamp": "asc"}, {"event.id": "asc"}]

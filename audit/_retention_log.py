@@ -20,13 +20,20 @@ raises before anything is deleted.
 the scope; an event arriving in between (a late replay of an old spool matches the cutoff)
 would be changed without a record, and ``verify`` would call it missing or altered. So:
 
-* deletions on OpenSearch go a day at a time under a write block of the day's index: block,
-  list the day again; when the scope selects the whole index, record and delete by the
-  day's scope (the store drops the index whole; a late event meets the block and its
-  shipper retries it after the deletion); otherwise unblock (a block refuses deletes by id
-  too), record, and delete exactly the listed ids (``_bulk`` by id, as the store would);
-* minimisation (it writes, so no block) and SQLite run on the scope narrowed to the
+* deletions on OpenSearch go a day at a time. Under a write block of the day's index the
+  recorder lists the day again and asks the store whether it would drop that index whole
+  (every event selected, or so many that the store moves the few it spares to the day's
+  ``-kept`` index under the same ids and drops the rest with the index: see
+  ``OpenSearchStore.delete``). If so, it records and deletes by the day's scope while the
+  block holds, so the index cannot change between the listing and the drop (a late event
+  meets the block and its shipper retries it after the deletion); otherwise it lifts the
+  block (a block refuses deletes by id too) and deletes by recorded ids, as below;
+* everything else (deletions by id, minimisation, SQLite) runs on the scope narrowed to the
   recorded ids (``Scope.event_ids``), at most ``max_ids`` per call.
+
+``guard`` (the retention job's check that no hold appeared meanwhile) is passed to each store
+change and asked before each further chunk: a record whose change then did not happen
+explains nothing ``verify`` looks for, which is harmless.
 
 Events that arrive later are left for the next run, which records them.
 """
@@ -45,7 +52,7 @@ from opensearchpy.exceptions import NotFoundError
 from audit._chain import Keyring, event_hash, sign_record
 from audit._digests import DigestStore
 from audit._opensearch import OpenSearchStore, translated_errors
-from audit._store import AuditStore, Page, Record, Scope, truncate_ip
+from audit._store import AuditStore, Guard, Page, Record, Scope, truncate_ip
 from audit.errors import StoreError
 from audit.events import index_name, new_event_id, parse_timestamp
 
@@ -81,20 +88,6 @@ def _by_day(docs: Sequence[Mapping[str, Any]]) -> list[datetime]:
         moment = parse_timestamp(str(doc["@timestamp"])).astimezone(UTC)
         days.add(moment.replace(hour=0, minute=0, second=0, microsecond=0))
     return sorted(days)
-
-
-def _delete_ids(store: OpenSearchStore, docs: Sequence[Mapping[str, Any]]) -> int:
-    """Delete exactly these events by id, each in its daily index (404: already gone)."""
-    done, lines = 0, []
-    for doc in docs:
-        index = index_name(store.index_prefix, str(doc["@timestamp"]))
-        lines.append(orjson.dumps({"delete": {"_index": index, "_id": str(doc["event.id"])}}))
-        if len(lines) >= PAGE:
-            done += store._bulk_actions(lines)
-            lines = []
-    done += store._bulk_actions(lines)
-    store.refresh()
-    return done
 
 
 @contextlib.contextmanager
@@ -155,9 +148,11 @@ class RetentionRecorder:
         change: Callable[..., int],
         scope: Scope,
         exclude: Sequence[Scope],
+        guard: Guard | None = None,
     ) -> int:
-        """Record, then run ``change(scope, exclude=exclude)`` (a store's ``delete`` or
-        ``minimise``) on only the recorded events; returns the sum of what it returns."""
+        """Record, then run ``change(scope, exclude=exclude, guard=guard)`` (a store's
+        ``delete`` or ``minimise``) on only the recorded events; returns the sum of what it
+        returns."""
         if not self.run_id:
             raise RuntimeError("begin() the run first")
         action = getattr(change, "__name__", "")
@@ -165,9 +160,13 @@ class RetentionRecorder:
             raise ValueError(f"cannot record {action!r}: only delete and minimise")
         selected = self._selected(scope, exclude)
         if action == "delete" and isinstance(self._events, OpenSearchStore):
-            days = _by_day(selected)
-            return sum(self._opensearch_day(change, scope, exclude, day) for day in days)
-        return self._in_chunks(change, action, scope, exclude, selected)
+            done = 0
+            for day in _by_day(selected):
+                if guard is not None and not guard():
+                    break
+                done += self._opensearch_day(change, scope, exclude, day, guard=guard)
+            return done
+        return self._in_chunks(change, action, scope, exclude, selected, guard=guard)
 
     def _in_chunks(
         self,
@@ -176,29 +175,27 @@ class RetentionRecorder:
         scope: Scope,
         exclude: Sequence[Scope],
         docs: Sequence[Mapping[str, Any]],
+        *,
+        guard: Guard | None,
     ) -> int:
         done = 0
         for at in range(0, len(docs), self._max_ids):
-            done += self._listed(change, action, scope, exclude, docs[at : at + self._max_ids])
+            if at and guard is not None and not guard():
+                break
+            chunk = docs[at : at + self._max_ids]
+            entries = self._record(action, scope, chunk)
+            narrowed = replace(scope, event_ids=[entry[0] for entry in entries])
+            done += int(change(narrowed, exclude=exclude, guard=guard))
         return done
 
-    def _listed(
+    def _opensearch_day(
         self,
         change: Callable[..., int],
-        action: str,
         scope: Scope,
         exclude: Sequence[Scope],
-        docs: Sequence[Mapping[str, Any]],
-    ) -> int:
-        """Record ``docs``, then change exactly those (the scope narrowed to their ids)."""
-        if not docs:
-            return 0
-        entries = self._record(action, scope, docs)
-        narrowed = replace(scope, event_ids=[entry[0] for entry in entries])
-        return int(change(narrowed, exclude=exclude))
-
-    def _opensearch_day(
-        self, change: Callable[..., int], scope: Scope, exclude: Sequence[Scope], day: datetime
+        day: datetime,
+        *,
+        guard: Guard | None,
     ) -> int:
         """One day of a deletion on OpenSearch (see the module docstring)."""
         store = self._events
@@ -210,14 +207,16 @@ class RetentionRecorder:
             until=until if scope.until is None else min(scope.until, until),
         )
         index = index_name(store.index_prefix, _iso(day))
-        with _write_blocked(store, index):
-            store.refresh()
+        if store.has_index(index):
+            with _write_blocked(store, index):
+                store.refresh()
+                docs = self._selected(day_scope, exclude)
+                if docs and store.drops_whole(index, day_scope, exclude):
+                    self._record("delete", scope, docs)
+                    return int(change(day_scope, exclude=exclude, guard=guard))
+        else:  # only the day's ``-kept`` index is left: nothing writes there but retention
             docs = self._selected(day_scope, exclude)
-            if docs and len(docs) == store.count(Scope(since=day, until=until)):
-                self._record("delete", scope, docs)
-                return int(change(day_scope, exclude=exclude))  # dropped whole, still blocked
-        self._record("delete", scope, docs)
-        return _delete_ids(store, docs)
+        return self._in_chunks(change, "delete", scope, exclude, docs, guard=guard)
 
     def _record(
         self, action: str, scope: Scope, docs: Sequence[Mapping[str, Any]]

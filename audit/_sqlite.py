@@ -27,6 +27,7 @@ from audit._store import (
     COUNT_KEYS,
     TEXT_FIELDS,
     TOTAL_LIMIT,
+    Guard,
     ItemResult,
     Page,
     Record,
@@ -363,20 +364,40 @@ class SQLiteStore:
             tuple("" if v is None else str(v) for v in row[: len(keys)]): row[-1] for row in rows
         }
 
-    def delete(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
+    def delete(
+        self, scope: Scope, *, exclude: Sequence[Scope] = (), guard: Guard | None = None
+    ) -> int:
+        """One statement in a write transaction; ``guard`` is asked inside it, holding the
+        database's write lock: a hold stored in this file before is seen, one stored after
+        waits until the deletion is committed."""
         require_until(scope)
         where, params = _where(scope, exclude)
-        with self._lock:
-            cursor = self._db.execute(f"DELETE FROM {TABLE} WHERE {where}", params)
+        with self._lock, _busy_is_unavailable():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if guard is not None and not guard():
+                    self._db.execute("ROLLBACK")
+                    return 0
+                cursor = self._db.execute(f"DELETE FROM {TABLE} WHERE {where}", params)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         return int(cursor.rowcount)
 
-    def minimise(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
+    def minimise(
+        self, scope: Scope, *, exclude: Sequence[Scope] = (), guard: Guard | None = None
+    ) -> int:
+        """In one write transaction, ``guard`` asked inside it (as :meth:`delete`)."""
         require_until(scope)
         where, params = _where(scope, exclude)
         where += " AND (audit_minimised IS NULL OR audit_minimised = 0)"
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, _busy_is_unavailable():
+            self._db.execute("BEGIN IMMEDIATE")
             try:
+                if guard is not None and not guard():
+                    self._db.execute("ROLLBACK")
+                    return 0
                 rows = self._db.execute(
                     f"SELECT event_id, source_ip FROM {TABLE} WHERE {where}",
                     params,

@@ -12,7 +12,7 @@ refuse a scope without an upper time bound (``until``): nobody deletes audit eve
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, Protocol
@@ -24,6 +24,7 @@ __all__ = [
     "TEXT_FIELDS",
     "TOTAL_LIMIT",
     "AuditStore",
+    "Guard",
     "ItemResult",
     "Page",
     "Record",
@@ -32,6 +33,10 @@ __all__ = [
     "truncate_ip",
 ]
 
+#: Asked right before each change ``delete`` or ``minimise`` is about to make (each bulk
+#: request, each index drop): ``False`` stops the call there, and it returns what it changed so
+#: far. Retention re-reads the active holds in it, so a hold placed mid-step stops the step.
+Guard = Callable[[], bool]
 #: Totals are exact up to this many matches, then reported as "at least" this many.
 TOTAL_LIMIT: Final = 10_000
 #: Free text (``Scope.text``) matches a case-insensitive substring of any of these fields
@@ -181,12 +186,18 @@ class AuditStore(Protocol):
         """Matching events counted per combination of the ``by`` keys (from
         :data:`COUNT_KEYS`); an event without a key's field counts under ``""``."""
 
-    def delete(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
-        """Delete matching events; returns how many. ``scope.until`` is required."""
+    def delete(
+        self, scope: Scope, *, exclude: Sequence[Scope] = (), guard: Guard | None = None
+    ) -> int:
+        """Delete matching events; returns how many. ``scope.until`` is required. ``guard``
+        is asked before each change (see :data:`Guard`)."""
 
-    def minimise(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
+    def minimise(
+        self, scope: Scope, *, exclude: Sequence[Scope] = (), guard: Guard | None = None
+    ) -> int:
         """Apply each field's minimisation (IP truncated, user agent dropped) to matching
-        events not yet minimised; returns how many changed. ``scope.until`` is required."""
+        events not yet minimised; returns how many changed. ``scope.until`` is required.
+        ``guard`` is asked before each change (see :data:`Guard`)."""
 
     def close(self) -> None:
         """Release connections."""

@@ -1,30 +1,40 @@
 """Benchmark: one retention run over daily indices, with holds, on the real node.
 
     python -m bench.retention [--store opensearch|sqlite] [--days N] [--aged-days N]
-                              [--per-day N] [--holds N]
+                              [--per-day N] [--holds N] [--keep] [--record]
 
 Issue #8 asks for 30 daily indices of 100,000 events and 5 holds in the local node, with the
 run's wall time (goal: under 60 s) and the counts it reports. The data set:
 
 * ``--days`` daily indices past the 365-day retention of ``access_denied``; hold ``k`` keeps one
-  user's events on day ``k``, so ``--holds`` days keep a remainder (their other events deleted
-  by id: the store's "by query" path, a search then ``_bulk`` deletes) and the other days'
-  indices are dropped whole;
+  user's events on day ``k`` (1 in 500), so ``--holds`` days keep a remainder: the store copies
+  it to the day's ``-kept`` index and drops the day whole (before, it deleted the other 99.8%
+  by id); the other days' indices are dropped whole at once;
 * ``--aged-days`` daily indices past the 30 days of full detail but within retention: their
   events are minimised (each document re-indexed with the address truncated, the user agent
   removed), except what a hold keeps.
 
 Printed, all from the same run: the load time (not part of the run); the dry run (planning
-only); the real run; then per kind of step (whole-index deletes, deletes by id, minimisation)
-the steps, events, seconds and microseconds per event, with the ratio of each kind's cost per
-event to the whole-index deletes' (the baseline); then the run's own report. Afterwards every
-held event is counted again to check that all survived. Uses the node at OPENSEARCH_URL, or
-starts one (tools/opensearch_node.py).
+only); the real run; then per kind of step (whole-index deletes, days with held events,
+minimisation) the steps, events, seconds and microseconds per event, with the ratio of each
+kind's cost per event to the whole-index deletes' (the baseline); then the run's own report.
+Afterwards every held event is counted again (and found in a ``-kept`` index) to check that
+all survived. Uses the node at OPENSEARCH_URL, or starts one (tools/opensearch_node.py).
+
+Loading writes through the store's own bulk ``create`` into indices created beforehand with
+refresh off and an asynchronous translog (both reset before the run). ``--keep`` (OpenSearch
+at OPENSEARCH_URL only) keeps the loaded indices under a prefix named after the data set's
+shape, write-blocked, and clones them for each run (seconds instead of many minutes): for
+tuning; the figures we report come from a run without it, loaded fresh. ``--record`` runs
+with tamper evidence (#12): a :class:`RetentionRecorder` signs a record of every event each step
+deletes or minimises before the step (what ``python -m retention run`` does when a signing key
+is configured).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -32,6 +42,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +51,21 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit import AuditStore, MemorySink, OpenSearchStore, Record, Scope, SQLiteStore
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from opensearchpy import OpenSearch
+
+from audit import (
+    AuditStore,
+    Keyring,
+    MemorySink,
+    OpenSearchStore,
+    Record,
+    RetentionRecorder,
+    Scope,
+    SQLiteStore,
+    digest_store_beside,
+)
+from audit.events import index_name
 from audit.processors import EMITTED_NS, audit_processors, run_chain
 from retention import parse_rules
 from retention._holds import HoldScope, new_hold
@@ -53,8 +78,9 @@ NOW = datetime(2027, 6, 1, 12, 0, tzinfo=UTC)
 FIRST_EXPIRED = NOW - timedelta(days=400)
 FIRST_AGED = NOW - timedelta(days=60)
 USERS = 500
-BATCH = 5000
+BATCH = 10_000
 LOADERS = 2
+LOAD_SETTINGS = {"index.refresh_interval": "-1", "index.translog.durability": "async"}
 CHAIN = audit_processors(render=False)
 
 
@@ -91,8 +117,23 @@ def _records(first: datetime, day: int, per_day: int, base: dict[str, Any]) -> I
         yield Record(doc["event.id"], stamp, orjson.dumps(doc))
 
 
-def load(store: AuditStore, days: list[tuple[datetime, int]], per_day: int) -> None:
-    """Write every day's events in batches, ``LOADERS`` threads at a time."""
+def day_indices(prefix: str, days: list[tuple[datetime, int]]) -> list[str]:
+    return [index_name(prefix, (first + timedelta(days=d)).isoformat()) for first, d in days]
+
+
+def load(
+    store: AuditStore,
+    days: list[tuple[datetime, int]],
+    per_day: int,
+    client: OpenSearch | None = None,
+) -> None:
+    """Write every day's events in batches, ``LOADERS`` threads at a time (OpenSearch: into
+    indices made beforehand with refresh off, reset afterwards)."""
+    names: list[str] = []
+    if client is not None and isinstance(store, OpenSearchStore):
+        names = day_indices(store.index_prefix, days)
+        for name in names:
+            client.indices.create(index=name, body={"settings": LOAD_SETTINGS})
     base = _template()
     work = list(days)
     lock = threading.Lock()
@@ -119,6 +160,10 @@ def load(store: AuditStore, days: list[tuple[datetime, int]], per_day: int) -> N
         thread.join()
     if failed:
         raise SystemExit(f"loading failed: {failed[0]}")
+    if client is not None and names:
+        client.indices.put_settings(
+            index=",".join(names), body={key: None for key in LOAD_SETTINGS}
+        )
     store.refresh()
 
 
@@ -150,35 +195,78 @@ def place_holds(holds: HoldStore, count: int) -> list[Scope]:
     return scopes
 
 
+@dataclass
+class Stores:
+    events: AuditStore
+    holds: HoldStore
+    runs: RunStore
+    client: OpenSearch | None = None  # OpenSearch: for loading, cloning and checking
+
+
 @contextmanager
-def stores(kind: str) -> Iterator[tuple[AuditStore, HoldStore, RunStore]]:
+def stores(kind: str) -> Iterator[Stores]:
     if kind == "sqlite":
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / "audit.db"
-            made = (SQLiteStore(path=path), SQLiteHoldStore(path=path), SQLiteRunStore(path=path))
+            made = Stores(
+                SQLiteStore(path=path), SQLiteHoldStore(path=path), SQLiteRunStore(path=path)
+            )
             try:
                 yield made
             finally:
-                for store in made:
+                for store in (made.events, made.holds, made.runs):
                     store.close()
         return
     with available_node() as node:
         prefix = f"bench-{uuid.uuid4().hex[:8]}-"
-        events = OpenSearchStore(url=node.url, index_prefix=prefix, replicas=0)
-        holds = OpenSearchHoldStore(url=node.url, index_prefix=prefix, replicas=0)
-        runs = OpenSearchRunStore(url=node.url, index_prefix=prefix, replicas=0)
+        client = OpenSearch(hosts=[node.url], timeout=600)
+        made = Stores(
+            OpenSearchStore(url=node.url, index_prefix=prefix, replicas=0, timeout=600),
+            OpenSearchHoldStore(url=node.url, index_prefix=prefix, replicas=0),
+            OpenSearchRunStore(url=node.url, index_prefix=prefix, replicas=0),
+            client,
+        )
         try:
-            yield events, holds, runs
+            yield made
         finally:
-            runs.close()
-            holds.close()
-            events.close()
-            from opensearchpy import OpenSearch  # noqa: PLC0415 - only for clean-up
-
-            client = OpenSearch(hosts=[node.url])
+            for store in (made.runs, made.holds, made.events):
+                store.close()
             client.indices.delete(index=f"{prefix}*", expand_wildcards="all")
             client.indices.delete_index_template(name=f"{prefix}*", ignore=404)
             client.close()
+
+
+def load_kept(made: Stores, days: list[tuple[datetime, int]], per_day: int) -> str:
+    """``--keep``: the data set under a prefix named after its shape, loaded once (write
+    blocked afterwards), cloned into this run's indices; returns what it did."""
+    client, events = made.client, made.events
+    assert client is not None and isinstance(events, OpenSearchStore)
+    shape = f"bench-keep-{len(days)}x{per_day}-{days[0][0]:%Y%m%d}-"
+    sources = day_indices(shape, days)
+    counts = client.count(index=",".join(sources), ignore_unavailable=True)["count"]
+    how = "reused"
+    if counts != len(days) * per_day or not all(client.indices.exists(index=i) for i in sources):
+        client.indices.delete(index=f"{shape}*", ignore_unavailable=True)
+        loader = OpenSearchStore(url=_url(client), index_prefix=shape, replicas=0, timeout=600)
+        loader.ensure_schema()
+        load(loader, days, per_day, client)
+        loader.close()
+        how = "loaded"
+    client.indices.put_settings(index=f"{shape}*", body={"index.blocks.write": True})
+    for source, target in zip(sources, day_indices(events.index_prefix, days), strict=True):
+        client.indices.clone(
+            index=source,
+            target=target,
+            body={"settings": {"index.blocks.write": None, "index.number_of_replicas": 0}},
+        )
+    client.cluster.health(index=f"{events.index_prefix}*", wait_for_status="green")
+    events.refresh()
+    return how
+
+
+def _url(client: OpenSearch) -> str:
+    host = client.transport.hosts[0]
+    return f"http://{host['host']}:{host['port']}"
 
 
 class StepTimer:
@@ -197,29 +285,89 @@ class StepTimer:
         self.mark = now
 
 
+KINDS = ("whole-index deletes", "days with holds", "minimisation")
+
+
 def kind_of(step: Step) -> str:
+    """Whole-index deletes; days where holds keep a few (moved to ``-kept``, day dropped);
+    minimisation."""
     if step.action == "minimise":
         return "minimisation"
-    return "deletes by id" if step.held else "whole-index deletes"
+    return "days with holds" if step.held else "whole-index deletes"
 
 
-def main() -> int:
+def kind_table(timer: StepTimer) -> list[str]:
+    """Per kind of step: steps, events, seconds, microseconds per event, ratio to the
+    whole-index deletes' microseconds per event."""
+    lines = [f"{'step kind':<22} {'steps':>6} {'events':>10} {'seconds':>9} {'us/event':>9} ratio"]
+    per_event: dict[str, float] = {}
+    rows = []
+    for kind in KINDS:
+        mine = [(s, c, t) for s, c, t in timer.steps if kind_of(s) == kind]
+        changed = sum(c for _, c, _ in mine)
+        seconds = sum(t for _, _, t in mine)
+        per_event[kind] = seconds / changed * 1e6 if changed else 0.0
+        rows.append((kind, len(mine), changed, seconds))
+    base = per_event["whole-index deletes"]
+    for kind, steps, changed, seconds in rows:
+        ratio = f"{per_event[kind] / base:.1f}x" if base and changed else "-"
+        lines.append(
+            f"{kind:<22} {steps:>6} {changed:>10,} {seconds:>9.2f} {per_event[kind]:>9.1f} {ratio}"
+        )
+    return lines
+
+
+def kept_count(made: Stores) -> str:
+    """Events in this run's ``-kept`` indices (OpenSearch), or ``-``."""
+    if made.client is None or not isinstance(made.events, OpenSearchStore):
+        return "-"
+    indices = made.client.cat.indices(index=f"{made.events.index_prefix}*-kept", format="json")
+    return str(sum(int(i["docs.count"]) for i in indices))
+
+
+def recorder(events: AuditStore) -> RetentionRecorder:
+    """Tamper evidence for the run: records signed with a fresh key into the digest store."""
+    return RetentionRecorder(
+        events=events,
+        digests=digest_store_beside(events),
+        keyring=Keyring(private=[Ed25519PrivateKey.generate()]),
+        rules={"access_denied": "30 days full detail, deleted after 365 days"},
+    )
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", choices=["opensearch", "sqlite"], default="opensearch")
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--aged-days", type=int, default=3)
     parser.add_argument("--per-day", type=int, default=100_000)
     parser.add_argument("--holds", type=int, default=5)
+    parser.add_argument(
+        "--keep", action="store_true", help="reuse the loaded data set (OPENSEARCH_URL node)"
+    )
+    parser.add_argument("--record", action="store_true", help="sign retention records (#12)")
     args = parser.parse_args()
     if args.holds > args.days:
         parser.error("--holds: at most one hold per expired day")
-    with stores(args.store) as (events, holds, runs):
+    if args.keep and (args.store != "opensearch" or not os.environ.get("OPENSEARCH_URL")):
+        parser.error("--keep: OpenSearch at OPENSEARCH_URL only (a node that outlives the run)")
+    return args
+
+
+def main() -> int:
+    args = arguments()
+    with stores(args.store) as made:
+        events, holds, runs = made.events, made.holds, made.runs
         for store in (events, holds, runs):
             store.ensure_schema()
         days = [(FIRST_EXPIRED, d) for d in range(args.days)]
         days += [(FIRST_AGED, d) for d in range(args.aged_days)]
         began = time.perf_counter()
-        load(events, days, args.per_day)
+        how = "loaded fresh"
+        if args.keep:
+            how = load_kept(made, days, args.per_day) + " (--keep) and cloned"
+        else:
+            load(events, days, args.per_day, made.client)
         loaded = time.perf_counter() - began
         scopes = place_holds(holds, args.holds)
         held = sum(events.count(scope) for scope in scopes)
@@ -232,45 +380,37 @@ def main() -> int:
             runs=runs,
             after_plan=timer.planned,
             after_step=timer.stepped,
+            recorder=recorder(events) if args.record else None,
         )
         began = time.perf_counter()
         dry = job.run(now=NOW, dry_run=True)
         dry_s = time.perf_counter() - began
         timer.steps.clear()
+        before = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
         began = time.perf_counter()
         report = job.run(now=NOW)
         run_s = time.perf_counter() - began
+        events.refresh()
         survived = sum(events.count(scope) for scope in scopes)
+        kept = kept_count(made)
         total = len(days) * args.per_day
         print(
             f"store {args.store}: {args.days} expired + {args.aged_days} aged daily indices"
             f" x {args.per_day:,} events = {total:,}; {args.holds} holds"
+            + ("; signed retention records" if args.record else "")
         )
-        print(f"load {loaded:.1f} s ({total / loaded:,.0f} events/s; not part of the run)")
+        print(f"{how} in {loaded:.1f} s ({total / loaded:,.0f} events/s; not part of the run)")
         print(f"dry run (plan only) {dry_s:.2f} s")
         print(f"run {run_s:.2f} s (goal < 60 s)")
+        after = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+        print(f"load average (1, 5, 15 min) before the run {before}, after {after}")
         print()
-        print(f"{'step kind':<22} {'steps':>6} {'events':>10} {'seconds':>9} {'us/event':>9} ratio")
-        per_event: dict[str, float] = {}
-        rows = []
-        for kind in ("whole-index deletes", "deletes by id", "minimisation"):
-            mine = [(s, c, t) for s, c, t in timer.steps if kind_of(s) == kind]
-            changed = sum(c for _, c, _ in mine)
-            seconds = sum(t for _, _, t in mine)
-            per_event[kind] = seconds / changed * 1e6 if changed else 0.0
-            rows.append((kind, len(mine), changed, seconds))
-        base = per_event["whole-index deletes"]
-        for kind, steps, changed, seconds in rows:
-            ratio = f"{per_event[kind] / base:.1f}x" if base and changed else "-"
-            print(
-                f"{kind:<22} {steps:>6} {changed:>10,} {seconds:>9.2f}"
-                f" {per_event[kind]:>9.1f} {ratio}"
-            )
+        print("\n".join(kind_table(timer)))
         print()
-        print(f"held events {held}, after the run {survived}")
+        print(f"held events {held}, after the run {survived}; in -kept indices {kept}")
         print(f"dry run would delete {dry.deleted:,} and minimise {dry.minimised:,}")
         print(report.text())
-        ok = survived == held and dry.deleted == report.deleted
+        ok = survived == held and kept in ("-", str(held)) and dry.deleted == report.deleted
         return 0 if ok and dry.minimised == report.minimised else 1
 
 

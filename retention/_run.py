@@ -10,14 +10,25 @@ overlap), then **plans** and executes the plan's **steps**:
   lost, stopped) leaves work that the next run's plan simply contains again;
 - each step is one store call over one category's events of one day, with every active hold
   as an ``exclude`` scope, so the stores themselves skip held events (the OpenSearch store
-  drops a daily index whole only when the scope, holds excluded, selects every event in it).
+  drops a daily index whole when the scope, holds excluded, selects every event in it, or
+  most of them after copying the few it spares, held or not yet due, to the day's ``-kept``
+  index under their ids, where search, export and ``verify`` find them as before).
 
-**A hold placed while a run is in progress**: right before each step the job reads the active
-holds again and compares them with the plan's; if they changed, it plans again (counting
-again, with the new hold) before executing anything more, and the step runs with the new hold
-excluded. So a hold stored before a step starts protects its events in that step and every
-later one. The remaining window is a hold stored while one step is already executing: that
-step (one category, one day) may still delete or minimise what the hold covers.
+**A hold placed while a run is in progress**: right before each step, and inside each step
+right before every change the store makes (each bulk request of deletions or minimisations,
+each index drop: the store's ``guard``), the job reads the active holds again, fresh from the
+hold store (OpenSearch: a search of the hold index, which ``add`` refreshes before answering),
+and compares them with the plan's. If they changed, the step stops before that change, and
+the job plans again (counting again, with the new hold) and goes on with the new hold
+excluded. So a hold whose placement has completed before the store's next request is sent
+protects its events. What remains:
+
+- OpenSearch: a hold stored between the guard's read and the node executing that one request
+  (one bulk request of at most ``batch`` events, or one index drop whose spared events were
+  already copied to ``-kept``): milliseconds, not a whole step;
+- SQLite: none when the holds are in the events' database file (the default): each step is
+  one write transaction and the guard reads the holds inside it, holding the write lock, so
+  a hold stored concurrently waits until the step is committed (it was placed after).
 
 A dry run plans and changes nothing (and takes no lock). Every run, dry or not, is recorded in
 the run store with its report and ends with a ``retention_run`` audit event.
@@ -299,6 +310,25 @@ class _LeaseKeeper:
         self._thread.join()
 
 
+class _HoldGuard:
+    """The store's guard for one step: before each change, the lease is checked and the
+    active holds read again; a change of holds stops the step (and is kept for the replan)."""
+
+    def __init__(self, holds: HoldStore, planned: frozenset[str], keeper: _LeaseKeeper) -> None:
+        self._holds = holds
+        self._planned = planned
+        self._keeper = keeper
+        self.changed: list[Hold] | None = None
+
+    def __call__(self) -> bool:
+        self._keeper.check()
+        active = self._holds.holds(active=True)
+        if frozenset(h.hold_id for h in active) != self._planned:
+            self.changed = active
+            return False
+        return True
+
+
 class RetentionJob:
     """Applies ``rules`` to ``events``, sparing every active hold of ``holds``.
 
@@ -482,15 +512,20 @@ class RetentionJob:
                 replans += 1
                 pending = list(plan.steps)
                 continue
+            guard = _HoldGuard(self._holds, plan.hold_ids, keeper)
             excluded = [h.audit_scope() for h in holds]
             act = self._events.delete if step.action == "delete" else self._events.minimise
             if self._recorder is not None:  # signed record of what the step changes (#12)
-                done = int(self._recorder.apply(act, step.scope, excluded))
+                done = int(self._recorder.apply(act, step.scope, excluded, guard=guard))
             else:
-                done = int(act(step.scope, exclude=excluded))
+                done = int(act(step.scope, exclude=excluded, guard=guard))
             changed[step.key] = changed.get(step.key, 0) + done
             if self._after_step is not None:
                 self._after_step(step, done)
+            if guard.changed is not None:  # a hold came or went mid-step: count again
+                plan = self.plan(now, guard.changed)
+                replans += 1
+                pending = list(plan.steps)
         report = self._report(
             run_id,
             plan,

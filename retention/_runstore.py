@@ -97,7 +97,8 @@ class RunStore(Protocol):
         """Recorded runs, oldest first (all, or those in ``state``)."""
 
     def clear_stale_blocks(self) -> list[str]:
-        """Undo write blocks an interrupted run left on event indices; the ones cleared."""
+        """Undo write blocks and switched-off refresh an interrupted run left on event
+        indices; the indices set right."""
 
     def close(self) -> None:
         """Release connections."""
@@ -396,26 +397,30 @@ class OpenSearchRunStore:
 
     def clear_stale_blocks(self) -> list[str]:
         """An interrupted whole-index deletion leaves ``index.blocks.write`` on an event
-        index (the audit store sets it just before dropping the index). Only retention sets
-        it, and we hold the lock, so every such block is stale: lift it, or late events for
-        that day would be refused for ever."""
+        index (the audit store sets it just before dropping the index), an interrupted
+        minimisation ``index.refresh_interval: -1``. Only retention sets them, and we hold the
+        lock, so every such setting is stale: lift it, or late events for that day would be
+        refused (or never become searchable) for ever. Returns the indices set right."""
         with translated_errors():
             found = self._client.indices.get_settings(
                 index=self._events,
-                name="index.blocks.write",
+                name="index.blocks.write,index.refresh_interval",
                 ignore_unavailable=True,
                 allow_no_indices=True,
             )
-        blocked = sorted(
-            index
-            for index, data in found.items()
-            if str(data.get("settings", {}).get("index", {}).get("blocks", {}).get("write"))
-            == "true"
-        )
-        for index in blocked:
-            with translated_errors():
-                self._client.indices.put_settings(index=index, body={"index.blocks.write": None})
-        return blocked
+        stale = []
+        for index, data in sorted(found.items()):
+            settings = data.get("settings", {}).get("index", {})
+            lift: dict[str, None] = {}
+            if str(settings.get("blocks", {}).get("write")) == "true":
+                lift["index.blocks.write"] = None
+            if str(settings.get("refresh_interval")) == "-1":
+                lift["index.refresh_interval"] = None
+            if lift:
+                with translated_errors():
+                    self._client.indices.put_settings(index=index, body=lift)
+                stale.append(index)
+        return stale
 
     def close(self) -> None:
         self._client.close()

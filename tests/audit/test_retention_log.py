@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import MemorySink, OpenSearchStore, Record, RetentionRecorder, Scope, SQLiteStore
 from audit._chain import Keyring
 from audit._verify import VerifyReport
-from audit.events import parse_timestamp
+from audit.events import new_event_id, parse_timestamp
 from audit.processors import EMITTED_NS, audit_processors, render_json, run_chain
 from retention import parse_rules
 from retention._holds import HoldScope, new_hold
@@ -116,6 +117,47 @@ class TestRetentionExplained:
         report = log.verify()
         assert statuses(report)[0] == "events_missing"
         assert report.intervals[0].findings[0].event_ids == (held,)
+
+    def test_held_events_moved_to_kept_index_verify_clean(
+        self, log_and_holds: tuple[Log, HoldStore]
+    ) -> None:
+        """Held events among many expired ones: OpenSearch moves them to the day's ``-kept``
+        index and drops the day whole; verify finds them intact there and nothing missing,
+        and deleting one there by hand is still a finding."""
+        log, holds = log_and_holds
+        held = log.ids[1]  # the second interval's two events, held by a window in ms
+        stamps = [
+            parse_timestamp(str(d["@timestamp"])) for d in log.events.search(Scope(event_ids=held))
+        ]
+        since = min(stamps).replace(microsecond=min(stamps).microsecond // 1000 * 1000)
+        until = max(stamps).replace(microsecond=max(stamps).microsecond // 1000 * 1000)
+        # unsigned events of the same day (no digest lists them): the held are a small share
+        [template] = log.events.search(Scope(event_ids=log.ids[0][:1]))
+        extra = [{**template, "event.id": new_event_id()} for _ in range(6)]
+        log.events.write([Record(e["event.id"], e["@timestamp"], orjson.dumps(e)) for e in extra])
+        log.events.refresh()
+        holds.add(
+            new_hold(
+                incident_id="INC-2",
+                reason="investigation",
+                scope=HoldScope(since=since, until=until + timedelta(milliseconds=1)),
+                placed_by="iss|responder",
+                placed_at=datetime.now(UTC) - timedelta(days=1),
+            )
+        )
+        run(log, holds, days=400)
+        report = log.verify()
+        assert report.ok, [i.text() for i in report.intervals]
+        assert statuses(report)[:2] == ["removed_by_retention", "intact"]
+        assert sorted(d["event.id"] for d in log.events.search(Scope())) == sorted(held)
+        if isinstance(log.admin, OpenSearchAdmin):
+            for event_id in held:
+                index, _id = log.admin._where(
+                    f"{log.admin.prefix}audit-events-*", "event.id", event_id
+                )
+                assert index.endswith("-kept")
+        log.admin.delete_event(held[0])
+        assert statuses(log.verify())[1] == "events_missing"
 
     def test_edit_after_minimisation_is_a_finding(
         self, log_and_holds: tuple[Log, HoldStore]

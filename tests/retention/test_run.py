@@ -17,7 +17,7 @@ from audit.events import Category
 from retention import DEFAULT_RULES, LockLost, RunLocked, parse_rules
 from retention._holds import HoldScope, new_hold
 from retention._run import DEFAULT_LEASE, Plan, RetentionJob, RunReport, Step
-from tests.retention.conftest import NOW, Stores, record, write
+from tests.retention.conftest import NOW, Stores, close, make_stores, record, write
 
 DAY = timedelta(days=1)
 FRESH, AGED, EXPIRED = 10 * DAY, 40 * DAY, 400 * DAY  # for the 30/365-day categories
@@ -346,6 +346,75 @@ class TestHoldDuringRun:
         # the first step (the oldest day) went before the hold; the other two days' u0 stay
         assert len(ids(stores)) == 2
         assert all(by_id(stores, i)["user.id"] == "iss|u0" for i in ids(stores))
+
+
+class TestHoldMidStep:
+    def test_hold_placed_as_the_store_call_begins(self, stores: Stores, sink: MemorySink) -> None:
+        """A hold stored (from another thread) after the step read the holds, as its store
+        call begins: the store's guard sees it before changing anything, the step stops,
+        the job plans again, and the hold's events stay."""
+        events = spread(1, 4, EXPIRED)
+        write(stores.events, *events)
+        real = stores.events.delete
+        placed: list[str] = []
+
+        def delete(scope: Scope, *, exclude: Any = (), guard: Any = None) -> int:
+            if not placed:
+                other = threading.Thread(
+                    target=lambda: placed.append(place(stores, user_ids=("iss|u1",)))
+                )
+                other.start()
+                other.join()
+            return real(scope, exclude=exclude, guard=guard)
+
+        stores.events.delete = delete  # type: ignore[method-assign]
+        report = job(stores, sink).run(now=NOW)
+        assert ids(stores) == {r.event_id for r in events if b'"iss|u1"' in r.document}
+        assert report.replans == 1
+        assert report.active_holds == (placed[0],)
+        assert report.deleted == 3
+
+    def test_hold_placed_between_two_requests_of_a_step(
+        self, request: pytest.FixtureRequest, sink: MemorySink
+    ) -> None:
+        """OpenSearch, a step of several bulk requests: a hold stored after the first
+        request (from another thread) stops the step before the next; its events stay."""
+        node = request.getfixturevalue("opensearch_node")
+        prefix = request.getfixturevalue("index_prefix")
+        stores = make_stores("opensearch", Path("unused"), request)
+        events = OpenSearchStore(url=node.url, index_prefix=prefix, replicas=0, batch=2)
+        stores.events.close()
+        stores.events = events
+        try:
+            # one day: six expired denials a second apart (u0 first), four backbone events
+            # not yet due: the rest outnumbers half the selected, so deletes go by id
+            expired = [
+                record(EXPIRED - n * timedelta(seconds=1), **{"user.id": f"iss|u{n}"})
+                for n in range(6)
+            ]
+            kept = [record(EXPIRED, "audit_search") for _ in range(4)]
+            write(events, *expired, *kept)
+            real = events._bulk_actions
+            placed: list[str] = []
+
+            def bulk(lines: list[bytes]) -> int:
+                done = real(lines)
+                if not placed:
+                    other = threading.Thread(
+                        target=lambda: placed.append(place(stores, user_ids=("iss|u3", "iss|u5")))
+                    )
+                    other.start()
+                    other.join()
+                return done
+
+            events._bulk_actions = bulk  # type: ignore[method-assign]
+            report = job(stores, sink).run(now=NOW)
+            left = ids(stores)
+            assert left == {r.event_id for r in kept} | {expired[3].event_id, expired[5].event_id}
+            assert report.replans == 1
+            assert report.deleted == 4  # u0, u1 in the first request; u2, u4 after the replan
+        finally:
+            close(stores)
 
 
 class TestReport:

@@ -138,3 +138,23 @@ class TestStaleBlocks:
             stores.runs.close()
             stores.holds.close()
             stores.events.close()
+
+    def test_opensearch_refresh_switched_off_is_restored(
+        self, opensearch: OpenSearch, index_prefix: str, request: pytest.FixtureRequest
+    ) -> None:
+        """Refresh left off on an event index by a run killed while minimising is restored."""
+        stores = make_stores("opensearch", Path("unused"), request)
+        try:
+            stale = f"{index_prefix}audit-events-2026.01.02"
+            opensearch.indices.create(
+                index=stale,
+                body={"settings": {"number_of_replicas": 0, "refresh_interval": "-1"}},
+            )
+            assert stores.runs.clear_stale_blocks() == [stale]
+            found = opensearch.indices.get_settings(index=stale)[stale]["settings"]["index"]
+            assert "refresh_interval" not in found
+            assert stores.runs.clear_stale_blocks() == []
+        finally:
+            stores.runs.close()
+            stores.holds.close()
+            stores.events.close()
