@@ -167,6 +167,7 @@ class Action(StrEnum):
     AUDIT_PSEUDONYM_LOOKUP = "audit_pseudonym_lookup"
     AUDIT_VERIFY = "audit_verify"
     AUDIT_EVENTS_DROPPED = "audit_events_dropped"
+    AUDIT_MIGRATION = "audit_migration"
     HOLD_PLACED = "hold_placed"
     HOLD_RELEASED = "hold_released"
     RETENTION_RUN = "retention_run"
@@ -229,6 +230,7 @@ ACTIONS: Final[dict[str, ActionSpec]] = {
         _spec(Action.AUDIT_PSEUDONYM_LOOKUP, _BB, "database", "access"),
         _spec(Action.AUDIT_VERIFY, _BB, "database", "access"),
         _spec(Action.AUDIT_EVENTS_DROPPED, _BB, "database", "info"),
+        _spec(Action.AUDIT_MIGRATION, _BB, "database", "change"),
         _spec(Action.HOLD_PLACED, _BB, "configuration", "creation"),
         _spec(Action.HOLD_RELEASED, _BB, "configuration", "change"),
         _spec(Action.RETENTION_RUN, _BB, "database", "deletion"),
