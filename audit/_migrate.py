@@ -1,9 +1,11 @@
 """Bring daily indices made under an older index template up to the current mappings.
 
-An index template only shapes indices created after it; daily indices made before the free-text
-field existed (``audit.free_text``, filled through ``copy_to`` from the text fields) have no such
-field, so free-text search finds none of their events. :func:`migrate_indices` upgrades them in
-place, per daily index:
+An index template only shapes indices created after it; daily indices made before the current
+free-text field existed (``audit.search_text``, lowercase-normalised, filled through ``copy_to``
+from the text fields) have no such field: free-text search finds none of their events. That
+covers indices from before any free-text field and those with the first, case-sensitive one
+(``audit.free_text``; a normalizer cannot be added to an existing field, so it is a new field).
+:func:`migrate_indices` upgrades them in place, per daily index:
 
 1. put the current template (so the days to come are right), then put the template's mappings
    on the index (new fields and ``copy_to`` are added by a mapping merge; a conflicting field

@@ -647,11 +647,10 @@ def _filters(scope: Scope) -> list[dict[str, Any]]:
                 ]
             )
         )
-    if scope.text is not None:  # the n-gram-indexed wildcard field, never a terms scan
+    if scope.text is not None:  # the n-gram-indexed wildcard field, never a terms scan;
+        # case-insensitive by the field's lowercase normalizer (applied to the pattern too)
         pattern = "*" + _escape_wildcard(scope.text) + "*"
-        filters.append(
-            {"wildcard": {FREE_TEXT_FIELD: {"value": pattern, "case_insensitive": True}}}
-        )
+        filters.append({"wildcard": {FREE_TEXT_FIELD: {"value": pattern}}})
     if scope.source_ips:
         filters.append(
             {

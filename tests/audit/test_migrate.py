@@ -12,36 +12,51 @@ from opensearchpy import OpenSearch
 from audit import OpenSearchStore, Scope
 from audit.__main__ import main
 from audit._migrate import META_KEY, migrate_indices, needs_migration
-from audit.events import FREE_TEXT_FIELD, INDEX_BASE, index_template
+from audit.events import FREE_TEXT_FIELD, INDEX_BASE, LEGACY_FREE_TEXT_FIELD, index_template
 from tests.audit.test_store_contract import record, write
 from tools.opensearch_node import Node
 
 ADMIN = ["--user", "iss|ops", "--role", "platform_admin"]
 
 
-def old_template(prefix: str) -> dict[str, Any]:
-    """The index template as it was before the free-text field (no copy_to, no field)."""
+def old_template(prefix: str, era: str = "before") -> dict[str, Any]:
+    """The index template as it was before the free-text field (``before``: no copy_to, no
+    field), or with the first free-text field (``legacy``: no normalizer, case-sensitive)."""
     template = copy.deepcopy(index_template(prefix, replicas=0))
+    legacy = LEGACY_FREE_TEXT_FIELD
 
-    def strip(node: dict[str, Any]) -> None:
-        node.pop("copy_to", None)
+    def change(node: dict[str, Any]) -> None:
+        if "copy_to" in node:
+            if era == "legacy":
+                node["copy_to"] = legacy
+            else:
+                del node["copy_to"]
         for child in (node.get("properties") or {}).values():
-            strip(child)
+            change(child)
 
     properties = template["template"]["mappings"]["properties"]
-    del properties["audit"]["properties"]["free_text"]
+    del properties["audit"]["properties"][FREE_TEXT_FIELD.split(".")[1]]
+    if era == "legacy":
+        properties["audit"]["properties"][legacy.split(".")[1]] = {
+            "type": "wildcard",
+            "doc_values": True,
+        }
     for child in properties.values():
-        strip(child)
+        change(child)
     return template
 
 
-@pytest.fixture
+@pytest.fixture(params=["before", "legacy"])
 def old_store(
-    opensearch: OpenSearch, opensearch_node: Node, index_prefix: str
+    request: pytest.FixtureRequest,
+    opensearch: OpenSearch,
+    opensearch_node: Node,
+    index_prefix: str,
 ) -> Iterator[OpenSearchStore]:
-    """A store whose daily indices were made by the old template, holding events on two days."""
+    """A store whose daily indices were made by an old template (before any free-text field,
+    or with the case-sensitive first one), holding events on two days."""
     opensearch.indices.put_index_template(
-        name=f"{index_prefix}{INDEX_BASE}", body=old_template(index_prefix)
+        name=f"{index_prefix}{INDEX_BASE}", body=old_template(index_prefix, request.param)
     )
     store = OpenSearchStore(url=opensearch_node.url, index_prefix=index_prefix, replicas=0)
     yield store
