@@ -17,6 +17,7 @@ from audit._digests import DigestStore, digest_store_beside
 from audit._digestwriter import DigestWriter
 from audit._export import SubjectExporter
 from audit._opensearch import OpenSearchStore
+from audit._persons import PersonDirectory, PersonMap, PersonMapFile, PlatformId
 from audit._pipeline import DEFAULT_FULL_POLICY, AuditPipeline, Metrics
 from audit._retention_log import RetentionRecorder
 from audit._search import AuditSearch, Filters, Requester, parse_filters
@@ -53,6 +54,10 @@ __all__ = [
     "Metrics",
     "OpenSearchStore",
     "Page",
+    "PersonDirectory",
+    "PersonMap",
+    "PersonMapFile",
+    "PlatformId",
     "Record",
     "Requester",
     "RetentionRecorder",

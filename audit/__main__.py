@@ -5,21 +5,29 @@
                     [--signing-key PEM_FILE --chain-dir DIR]  COMMAND ...
 
     search  [--filter NAME=VALUE ...] [--size N] [--cursor C] [--order asc|desc]
-    export  SUBJECT [--format json|csv]
-    stats   [--row KEY ...] [--column KEY]
+    export  SUBJECT [--format json|csv] [--person-map CSV] [--name-staff]
+    stats   [--row KEY ...] [--column KEY] [--min-group-size N]
+    migrate (OpenSearch: bring daily indices made under an older template up to date)
     verify  --keys JWKS_FILE [--from TIME] [--to TIME] [--instance ID] [--format text|json]
             [--anchor FILE]
 
 The same scoping as the HTTP API applies to the ``--role``/``--tenant`` given (the CLI runs
 with the store's credentials, so whoever runs it already holds them: the roles state on whose
-behalf). Every search, export, statistics and verify run is written to the store as an audit
+behalf). ``export --person-map`` reads the platform's person map (``user_id,tenant,platform_id``,
+see ``audit/_persons.py``) so others' reads of the person's records by platform id are
+included; ``--name-staff`` turns off the replacement of other staff members by their role.
+Every search, export, statistics, migrate and verify run is written to the store as an audit
 event before the command returns. With ``--signing-key`` (PEM Ed25519, the gateway's
 ``audit.signing_key``; or ``AUDIT_SIGNING_KEY_FILE``) and ``--chain-dir`` (or
 ``AUDIT_CHAIN_DIR``: a local directory the CLI keeps its chain state in) each event is then
 signed into the CLIs' own digest chain (``audit/_clisink.py``), so ``verify`` notices one
 deleted. A scheduled verifier need not hold the gateway's key: give the CLIs a key of their
 own and publish its public half with the gateway's (``audit.verifier_keys_file``). Exit
-status 2 for a bad filter or bad signing options, 3 for a refusal.
+status 2 for a bad filter, bad signing options or a bad person map, 3 for a refusal.
+
+``migrate`` puts the current index template and upgrades older daily indices in place
+(``audit/_migrate.py``: the free-text field is filled by writing each document back unchanged;
+no event is lost or doubled); platform admins run it, and it is an ``audit_migration`` event.
 
 ``verify`` walks the signed digest chains (``audit/_verify.py``) with the public keys of
 ``--keys`` (the JWK set served at ``/_gateway/audit-keys.json``) and prints one line per
@@ -44,13 +52,15 @@ from audit._chain import Keyring
 from audit._clisink import ChainedStoreSink
 from audit._digests import digest_store_beside
 from audit._export import SubjectExporter
-from audit._opensearch import OpenSearchStore
+from audit._migrate import migrate_indices
+from audit._opensearch import OpenSearchStore, connect
+from audit._persons import PersonMapFile
 from audit._search import AuditSearch, Requester, backbone_event, parse_filters
 from audit._sqlite import SQLiteStore
-from audit._stats import DEFAULT_ROWS, Statistics
+from audit._stats import DEFAULT_ROWS, DEFAULT_THRESHOLD, Statistics
 from audit._store import AuditStore
 from audit._verify import Verifier
-from audit.errors import BadFilter, SearchRefused, StoreError
+from audit.errors import BadFilter, PersonMapInvalid, SearchRefused, StoreError
 from audit.events import Action, parse_timestamp
 
 #: Environment defaults of ``--signing-key`` and ``--chain-dir``.
@@ -97,9 +107,15 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="everything about one person")
     export.add_argument("subject")
     export.add_argument("--format", choices=["json", "csv"], default="json")
+    export.add_argument("--person-map", type=Path, help="the platform's person map (CSV)")
+    export.add_argument(
+        "--name-staff", action="store_true", help="show other staff members' ids, not roles"
+    )
     stats = commands.add_parser("stats", help="suppressed counts")
     stats.add_argument("--row", action="append")
     stats.add_argument("--column", default="event.action")
+    stats.add_argument("--min-group-size", type=int, default=DEFAULT_THRESHOLD)
+    commands.add_parser("migrate", help="upgrade older daily indices (OpenSearch)")
     verify = commands.add_parser("verify", help="check the signed digest chains")
     verify.add_argument("--keys", required=True, help="JWK set of the audit signing keys")
     verify.add_argument("--from", dest="since", help="ISO-8601 time with a zone")
@@ -179,6 +195,37 @@ def _verify(
     return 0 if report.ok else 1
 
 
+#: Who may run migrate: the operators (it rewrites every daily index in place).
+MIGRATE_ROLES = frozenset({"platform_admin"})
+
+
+def _migrate(args: argparse.Namespace, who: Requester, sink: ChainedStoreSink) -> int:
+    if not who.roles & MIGRATE_ROLES:
+        sink.emit(backbone_event(Action.AUDIT_MIGRATION, who, outcome="failure", labels={}))
+        raise SearchRefused("migrate needs the platform_admin role")
+    if not args.opensearch:
+        sys.stdout.write("the SQLite store has nothing to migrate\n")
+        return 0
+    client = connect(args.opensearch, timeout=MIGRATE_TIMEOUT)
+    try:
+        report = migrate_indices(client, prefix=args.index_prefix.lower())
+    finally:
+        client.close()
+    for item in report.indices:
+        line = f"{item.index}: {item.status}"
+        if item.status == "migrated":
+            line += f", {item.documents} documents ({item.changed_meanwhile} changed meanwhile)"
+        if item.error:
+            line += f": {item.error}"
+        sys.stdout.write(line + "\n")
+    summary = report.summary()
+    sys.stderr.write(", ".join(f"{v} {k}" for k, v in summary.items()) + "\n")
+    outcome = "success" if report.ok else "failure"
+    labels = {k: str(v) for k, v in summary.items()}
+    sink.emit(backbone_event(Action.AUDIT_MIGRATION, who, outcome=outcome, labels=labels))
+    return 0 if report.ok else 1
+
+
 def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
     params: dict[str, list[str]] = {}
     for pair in pairs:
@@ -193,6 +240,8 @@ def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
 #: runs the CLI holds the store's credentials already, so the signature guards nothing there;
 #: the scope digest in the cursor still ties it to the same search and roles.
 CLI_CURSOR_KEY = b"python -m audit: unkeyed cursors"
+#: Seconds per request of migrate (a bulk write-back of 1,000 documents, a mapping update).
+MIGRATE_TIMEOUT = 120.0
 
 
 def _cursor_key() -> bytes:
@@ -221,20 +270,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             total = {"value": result.total.value, "relation": "eq" if result.total.exact else "gte"}
             body = {"events": result.events, "total": total, "next_cursor": result.next_cursor}
             sys.stdout.write(orjson.dumps(body).decode() + "\n")
+        elif args.command == "migrate":
+            return _migrate(args, who, sink)
         elif args.command == "verify":
             return _verify(args, store, who, sink)
         elif args.command == "export":
-            made = SubjectExporter(store=store, sink=sink).export(who, args.subject)
+            persons = PersonMapFile(path=args.person_map) if args.person_map else None
+            made = SubjectExporter(
+                store=store, sink=sink, pseudonymise_staff=not args.name_staff, persons=persons
+            ).export(who, args.subject)
             sys.stdout.write(made.to_csv() if args.format == "csv" else made.to_json().decode())
         else:
             rows = args.row or list(DEFAULT_ROWS)
             try:
-                table = Statistics(store=store, sink=sink).table(who, rows=rows, column=args.column)
+                table = Statistics(store=store, sink=sink, threshold=args.min_group_size).table(
+                    who, rows=rows, column=args.column
+                )
             except ValueError as exc:
                 raise BadFilter(str(exc)) from exc
             sys.stdout.write(orjson.dumps(table).decode() + "\n")
-    except BadFilter as exc:
-        sys.stderr.write(f"bad filter: {exc}\n")
+    except (BadFilter, PersonMapInvalid) as exc:
+        what = "person map" if isinstance(exc, PersonMapInvalid) else "bad filter"
+        sys.stderr.write(f"{what}: {exc}\n")
         return 2
     except SearchRefused as exc:
         sys.stderr.write(f"refused: {exc}\n")

@@ -1,14 +1,22 @@
 """The data-subject export for an access request (AVG art. 15; EU Court C-579/21).
 
-Every event about one person, as the actor (``user.id``) and as the person whose data someone
-else consulted (``user.target.id``), in time order, with a cover section: the period, counts by
-category, and each consultation of their data by someone else with its date and purposes
-(the route family and data categories), as C-579/21 asks. Other people's identities in the
-events are replaced by their roles (and their address, browser and token hash left out),
-unless the exporter is built with ``pseudonymise_staff=False``. The subject is the
-issuer-qualified user id, matched exactly, so two issuers' same subject never merge. Scope is
-enforced as for search (:func:`audit._search.scope_for`): a school admin exports only what
-their own tenant may see. Every export is an ``audit_export`` event.
+Every event about one person, in time order, with a cover section: the period, counts by
+category, and each consultation of their data by someone else with its date and purposes (the
+route family and data categories), as C-579/21 asks. "About the person" is:
+
+* every event where they act (``user.id``) or are named as the target (``user.target.id``) by
+  their issuer-qualified user id, matched exactly (two issuers' same subject never merge);
+* every personal-data access event whose target is one of their **platform ids** (the ids the
+  platform uses in its paths, such as ``stu-1`` in ``/api/schools/school-a/students/stu-1``),
+  under that id's tenant. The platform provides which ids are whose (:mod:`audit._persons`,
+  setting ``audit.person_map_file``); the cover lists the ids used and where they came from,
+  and says so when no map was configured (the export then misses others' reads by id).
+
+Other people's identities in the events are replaced by their roles (and their address,
+browser and token hash left out), unless the exporter is built with
+``pseudonymise_staff=False`` (setting ``audit.export_pseudonymise_staff``). Scope is enforced
+as for search (:func:`audit._search.scope_for`): a school admin exports only what their own
+tenant may see. Every export is an ``audit_export`` event.
 """
 
 from __future__ import annotations
@@ -17,15 +25,16 @@ import csv
 import io
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
 
+from audit._persons import PersonDirectory, PlatformId
 from audit._search import BadFilter, Filters, Requester, SearchRefused, backbone_event, scope_for
 from audit._sink import AuditSink
-from audit._store import AuditStore, Page, Scope
+from audit._store import PLATFORM_ID_CATEGORY, AuditStore, Page, Scope
 from audit.events import FIELDS, Action
 
 __all__ = [
@@ -85,18 +94,49 @@ def _cell(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+class _Person:
+    """Who an export is about: the user id and their platform ids (what names them in events)."""
+
+    def __init__(self, user_id: str, platform_ids: tuple[PlatformId, ...]) -> None:
+        self.user_id = user_id
+        self._any_tenant = {p.person_id for p in platform_ids if not p.tenant}
+        self._by_tenant = {(p.tenant, p.person_id) for p in platform_ids if p.tenant}
+
+    def is_target(self, event: dict[str, Any]) -> bool:
+        """Whether the event's target is this person (by user id, or by platform id)."""
+        target = event.get("user.target.id")
+        if target is None:
+            return False
+        if target == self.user_id:
+            return True
+        if event.get("audit.category") != PLATFORM_ID_CATEGORY:
+            return False
+        tenant = (event.get("labels") or {}).get("data_tenant")
+        return target in self._any_tenant or (tenant, target) in self._by_tenant
+
+
 class SubjectExporter:
-    """Builds subject exports from ``store`` and records each in ``sink``."""
+    """Builds subject exports from ``store`` and records each in ``sink``.
+
+    ``persons`` is the platform's person map (which platform ids are whose); without one, an
+    export finds others' reads only where the event names the person's user id."""
 
     def __init__(
-        self, *, store: AuditStore, sink: AuditSink, pseudonymise_staff: bool = True
+        self,
+        *,
+        store: AuditStore,
+        sink: AuditSink,
+        pseudonymise_staff: bool = True,
+        persons: PersonDirectory | None = None,
     ) -> None:
         self._store = store
         self._sink = sink
         self._pseudonymise = pseudonymise_staff
+        self._persons = persons
 
     def export(self, who: Requester, subject: str) -> SubjectExport:
-        """Everything about ``subject`` that ``who`` may see; raises SearchRefused/BadFilter.
+        """Everything about ``subject`` that ``who`` may see; raises SearchRefused/BadFilter,
+        and :class:`audit.errors.PersonMapInvalid` when the person map cannot be read.
 
         ``subject`` is issuer-qualified (``issuer|subject``, as ``user.id`` records people) and
         matched exactly: the same subject at two issuers is two people and never merges."""
@@ -111,9 +151,27 @@ class SubjectExporter:
         except SearchRefused as exc:
             self._emit(who, subject, outcome="failure", labels={"refused": str(exc)})
             raise
-        events = [self._shown(event, subject) for event in self._all(scope)]
-        export = SubjectExport(_cover(subject, events), events)
-        self._emit(who, subject, outcome="success", labels={"results": str(len(events))})
+        platform_ids = self._persons.platform_ids(subject) if self._persons is not None else ()
+        scope = replace(scope, platform_ids=[(p.tenant, p.person_id) for p in platform_ids])
+        person = _Person(subject, platform_ids)
+        events = [self._shown(event, person) for event in self._all(scope)]
+        cover = _cover(person, events)
+        cover["platform_ids"] = {
+            "source": self._persons.source if self._persons is not None else None,
+            "ids": [{"tenant": p.tenant or None, "id": p.person_id} for p in platform_ids],
+        }
+        if self._persons is None:
+            cover["platform_ids"]["note"] = (
+                "no person map configured: reads of this person's records by platform id "
+                "are not included"
+            )
+        export = SubjectExport(cover, events)
+        self._emit(
+            who,
+            subject,
+            outcome="success",
+            labels={"results": str(len(events)), "platform_ids": str(len(platform_ids))},
+        )
         return export
 
     def _all(self, scope: Scope) -> Iterator[dict[str, Any]]:
@@ -125,20 +183,20 @@ class SubjectExporter:
                 return
             after = Page.of(page[-1])
 
-    def _shown(self, event: dict[str, Any], subject: str) -> dict[str, Any]:
-        """The event as the subject receives it: with pseudonymisation, another person acting
+    def _shown(self, event: dict[str, Any], person: _Person) -> dict[str, Any]:
+        """The event as the subject receives it. With pseudonymisation, another person acting
         appears by role only (and without their address, browser or token hash), and another
         person whose data the subject read appears as ``another person``."""
         if not self._pseudonymise:
             return event
         shown = dict(event)
         actor = event.get("user.id")
-        if actor not in (None, subject):
+        if actor not in (None, person.user_id):
             roles = event.get("user.roles") or []
             shown["user.id"] = "role:" + (",".join(roles) if roles else "unknown")
             for name in OTHER_PERSON_FIELDS:
                 shown.pop(name, None)
-        if event.get("user.target.id") not in (None, subject):
+        if event.get("user.target.id") is not None and not person.is_target(event):
             shown["user.target.id"] = ANOTHER_PERSON
         return shown
 
@@ -148,7 +206,9 @@ class SubjectExporter:
         self._sink.emit(event)
 
 
-def _cover(subject: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+def _cover(person: _Person, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Period, counts by category, and each consultation of the person's data by someone
+    else (``by`` as shown: a role when pseudonymised)."""
     consultations = [
         {
             "date": event["@timestamp"],
@@ -157,10 +217,10 @@ def _cover(subject: str, events: list[dict[str, Any]]) -> dict[str, Any]:
             "data_categories": event.get("audit.data_categories") or [],
         }
         for event in events
-        if event.get("user.target.id") == subject and event.get("user.id") != subject
+        if person.is_target(event) and event.get("user.id") != person.user_id
     ]
     return {
-        "subject": subject,
+        "subject": person.user_id,
         "generated_at": datetime.now(UTC).isoformat(),
         "period": {
             "first": events[0]["@timestamp"] if events else None,

@@ -32,6 +32,7 @@ from opensearchpy.exceptions import NotFoundError, TransportError
 
 from audit._store import (
     COUNT_KEYS,
+    PLATFORM_ID_CATEGORY,
     TOTAL_LIMIT,
     Guard,
     ItemResult,
@@ -39,6 +40,7 @@ from audit._store import (
     Record,
     Scope,
     Total,
+    platform_id_groups,
     require_until,
     truncate_ip,
 )
@@ -804,17 +806,21 @@ def _filters(scope: Scope) -> list[dict[str, Any]]:
     ):
         if values:
             filters.append({"terms": {name: list(values)}})
-    for names, values in (
-        (("user.id", "user.target.id"), scope.subjects),
-        (("organization.id", "labels.data_tenant"), scope.tenants),
-    ):
-        if values:
-            filters.append(_any_of([{"terms": {name: list(values)}} for name in names]))
-    if scope.text is not None:  # the n-gram-indexed wildcard field, never a terms scan
-        pattern = "*" + _escape_wildcard(scope.text) + "*"
+    if scope.subjects or scope.platform_ids:
+        filters.append(_person(scope))
+    if scope.tenants:
         filters.append(
-            {"wildcard": {FREE_TEXT_FIELD: {"value": pattern, "case_insensitive": True}}}
+            _any_of(
+                [
+                    {"terms": {name: list(scope.tenants)}}
+                    for name in ("organization.id", "labels.data_tenant")
+                ]
+            )
         )
+    if scope.text is not None:  # the n-gram-indexed wildcard field, never a terms scan;
+        # case-insensitive by the field's lowercase normalizer (applied to the pattern too)
+        pattern = "*" + _escape_wildcard(scope.text) + "*"
+        filters.append({"wildcard": {FREE_TEXT_FIELD: {"value": pattern}}})
     if scope.source_ips:
         filters.append(
             {
@@ -838,6 +844,25 @@ def _filters(scope: Scope) -> list[dict[str, Any]]:
     for key, value in scope.labels.items():
         filters.append({"term": {f"labels.{key}": value}})
     return filters
+
+
+def _person(scope: Scope) -> dict[str, Any]:
+    """The person either way (user.id, user.target.id), or their platform ids as targets of
+    personal-data events (under the id's tenant)."""
+    clauses: list[dict[str, Any]] = []
+    if scope.subjects:
+        clauses += [
+            {"terms": {name: list(scope.subjects)}} for name in ("user.id", "user.target.id")
+        ]
+    for tenant, ids in platform_id_groups(scope).items():
+        clause: list[dict[str, Any]] = [
+            {"term": {"audit.category": PLATFORM_ID_CATEGORY}},
+            {"terms": {"user.target.id": ids}},
+        ]
+        if tenant:
+            clause.append({"term": {"labels.data_tenant": tenant}})
+        clauses.append({"bool": {"filter": clause}})
+    return _any_of(clauses)
 
 
 def _any_of(clauses: list[dict[str, Any]]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import orjson
 
 from audit._store import (
     COUNT_KEYS,
+    PLATFORM_ID_CATEGORY,
     TEXT_FIELDS,
     TOTAL_LIMIT,
     Guard,
@@ -33,6 +34,7 @@ from audit._store import (
     Record,
     Scope,
     Total,
+    platform_id_groups,
     require_until,
     truncate_ip,
 )
@@ -43,7 +45,14 @@ __all__ = ["SQLiteStore"]
 
 TABLE: Final = "audit_events"
 DEADLETTER_TABLE: Final = "audit_deadletters"
-_INDEXED: Final = ("ts", "user_id", "organization_id", "audit_category", "event_action")
+_INDEXED: Final = (
+    "ts",
+    "user_id",
+    "user_target_id",
+    "organization_id",
+    "audit_category",
+    "event_action",
+)
 _COLUMNS: Final = list(SQLITE_COLUMNS.values())
 #: Seconds to wait for another process's write lock (several gateway workers, one file).
 BUSY_TIMEOUT: Final = 10.0
@@ -170,10 +179,10 @@ def _conditions(scope: Scope) -> tuple[str, list[Any]]:
         if values:
             parts.append(f"{column} IN ({','.join('?' * len(values))})")
             params += list(values)
-    if scope.subjects:
-        marks = ",".join("?" * len(scope.subjects))
-        parts.append(f"(user_id IN ({marks}) OR user_target_id IN ({marks}))")
-        params += [*scope.subjects, *scope.subjects]
+    if scope.subjects or scope.platform_ids:
+        person, person_params = _person(scope)
+        parts.append(person)
+        params += person_params
     if scope.tenants:
         marks = ",".join("?" * len(scope.tenants))
         parts.append(
@@ -201,6 +210,25 @@ def _conditions(scope: Scope) -> tuple[str, list[Any]]:
         parts.append("json_extract(labels, ?) = ?")
         params += ['$."' + key.replace('"', "") + '"', value]
     return (" AND ".join(parts) or "1 = 1"), params
+
+
+def _person(scope: Scope) -> tuple[str, list[Any]]:
+    """The person either way (user.id, user.target.id), or their platform ids as targets of
+    personal-data events (under the id's tenant)."""
+    alternatives: list[str] = []
+    params: list[Any] = []
+    if scope.subjects:
+        marks = ",".join("?" * len(scope.subjects))
+        alternatives.append(f"user_id IN ({marks}) OR user_target_id IN ({marks})")
+        params += [*scope.subjects, *scope.subjects]
+    for tenant, ids in platform_id_groups(scope).items():
+        clause = f"(audit_category = ? AND user_target_id IN ({','.join('?' * len(ids))})"
+        params += [PLATFORM_ID_CATEGORY, *ids]
+        if tenant:
+            clause += " AND json_extract(labels, '$.data_tenant') = ?"
+            params.append(tenant)
+        alternatives.append(clause + ")")
+    return "(" + " OR ".join(alternatives) + ")", params
 
 
 def _count_key(key: str) -> str:

@@ -21,6 +21,7 @@ from audit.events import FREE_TEXT_SOURCES
 
 __all__ = [
     "COUNT_KEYS",
+    "PLATFORM_ID_CATEGORY",
     "TEXT_FIELDS",
     "TOTAL_LIMIT",
     "AuditStore",
@@ -30,6 +31,7 @@ __all__ = [
     "Record",
     "Scope",
     "Total",
+    "platform_id_groups",
     "truncate_ip",
 ]
 
@@ -102,6 +104,10 @@ class Scope:
     labels: Mapping[str, str] = field(default_factory=dict)
     # --- for audit search (issue 7) ---
     subjects: Sequence[str] = ()  # user.id OR user.target.id (the person, either way)
+    #: The person's platform ids as (tenant, id): with ``subjects``, also every
+    #: personal-data event whose ``user.target.id`` is the id and ``labels.data_tenant`` the
+    #: tenant (``""``: any tenant). Widens only the person condition (:func:`platform_id_groups`).
+    platform_ids: Sequence[tuple[str, str]] = ()
     target_ids: Sequence[str] = ()  # user.target.id
     tenants: Sequence[str] = ()  # organization.id OR labels.data_tenant (whose data it is)
     outcomes: Sequence[str] = ()  # event.outcome
@@ -130,6 +136,20 @@ class Page:
     @classmethod
     def of(cls, event: Mapping[str, Any]) -> Page:
         return cls(str(event["@timestamp"]), str(event["event.id"]))
+
+
+#: The only category whose ``user.target.id`` is a platform person id (policies' routes).
+PLATFORM_ID_CATEGORY: Final = "personal_data_access"
+
+
+def platform_id_groups(scope: Scope) -> dict[str, list[str]]:
+    """The scope's platform ids grouped by tenant (``""``: any tenant), for the stores'
+    person condition: user.id or user.target.id in ``subjects``, or a personal-data event
+    whose target is one of a tenant's ids under that tenant."""
+    groups: dict[str, list[str]] = {}
+    for tenant, person_id in scope.platform_ids:
+        groups.setdefault(tenant, []).append(person_id)
+    return groups
 
 
 def truncate_ip(value: str) -> str:

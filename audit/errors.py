@@ -9,6 +9,8 @@ AuditError                 base class
 │   │                      also a ValueError
 │   └── PointInTimeGone    the cursor's point in time (OpenSearch) expired or was closed
 ├── SearchRefused          the requester may not search, or not that scope (403)
+├── PersonMapInvalid       the platform's person map (for exports) is unreadable or
+│                          ambiguous: exports stop rather than miss reads (503)
 └── StoreError             the audit store failed
     └── StoreUnavailable   the store cannot be reached or is overloaded (connection error,
                            timeout, 429, 5xx): retry later, nothing was rejected
@@ -62,6 +64,13 @@ class SearchRefused(AuditError):
 
     code = "search_refused"
     status_code = 403
+
+
+class PersonMapInvalid(AuditError):
+    """The person map cannot be read, or gives one platform id to two people."""
+
+    code = "person_map_invalid"
+    status_code = 503
 
 
 class StoreError(AuditError):

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from audit import AuditSink, AuditStore, BadFilter, SearchRefused
+from audit import AuditSink, AuditStore, BadFilter, SearchRefused, SubjectExporter
 from audit.errors import StoreError
 from audit.errors import StoreUnavailable as AuditStoreUnavailable
 from console._audit_pages import AuditPages
@@ -76,12 +76,13 @@ class Console:
         session_keys: Sequence[bytes],
         authorizer: Authorizer | None = None,
         stats_threshold: int = 10,
+        exporter: SubjectExporter | None = None,
     ) -> None:
         self._sink = sink
         self._authorizer: Authorizer = authorizer if authorizer is not None else policy
         self._csrf = CsrfTokens(keys=session_keys)
         self.renderer = Renderer()
-        self._audit = AuditPages(store=events, sink=sink, renderer=self.renderer)
+        self._audit = AuditPages(store=events, sink=sink, renderer=self.renderer, exporter=exporter)
         self._holds = HoldsPages(holds=holds, events=events, renderer=self.renderer)
         self._sessions = SessionsPages(
             revocations=revocations,

@@ -87,12 +87,20 @@ def _single(request: Request, name: str) -> str | None:
 class AuditPages:
     """The audit pages over ``store``; searches and exports are recorded in ``sink``."""
 
-    def __init__(self, *, store: AuditStore, sink: AuditSink, renderer: Renderer) -> None:
+    def __init__(
+        self,
+        *,
+        store: AuditStore,
+        sink: AuditSink,
+        renderer: Renderer,
+        exporter: SubjectExporter | None = None,
+    ) -> None:
         self._store = store
         self._sink = sink
         self._renderer = renderer
         self._search = AuditSearch(store=store, sink=sink)
-        self._exporter = SubjectExporter(store=store, sink=sink)
+        # The gateway passes its configured exporter (pseudonymisation, person map).
+        self._exporter = exporter or SubjectExporter(store=store, sink=sink)
 
     # --- search --------------------------------------------------------------------------
 

@@ -38,7 +38,9 @@ from audit import (
     Category,
     DigestWriter,
     Keyring,
+    PersonMapFile,
     RetentionRecorder,
+    SubjectExporter,
     WorkerSpec,
     digest_store_beside,
     opensearch_store,
@@ -328,6 +330,11 @@ def build(settings: Settings) -> Gateway:
     if oidc is not None:
         lifecycle.shutdown.append(oidc.aclose)
     holds = holds_api(settings.audit, sink=pipeline)
+    persons = (
+        PersonMapFile(path=settings.audit.person_map_file)
+        if settings.audit.person_map_file is not None
+        else None
+    )
     lifecycle.shutdown.append(holds.aclose)  # before the pipeline: shutdown runs in reverse
     console = (
         Console(
@@ -338,6 +345,13 @@ def build(settings: Settings) -> Gateway:
             revocations=oidc.revocations,
             session_lifetime=float(settings.session.absolute_timeout),
             session_keys=[decode_key(key.reveal()) for key in settings.session.keys],
+            stats_threshold=settings.audit.stats_min_group_size,
+            exporter=SubjectExporter(
+                store=events,
+                sink=pipeline,
+                pseudonymise_staff=settings.audit.export_pseudonymise_staff,
+                persons=persons,
+            ),
         )
         if oidc is not None
         else None
@@ -354,7 +368,14 @@ def build(settings: Settings) -> Gateway:
             *([audit_keys_route(keyring)] if keyring is not None else []),
             *(oidc.routes if oidc else ()),
             *holds.routes,
-            *audit_routes(store=events, sink=pipeline, cursor_key=cursor_key(settings)),
+            *audit_routes(
+                store=events,
+                sink=pipeline,
+                cursor_key=cursor_key(settings),
+                pseudonymise_staff=settings.audit.export_pseudonymise_staff,
+                persons=persons,
+                stats_threshold=settings.audit.stats_min_group_size,
+            ),
             openapi_route(),
             *(console.routes if console else ()),
         ],

@@ -19,6 +19,7 @@ and run in the thread pool.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -33,6 +34,7 @@ from audit import (
     AuditSink,
     AuditStore,
     BadFilter,
+    PersonDirectory,
     Requester,
     Scope,
     SearchRefused,
@@ -41,7 +43,7 @@ from audit import (
 )
 from audit import parse_filters as _parse_filters
 from audit._stats import DEFAULT_COLUMN, DEFAULT_ROWS
-from audit.errors import StoreError, StoreUnavailable
+from audit.errors import PersonMapInvalid, StoreError, StoreUnavailable
 from gateway.types import identity
 
 __all__ = ["EXPORT_PATH", "SEARCH_PATH", "STATS_PATH", "audit_routes"]
@@ -53,6 +55,7 @@ DEFAULT_PAGE_SIZE: Final = 100
 DEFAULT_STATS_THRESHOLD: Final = 10
 _PAGING: Final = ("size", "cursor", "order")
 _NO_STORE: Final = {"cache-control": "no-store"}
+logger = logging.getLogger(__name__)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -90,6 +93,9 @@ def _answer(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
             return _error(400, "bad_filter", str(exc))
         except SearchRefused as exc:
             return _error(403, "search_refused", str(exc))
+        except PersonMapInvalid as exc:
+            logger.error("audit export refused: %s", exc)
+            return _error(503, "person_map_invalid", "the person map cannot be read; see the log")
         except StoreUnavailable:
             return _error(503, "audit_store_unavailable", "the audit store cannot be reached")
         except StoreError:
@@ -105,12 +111,18 @@ def audit_routes(
     pseudonymise_staff: bool = True,
     stats_threshold: int = DEFAULT_STATS_THRESHOLD,
     cursor_key: bytes | None = None,
+    persons: PersonDirectory | None = None,
 ) -> Sequence[Route]:
     """The audit API's routes over ``store``; searches and exports are recorded in ``sink``.
 
-    ``cursor_key`` signs search cursors (the same key on every instance; see AuditSearch)."""
+    ``cursor_key`` signs search cursors (the same key on every instance; see AuditSearch).
+    ``pseudonymise_staff`` and ``persons`` (the platform's person map) shape exports
+    (settings ``audit.export_pseudonymise_staff``, ``audit.person_map_file``);
+    ``stats_threshold`` is the smallest published group (``audit.stats_min_group_size``)."""
     searcher = AuditSearch(store=store, sink=sink, cursor_key=cursor_key)
-    exporter = SubjectExporter(store=store, sink=sink, pseudonymise_staff=pseudonymise_staff)
+    exporter = SubjectExporter(
+        store=store, sink=sink, pseudonymise_staff=pseudonymise_staff, persons=persons
+    )
     statistics = Statistics(store=store, sink=sink, threshold=stats_threshold)
 
     def search(request: Request) -> Response:

@@ -222,6 +222,27 @@ SCHEMAS: Final[dict[str, Any]] = {
                             "required": ["date", "by", "purposes", "data_categories"],
                         },
                     },
+                    "platform_ids": {
+                        "type": "object",
+                        "description": "the person's platform ids (from the platform's person "
+                        "map) whose reads by others are included; a note when no map is set",
+                        "properties": {
+                            "source": {"type": ["string", "null"]},
+                            "ids": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "tenant": {"type": ["string", "null"]},
+                                        "id": {"type": "string"},
+                                    },
+                                    "required": ["tenant", "id"],
+                                },
+                            },
+                            "note": {"type": "string"},
+                        },
+                        "required": ["source", "ids"],
+                    },
                 },
                 "required": [
                     "subject",
@@ -230,6 +251,7 @@ SCHEMAS: Final[dict[str, Any]] = {
                     "events",
                     "counts_by_category",
                     "consultations",
+                    "platform_ids",
                 ],
             },
             "events": {"type": "array", "items": _ref("Event")},
@@ -451,8 +473,10 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "/_gateway/audit/export",
         "exportSubject",
         "Export every event about one person (access request)",
-        "Everything about the subject (as actor and as the person whose data was read) that "
-        "the caller may see, oldest first, with a cover summary; other staff appear by role.",
+        "Everything about the subject (as actor, and as the person whose data was read: by "
+        "their user id or, through the platform's person map, by their platform ids) that the "
+        "caller may see, oldest first, with a cover summary; other staff appear by role "
+        "unless configured otherwise.",
         {
             200: Answer("the export", _ref("SubjectExport")),
             **_errors(),

@@ -223,6 +223,16 @@ class AuditSettings:
     #: This shipper's name in the chain (default: host name and a random suffix, kept in the
     #: spool directory). Unique per spool directory: two shippers under one name collide.
     instance_id: str | None = None
+    #: Data-subject exports show other staff members by their role only (their id, address,
+    #: browser and token hash left out). Turning it off shows them: logged at start-up.
+    export_pseudonymise_staff: bool = True
+    #: The platform's person map (CSV ``user_id,tenant,platform_id``): which platform person
+    #: ids (the ids in paths such as ``/api/schools/T/students/ID``) belong to which
+    #: issuer-qualified user. Exports then include others' reads of those ids. Without it an
+    #: export covers only the events that name the person's own user id (its cover says so).
+    person_map_file: Path | None = None
+    #: Statistics hide counts below this many events (small-cell suppression), at least 2.
+    stats_min_group_size: int = 10
 
     def full_policy(self) -> dict[str, str]:
         """The per-category overrides as a mapping (validated at load)."""
@@ -413,6 +423,8 @@ class Settings:
             found.append(f"upstream.allow_plain_http_remote: plain HTTP to {self.upstream.url}")
         if self.demo.enabled:
             found.append("demo.enabled: self-signed certificate and demo upstream")
+        if not self.audit.export_pseudonymise_staff:
+            found.append("audit.export_pseudonymise_staff: exports name other staff members")
         return found
 
     @property
@@ -736,6 +748,7 @@ def _validate(settings: Settings) -> None:
     if not 5 <= settings.assertion.lifetime <= 600:
         raise SettingsError("assertion.lifetime: between 5s and 10m")
     _validate_audit(settings.audit)
+    _validate_audit_search(settings.audit)
     _validate_oidc(settings.oidc)
     _validate_session(settings.session, needed=bool(settings.oidc.issuers))
     if (
@@ -828,6 +841,13 @@ def _validate_audit(audit: AuditSettings) -> None:
             raise SettingsError(
                 f"audit.signing_key: not Ed25519 PEM private keys ({exc})"
             ) from None
+
+
+def _validate_audit_search(audit: AuditSettings) -> None:
+    if audit.stats_min_group_size < 2:
+        raise SettingsError("audit.stats_min_group_size: must be at least 2 (1 hides nothing)")
+    if audit.person_map_file is not None and not audit.person_map_file.is_file():
+        raise SettingsError(f"audit.person_map_file: no such file: {audit.person_map_file}")
 
 
 def _validate_oidc(oidc: OIDCSettings) -> None:

@@ -132,25 +132,30 @@ class TestIndexTemplate:
     def test_free_text_sources_copy_into_one_wildcard_field(
         self, opensearch: OpenSearch, index_prefix: str
     ) -> None:
-        """Each free-text source is copied into audit.free_text, a wildcard field with doc
-        values (without them a copied value is never verified and nothing is found)."""
+        """Each free-text source is copied into one wildcard field with doc values (without
+        them a copied value is never verified and nothing is found) and a lowercase normalizer
+        (a plain wildcard query is case-insensitive)."""
         opensearch.indices.put_index_template(
             name=f"{index_prefix}audit-events", body=index_template(index_prefix, replicas=0)
         )
         index = index_name(index_prefix, "2026-11-28T10:00:00Z")
         opensearch.index(index=index, body=_doc(**{"url.path": "/a/Students/7"}), refresh=True)
         props = opensearch.indices.get_mapping(index=index)[index]["mappings"]["properties"]
-        assert props["audit"]["properties"]["free_text"] == {"type": "wildcard", "doc_values": True}
+        assert props["audit"]["properties"][FREE_TEXT_FIELD.split(".")[1]] == {
+            "type": "wildcard",
+            "doc_values": True,
+            "normalizer": "lowercase",
+        }
         for name in FREE_TEXT_SOURCES:
             node = props
             *parents, leaf = name.split(".")
             for part in parents:
                 node = node[part]["properties"]
             assert node[leaf]["copy_to"] == [FREE_TEXT_FIELD], name
-        query = {"wildcard": {FREE_TEXT_FIELD: {"value": "*students/7*", "case_insensitive": True}}}
+        query = {"wildcard": {FREE_TEXT_FIELD: {"value": "*sTUDENTS/7*"}}}
         found = opensearch.search(index=index, body={"query": query})
         assert found["hits"]["total"]["value"] == 1
-        assert "audit.free_text" not in found["hits"]["hits"][0]["_source"]
+        assert FREE_TEXT_FIELD not in found["hits"]["hits"][0]["_source"]
 
     def test_unknown_field_rejected(self, opensearch: OpenSearch, index_prefix: str) -> None:
         """Strict mappings refuse a field the schema does not define."""

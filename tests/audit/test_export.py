@@ -6,13 +6,15 @@ import csv
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from audit import AuditStore, MemorySink, OpenSearchStore, SQLiteStore
+from audit import AuditStore, MemorySink, OpenSearchStore, PersonMap, Record, SQLiteStore
 from audit._export import SubjectExporter
 from audit._search import BadFilter, Requester, SearchRefused
+from audit.errors import PersonMapInvalid
 from tests.audit.test_store_contract import record, write
 
 OFFICER = Requester("iss|sec", frozenset({"security_officer"}), None)
@@ -156,6 +158,122 @@ class TestExport:
         with pytest.raises(SearchRefused):
             SubjectExporter(store=store, sink=sink).export(teacher, PUPIL)
         assert sink.events[0]["event.outcome"] == "failure"
+
+
+CLASSMATE = "iss|classmate"
+#: The platform's map: PUPIL is stu-1 at school-a, CLASSMATE stu-2 at school-a.
+PERSONS = PersonMap(
+    [(PUPIL, "school-a", "stu-1"), (CLASSMATE, "school-a", "stu-2"), (PUPIL, "", "p-77")]
+)
+
+
+def read_of(minutes: int, target: str, tenant: str, **extra: Any) -> Record:
+    """A teacher's read of a pupil's record as the gateway records it: the bare platform id."""
+    fields: dict[str, Any] = {
+        "event.action": "personal_data_access",
+        "user.id": "iss|teacher",
+        "user.roles": ["teacher"],
+        "organization.id": tenant,
+        "user.target.id": target,
+        "url.path": f"/api/schools/{tenant}/students/{target}",
+        "audit.data_categories": ["a", "b"],
+        "labels": {"route_family": "school_students", "data_tenant": tenant},
+    }
+    fields.update(extra)
+    return record(minutes, **fields)
+
+
+class TestPlatformIds:
+    def test_read_by_platform_id_is_in_the_export(self, store: AuditStore) -> None:
+        """A read of stu-1 at school-a is in PUPIL's export, in time order with their own
+        events, and listed as a consultation on the cover."""
+        mine = record(0, **{"user.id": PUPIL, "event.action": "login_success"})
+        read = read_of(5, "stu-1", "school-a")
+        later = record(9, **{"user.id": PUPIL})
+        write(store, later, read, mine)
+        export = SubjectExporter(store=store, sink=MemorySink(), persons=PERSONS).export(
+            OFFICER, PUPIL
+        )
+        assert [e["event.id"] for e in export.events] == [
+            mine.event_id,
+            read.event_id,
+            later.event_id,
+        ]
+        [consultation] = export.cover["consultations"]
+        assert (consultation["by"], consultation["purposes"]) == ("role:teacher", "school_students")
+        assert export.events[1]["user.target.id"] == "stu-1"  # their own id, not "another person"
+
+    def test_classmates_read_is_not_in_the_export(self, store: AuditStore) -> None:
+        """A read of stu-2 (another pupil) is in neither the cover nor the events of PUPIL."""
+        write(store, read_of(0, "stu-2", "school-a"))
+        exporter = SubjectExporter(store=store, sink=MemorySink(), persons=PERSONS)
+        assert exporter.export(OFFICER, PUPIL).events == []
+        assert len(exporter.export(OFFICER, CLASSMATE).events) == 1
+
+    def test_same_id_under_another_tenant_is_not_theirs(self, store: AuditStore) -> None:
+        """stu-1 at school-b is someone else: not in PUPIL's export."""
+        write(store, read_of(0, "stu-1", "school-b"))
+        export = SubjectExporter(store=store, sink=MemorySink(), persons=PERSONS).export(
+            OFFICER, PUPIL
+        )
+        assert export.events == []
+
+    def test_platform_wide_id_matches_under_any_tenant(self, store: AuditStore) -> None:
+        """An id mapped without a tenant matches reads under every tenant."""
+        write(store, read_of(0, "p-77", "school-b"))
+        export = SubjectExporter(store=store, sink=MemorySink(), persons=PERSONS).export(
+            OFFICER, PUPIL
+        )
+        assert len(export.events) == 1
+
+    def test_only_personal_data_events_match_by_platform_id(self, store: AuditStore) -> None:
+        """An event of another kind whose target happens to equal the id is not theirs."""
+        write(
+            store,
+            read_of(0, "stu-1", "school-a", **{"event.action": "access_denied"}),
+        )
+        export = SubjectExporter(store=store, sink=MemorySink(), persons=PERSONS).export(
+            OFFICER, PUPIL
+        )
+        assert export.events == []
+
+    def test_school_admin_of_another_tenant_sees_no_read(self, store: AuditStore) -> None:
+        """The scope still applies: school-b's admin does not get school-a's read."""
+        write(store, read_of(0, "stu-1", "school-a"))
+        admin_b = Requester("iss|adm-b", frozenset({"school_admin"}), "school-b")
+        export = SubjectExporter(store=store, sink=MemorySink(), persons=PERSONS).export(
+            admin_b, PUPIL
+        )
+        assert export.events == []
+
+    def test_cover_names_the_ids_and_their_source(self, store: AuditStore) -> None:
+        """The cover lists the platform ids used and the map they came from."""
+        export = SubjectExporter(store=store, sink=MemorySink(), persons=PERSONS).export(
+            OFFICER, PUPIL
+        )
+        assert export.cover["platform_ids"] == {
+            "source": "person map",
+            "ids": [{"tenant": None, "id": "p-77"}, {"tenant": "school-a", "id": "stu-1"}],
+        }
+
+    def test_without_a_map_the_cover_says_reads_by_id_are_missing(self, store: AuditStore) -> None:
+        """Without a person map the cover warns that reads by platform id are not included."""
+        write(store, read_of(0, "stu-1", "school-a"))
+        export = SubjectExporter(store=store, sink=MemorySink()).export(OFFICER, PUPIL)
+        assert export.events == []
+        assert "not included" in export.cover["platform_ids"]["note"]
+
+    def test_unreadable_map_stops_the_export(self, store: AuditStore) -> None:
+        """A map that cannot be read stops the export rather than missing reads."""
+
+        class Broken:
+            source = "broken"
+
+            def platform_ids(self, user_id: str) -> tuple[()]:
+                raise PersonMapInvalid("unreadable")
+
+        with pytest.raises(PersonMapInvalid):
+            SubjectExporter(store=store, sink=MemorySink(), persons=Broken()).export(OFFICER, PUPIL)
 
 
 class TestFormats:

@@ -54,6 +54,40 @@ class TestMain:
         assert main(args) == 0
         assert orjson.loads(capsys.readouterr().out)["total"] == "<10"
 
+    def test_stats_with_a_smaller_minimum_group(
+        self, db: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--min-group-size sets the threshold of the table."""
+        args = ["--sqlite", db, "--user", "iss|cr", "--role", "compliance_reviewer"]
+        assert main([*args, "stats", "--min-group-size", "2"]) == 0
+        assert orjson.loads(capsys.readouterr().out)["threshold"] == 2
+
+    def test_export_with_person_map_finds_reads_by_platform_id(
+        self, db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--person-map adds the reads of the person's platform ids to the export."""
+        store = SQLiteStore(path=db)
+        fields = {
+            "event.action": "personal_data_access",
+            "user.id": "iss|t",
+            "user.target.id": "stu-1",
+            "labels": {"data_tenant": "school-a"},
+        }
+        write(store, record(3, **fields))
+        store.close()
+        persons = tmp_path / "persons.csv"
+        persons.write_text("user_id,tenant,platform_id\niss|p,school-a,stu-1\n")
+        assert (
+            main(["--sqlite", db, *OFFICER, "export", "iss|p", "--person-map", str(persons)]) == 0
+        )
+        export = orjson.loads(capsys.readouterr().out)
+        assert [e["user.target.id"] for e in export["events"] if "user.target.id" in e] == ["stu-1"]
+
+    def test_unreadable_person_map_exits_2(self, db: str, tmp_path: Path) -> None:
+        """A person map that cannot be read exits with status 2."""
+        absent = str(tmp_path / "absent.csv")
+        assert main(["--sqlite", db, *OFFICER, "export", "iss|p", "--person-map", absent]) == 2
+
     def test_bad_filter_exits_2(self, db: str) -> None:
         """A malformed filter exits with status 2."""
         assert main(["--sqlite", db, *OFFICER, "search", "--filter", "status=abc"]) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -11,7 +12,15 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 
-from audit import MemorySink, SQLiteStore
+from audit import (
+    AuditStore,
+    MemorySink,
+    OpenSearchStore,
+    PersonMap,
+    PersonMapFile,
+    SQLiteStore,
+)
+from audit._clisink import ChainedStoreSink
 from gateway.app import GatewayApp, create_app
 from gateway.audit_api import audit_routes
 from gateway.types import Identity, Scope
@@ -50,7 +59,9 @@ def store(tmp_path: Path) -> SQLiteStore:
     return made
 
 
-def gateway(store: SQLiteStore, who: Identity, sink: MemorySink | None = None) -> GatewayApp:
+def gateway(
+    store: SQLiteStore, who: Identity, sink: MemorySink | None = None, **options: Any
+) -> GatewayApp:
     sink = sink if sink is not None else MemorySink()
     return create_app(
         settings(),
@@ -58,7 +69,7 @@ def gateway(store: SQLiteStore, who: Identity, sink: MemorySink | None = None) -
         sink=sink,
         forward=Recorder(),
         authenticators=[AsWho(who)],
-        routes=audit_routes(store=store, sink=sink),
+        routes=audit_routes(store=store, sink=sink, **options),
     )
 
 
@@ -153,6 +164,34 @@ class TestExport:
         rows = list(csv.reader(io.StringIO(result.body.decode())))
         assert len(rows[rows.index([]) + 2 :]) == 1
 
+    async def test_staff_named_when_pseudonymisation_is_off(self, store: SQLiteStore) -> None:
+        """With pseudonymise_staff off, another staff member's id stays in the export."""
+        write(
+            store,
+            record(
+                5,
+                **{
+                    "user.id": "iss|teacher",
+                    "user.roles": ["teacher"],
+                    "user.target.id": "iss|pupil",
+                },
+            ),
+        )
+        for pseudonymise, shown in ((True, "role:teacher"), (False, "iss|teacher")):
+            app = gateway(store, person("security_officer"), pseudonymise_staff=pseudonymise)
+            events = body(await get(app, "/_gateway/audit/export", subject="iss|pupil"))["events"]
+            assert shown in [e["user.id"] for e in events]
+
+    async def test_unreadable_person_map_is_503(self, store: SQLiteStore, tmp_path: Path) -> None:
+        """An export whose person map turned unreadable is refused (503), not incomplete."""
+        path = tmp_path / "persons.csv"
+        path.write_text("user_id,tenant,platform_id\niss|pupil,school-a,stu-1\n")
+        persons = PersonMapFile(path=path)
+        path.unlink()
+        app = gateway(store, person("security_officer"), persons=persons)
+        result = await get(app, "/_gateway/audit/export", subject="iss|pupil")
+        assert (result.status, body(result)["error"]) == (503, "person_map_invalid")
+
     @pytest.mark.parametrize("params", [{}, {"subject": "x", "format": "xml"}])
     async def test_bad_export_request_is_400(
         self, store: SQLiteStore, params: dict[str, str]
@@ -173,6 +212,13 @@ class TestStats:
         assert table["threshold"] == 10
         assert all(row["cells"]["access_denied"] == "<10" for row in table["rows"])
 
+    async def test_minimum_group_size_is_the_setting(self, store: SQLiteStore) -> None:
+        """With a minimum group size of 2, counts of 2 and more are published."""
+        app = gateway(store, person("compliance_reviewer"), stats_threshold=2)
+        table = body(await get(app, "/_gateway/stats", row="organization.id"))
+        assert table["threshold"] == 2
+        assert table["total"] == 3
+
     async def test_school_admin_is_refused_by_policy(self, store: SQLiteStore) -> None:
         """The policy keeps school admins out of statistics."""
         result = await get(gateway(store, person("school_admin", "school-a")), "/_gateway/stats")
@@ -188,3 +234,58 @@ class TestStats:
         app = gateway(store, person("compliance_reviewer"))
         result = await get(app, "/_gateway/stats", **params)
         assert result.status == 400
+
+
+class TestExportOfReadsByPlatformId:
+    """A teacher's read of a pupil's record, recorded by the real gateway (the policy's route
+    map gives the bare platform id ``stu-1`` as target), reaches that pupil's export through the
+    platform's person map, and no other pupil's; on both stores."""
+
+    PUPIL: ClassVar[str] = "iss|pupil-sanne"
+    CLASSMATE: ClassVar[str] = "iss|pupil-daan"
+
+    @pytest.fixture(params=["sqlite", "opensearch"])
+    def any_store(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
+        made: AuditStore
+        if request.param == "sqlite":
+            made = SQLiteStore(path=tmp_path / "audit.db")
+        else:
+            node = request.getfixturevalue("opensearch_node")
+            prefix = request.getfixturevalue("index_prefix")
+            made = OpenSearchStore(url=node.url, index_prefix=prefix, replicas=0)
+        made.ensure_schema()
+        yield made
+        made.close()
+
+    def app(self, store: AuditStore, who: Identity) -> GatewayApp:
+        sink = ChainedStoreSink(store=store)  # every event the gateway emits, written to the store
+        policy = PolicyStore(sink=sink)
+        persons = PersonMap(
+            [(self.PUPIL, "school-a", "stu-1"), (self.CLASSMATE, "school-a", "stu-2")]
+        )
+        return create_app(
+            settings(),
+            authorizer=policy,
+            sink=sink,
+            forward=Recorder(),
+            authenticators=[AsWho(who)],
+            routes=audit_routes(store=store, sink=sink, persons=persons),
+            personal_data=policy.personal_data,
+        )
+
+    async def test_teachers_read_is_in_that_pupils_export_only(self, any_store: AuditStore) -> None:
+        """The read is a consultation in stu-1's owner's export and absent from stu-2's."""
+        teacher = self.app(any_store, person("teacher", "school-a", sub="teacher-1"))
+        read = await get(teacher, "/api/schools/school-a/students/stu-1")
+        assert read.status == 200
+        any_store.refresh()
+        officer = self.app(any_store, person("security_officer", sub="sec"))
+        mine = body(await get(officer, "/_gateway/audit/export", subject=self.PUPIL))
+        [event] = [e for e in mine["events"] if e["event.action"] == "personal_data_access"]
+        assert event["url.path"] == "/api/schools/school-a/students/stu-1"
+        assert event["user.id"] == "role:teacher"
+        [consultation] = mine["cover"]["consultations"]
+        assert consultation["purposes"] == "school_students"
+        theirs = body(await get(officer, "/_gateway/audit/export", subject=self.CLASSMATE))
+        assert [e["event.action"] for e in theirs["events"]] == []
+        assert theirs["cover"]["consultations"] == []

@@ -496,6 +496,44 @@ class TestAuditSettings:
             load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__PSEUDONYM_KEY": "short"})
 
 
+class TestAuditSearchSettings:
+    def test_defaults_pseudonymise_and_hide_groups_below_ten(self, tmp_path: Path) -> None:
+        """Exports pseudonymise staff, statistics hide groups below 10, no person map."""
+        audit = load_settings(_file(tmp_path), environ={}).audit
+        assert audit.export_pseudonymise_staff is True
+        assert audit.stats_min_group_size == 10
+        assert audit.person_map_file is None
+
+    def test_naming_staff_in_exports_is_a_logged_relaxation(self, tmp_path: Path) -> None:
+        """Turning pseudonymisation off is listed among the relaxations."""
+        settings = load_settings(
+            _file(tmp_path), environ={"GATEWAY_AUDIT__EXPORT_PSEUDONYMISE_STAFF": "false"}
+        )
+        assert settings.audit.export_pseudonymise_staff is False
+        assert any("export_pseudonymise_staff" in r for r in settings.relaxations())
+
+    def test_min_group_size_is_read(self, tmp_path: Path) -> None:
+        """A larger minimum group size is taken as given."""
+        settings = load_settings(
+            _file(tmp_path), environ={"GATEWAY_AUDIT__STATS_MIN_GROUP_SIZE": "25"}
+        )
+        assert settings.audit.stats_min_group_size == 25
+
+    @pytest.mark.parametrize("size", ["1", "0", "-5"])
+    def test_min_group_size_below_two_is_refused(self, tmp_path: Path, size: str) -> None:
+        """A minimum group size that hides nothing is refused."""
+        with pytest.raises(SettingsError, match=r"audit\.stats_min_group_size"):
+            load_settings(_file(tmp_path), environ={"GATEWAY_AUDIT__STATS_MIN_GROUP_SIZE": size})
+
+    def test_missing_person_map_is_refused(self, tmp_path: Path) -> None:
+        """A person map file that does not exist is an error naming the setting."""
+        with pytest.raises(SettingsError, match=r"audit\.person_map_file: no such file"):
+            load_settings(
+                _file(tmp_path),
+                environ={"GATEWAY_AUDIT__PERSON_MAP_FILE": str(tmp_path / "absent.csv")},
+            )
+
+
 class TestAssertionSettings:
     def test_signing_key_required(self, tmp_path: Path) -> None:
         """Outside demo mode the identity assertion needs a configured key."""
