@@ -19,6 +19,7 @@ unavailable", 503, audited as ``state_store_unavailable``): a state is never acc
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import html
 import json
@@ -43,6 +44,7 @@ from gateway.errors import (
     AuthenticationRequired,
     BadRequest,
     GatewayError,
+    ServiceUnavailable,
     TooManyRequests,
 )
 from gateway.oidc._audit import login_event
@@ -61,6 +63,7 @@ from gateway.oidc.errors import (
     LoginUnavailable,
     OIDCError,
     ProviderUnavailable,
+    RevocationsUnavailable,
     StateMismatch,
     StateUnavailable,
     UnknownIssuer,
@@ -303,10 +306,9 @@ class Login:
             return await self._fail(request, exc, idp=idp, user_id=user_id, remaining=remaining)
         previous = state(request.scope).identity
         if previous is not None and previous.method == "session" and previous.session_id:
-            # The session this browser had before is replaced, not left usable alongside.
-            self._revocations.revoke_session(
-                previous.session_id, until=self._clock() + self._codec.absolute_timeout
-            )
+            # The session this browser had before is replaced, not left usable alongside
+            # (recorded here at once; queued for the other instances if their store is away).
+            await self._revoke_session(previous.session_id)
         self._sink.emit(
             login_event(
                 request.scope,
@@ -376,9 +378,11 @@ class Login:
         who = state(request.scope).identity
         response_target = "/"
         if who is not None and who.method == "session" and who.session_id is not None:
-            self._revocations.revoke_session(
-                who.session_id, until=self._clock() + self._codec.absolute_timeout
-            )
+            labels = {"logout_kind": "user"}
+            if not await self._revoke_session(who.session_id):
+                # Refused here at once and queued for the others: the browser's cookie is
+                # cleared either way; the event says the other instances may lag.
+                labels["revocation"] = "pending"
             self._sink.emit(
                 login_event(
                     request.scope,
@@ -386,7 +390,7 @@ class Login:
                     outcome="success",
                     user_id=who.user_id,
                     status=303,
-                    labels={"logout_kind": "user"},
+                    labels=labels,
                 )
             )
             provider, end_session = self._end_session_for(who.issuer)
@@ -478,10 +482,21 @@ class Login:
             )
             return JSONResponse({"error": "invalid_request"}, status_code=400)
         user_id = f"{claims['iss']}|{claims['sub']}"
-        now = self._clock()
-        self._revocations.revoke_subject(
-            user_id, before=now, until=now + self._codec.absolute_timeout
-        )
+        if not await self._revoke_subject(user_id):
+            # Refused here already; 503 so the provider may deliver the token again.
+            self._sink.emit(
+                login_event(
+                    request.scope,
+                    action="logout",
+                    outcome="failure",
+                    reason=RevocationsUnavailable.reason,
+                    idp=idp,
+                    user_id=user_id,
+                    status=503,
+                    labels={"logout_kind": "backchannel"},
+                )
+            )
+            return JSONResponse({"error": "temporarily_unavailable"}, status_code=503)
         self._sink.emit(
             login_event(
                 request.scope,
@@ -511,10 +526,18 @@ class Login:
         target = body.get("user_id") if isinstance(body, dict) else None
         if not isinstance(target, str) or "|" not in target or len(target) > 1024:
             return self._error(request, BadRequest("expected_user_id"))
-        now = self._clock()
-        self._revocations.revoke_subject(
-            target, before=now, until=now + self._codec.absolute_timeout
-        )
+        if not await self._revoke_subject(target):
+            event = login_event(
+                request.scope,
+                action="sessions_revoked",
+                outcome="failure",
+                reason=RevocationsUnavailable.reason,
+                status=503,
+            )
+            event["event.category"] = ["authentication", "session", "iam"]
+            event["user.target.id"] = target
+            self._sink.emit(event)
+            return self._error(request, ServiceUnavailable(RevocationsUnavailable.reason))
         event = login_event(request.scope, action="sessions_revoked", outcome="success", status=200)
         event["event.category"] = ["authentication", "session", "iam"]
         event["event.type"] = ["end"]
@@ -523,6 +546,28 @@ class Login:
         return JSONResponse({"revoked": target})
 
     # --- helpers -------------------------------------------------------------------------
+
+    async def _revoke_session(self, session_id: str) -> bool:
+        """Revoke one session (in a thread: the store may be a network call); False when it
+        is recorded on this instance only so far (queued for the shared store)."""
+        until = self._clock() + self._codec.absolute_timeout
+        try:
+            await asyncio.to_thread(self._revocations.revoke_session, session_id, until=until)
+        except RevocationsUnavailable:
+            return False
+        return True
+
+    async def _revoke_subject(self, user_id: str) -> bool:
+        """Revoke every session of ``user_id`` issued until now; False as above."""
+        now = self._clock()
+        until = now + self._codec.absolute_timeout
+        try:
+            await asyncio.to_thread(
+                self._revocations.revoke_subject, user_id, before=now, until=until
+            )
+        except RevocationsUnavailable:
+            return False
+        return True
 
     def _redirect_uri(self, request: Request) -> str:
         gateway = state(request.scope)

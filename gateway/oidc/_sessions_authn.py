@@ -9,6 +9,8 @@ from gateway._audit import request_event
 from gateway.oidc._claims import Grants
 from gateway.oidc._revocation import RevocationStore
 from gateway.oidc._session import SessionCodec, read_cookie
+from gateway.oidc.errors import RevocationsUnavailable, SessionCheckUnavailable
+from gateway.pages import send_error
 from gateway.types import ASGIApp, Identity, Message, Receive, Scope, Send, state
 
 #: ``state(scope).extra`` key: ``Set-Cookie`` values to add to the response.
@@ -25,7 +27,10 @@ class SessionAuthenticator:
 
     Declines (anonymous) without the cookie; an altered, expired, idle or revoked cookie is
     cleared, recorded as a ``session_rejected`` event with the reason, and the request goes on
-    anonymous, so a browser is sent to log in again rather than shown an error. A session used
+    anonymous, so a browser is sent to log in again rather than shown an error. When the
+    revocation record cannot say whether the session is revoked (its store has been away for
+    longer than it may be), :class:`RevocationsUnavailable` is raised after the event and
+    :class:`SessionCookieStage` answers 503 (fail closed). A session used
     after ``refresh_interval`` is re-issued (idle clock reset). Locally granted roles are added
     from the current grants file at every request.
     """
@@ -50,9 +55,26 @@ class SessionAuthenticator:
         if not value:
             return None
         session, reason = self._codec.decode(value)
-        if session is not None and self._revocations.is_revoked(
-            session_id=session.session_id, user_id=session.user_id, issued_at=session.issued_at
-        ):
+        try:
+            revoked = session is not None and self._revocations.is_revoked(
+                session_id=session.session_id, user_id=session.user_id, issued_at=session.issued_at
+            )
+        except RevocationsUnavailable:
+            # Not known revoked, but the record is too old to say it is not: neither accepted
+            # nor cleared (the session may be fine); the session stage answers 503.
+            self._sink.emit(
+                request_event(
+                    scope,
+                    action="session_rejected",
+                    category=["authentication", "session"],
+                    event_type=["denied"],
+                    outcome="failure",
+                    reason=RevocationsUnavailable.reason,
+                    **{"http.response.status_code": 503},
+                )
+            )
+            raise
+        if revoked:
             session, reason = None, "session_revoked"
         if session is None:
             self._reject(scope, reason)
@@ -101,7 +123,9 @@ class SessionAuthenticator:
 
 
 class SessionCookieStage:
-    """Adds the ``Set-Cookie`` headers later stages asked for (see :func:`add_set_cookie`).
+    """Adds the ``Set-Cookie`` headers later stages asked for (see :func:`add_set_cookie`),
+    and answers 503 when the session authenticator cannot check a session against the
+    revocation record (:class:`RevocationsUnavailable`, raised before any response starts).
 
     Place it before the authenticate stage (after https, which creates the gateway state).
     """
@@ -134,4 +158,12 @@ class SessionCookieStage:
                     message["headers"] = [*headers, *((b"set-cookie", v) for v in extra)]
             await send(message)
 
-        await self.app(scope, receive, send_with_cookies)
+        try:
+            await self.app(scope, receive, send_with_cookies)
+        except RevocationsUnavailable:
+            await send_error(
+                scope,
+                send,
+                SessionCheckUnavailable(RevocationsUnavailable.reason),
+                state(scope).request_id,
+            )
