@@ -49,8 +49,9 @@ from gateway.errors import (
 )
 from gateway.oidc._audit import login_event
 from gateway.oidc._claims import ClaimMapping, Grants, resolve_roles
-from gateway.oidc._provider import Provider
+from gateway.oidc._provider import Metadata, Provider
 from gateway.oidc._redirects import safe_next
+from gateway.oidc._relogin import RELOGIN_COOKIE, clear_hint, read_hint
 from gateway.oidc._revocation import RevocationStore
 from gateway.oidc._session import Sealer, SessionCodec, read_cookie
 from gateway.oidc._shared import SharedState
@@ -82,6 +83,10 @@ MAX_PENDING_LOGINS = 3
 MAX_FORM_BYTES = 64 * 1024
 REVOKER_ROLE = "incident_responder"
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+#: OIDC Core 3.1.2.6: what a provider answers ``prompt=none`` when it needs the person.
+SILENT_FALLBACK_ERRORS = frozenset(
+    {"login_required", "interaction_required", "consent_required", "account_selection_required"}
+)
 _ERROR_CODE = re.compile(r"[a-z_]{1,40}")
 
 
@@ -93,6 +98,9 @@ class Pending:
     idp: str
     next: str
     expires: float
+    #: Sent with ``prompt=none`` (a silent re-login): an IdP answer that it needs the person
+    #: starts the interactive login instead of failing.
+    silent: bool = False
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -102,6 +110,7 @@ class Pending:
             "i": self.idp,
             "r": self.next,
             "e": self.expires,
+            "q": 1 if self.silent else 0,
         }
 
     @classmethod
@@ -114,6 +123,7 @@ class Pending:
                 idp=str(item["i"]),
                 next=str(item["r"]),
                 expires=float(item["e"]),
+                silent=item.get("q") == 1,
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -173,6 +183,10 @@ class Login:
     async def login(self, request: Request) -> Response:
         next_path = safe_next(request.query_params.get("next"), self._return_origins)
         idp = request.query_params.get("idp")
+        headers = request.scope.get("headers", ())
+        hint = read_hint(self._sealer, headers, now=self._clock())
+        if idp is None and hint in self._providers:
+            idp = hint  # roles went stale: straight back to the issuer of that session
         if idp is None and len(self._providers) == 1:
             idp = next(iter(self._providers))
         if idp is None:
@@ -196,6 +210,32 @@ class Login:
             metadata = await provider.metadata()
         except (ProviderUnavailable, StateUnavailable) as exc:
             return await self._fail(request, exc, idp=idp)
+        response = self._to_provider(
+            request,
+            provider,
+            idp=idp,
+            authorization_endpoint=metadata.authorization_endpoint,
+            next_path=next_path,
+            silent=hint == idp,
+            entries=self._pending(request),
+        )
+        if read_cookie(headers, RELOGIN_COOKIE) is not None:
+            response.raw_headers.append((b"set-cookie", clear_hint()))  # single use
+        return response
+
+    def _to_provider(
+        self,
+        request: Request,
+        provider: Provider,
+        *,
+        idp: str,
+        authorization_endpoint: str,
+        next_path: str,
+        silent: bool,
+        entries: list[Pending],
+    ) -> Response:
+        """The redirect to the provider's authorization endpoint, with a new login state
+        added to the login cookie (``prompt=none`` when ``silent``)."""
         pending = Pending(
             state=secrets.token_urlsafe(32),
             nonce=secrets.token_urlsafe(32),
@@ -203,9 +243,11 @@ class Login:
             idp=idp,
             next=next_path,
             expires=self._clock() + self._login_timeout,
+            silent=silent,
         )
+        extra = {"prompt": "none"} if silent else {}
         url = prepare_grant_uri(
-            metadata.authorization_endpoint,
+            authorization_endpoint,
             client_id=provider.settings.client_id,
             response_type="code",
             redirect_uri=self._redirect_uri(request),
@@ -214,10 +256,11 @@ class Login:
             nonce=pending.nonce,
             code_challenge=create_s256_code_challenge(pending.verifier),
             code_challenge_method="S256",
+            **extra,
         )
-        entries = [*self._pending(request)[-(MAX_PENDING_LOGINS - 1) :], pending]
+        kept = [*entries[-(MAX_PENDING_LOGINS - 1) :], pending]
         response = Response(status_code=303, headers={"location": url})
-        response.raw_headers.append((b"set-cookie", self._login_cookie(entries)))
+        response.raw_headers.append((b"set-cookie", self._login_cookie(kept)))
         return response
 
     def _chooser(self, next_path: str) -> Response:
@@ -267,9 +310,10 @@ class Login:
                 # RFC 9207: the response names another issuer (a mix-up attack).
                 raise UnknownIssuer("authorization response from another issuer")
             error = request.query_params.get("error")
-            if error is not None:
-                shown = error if _ERROR_CODE.fullmatch(error) else "other"
-                raise IdPError(f"provider returned error {shown}")
+            if error is not None and _silent_fallback_for(entry, error):
+                return self._silent_fallback(
+                    request, provider, entry, error=error, metadata=metadata, remaining=remaining
+                )
             code = request.query_params.get("code")
             if not code:
                 raise IdPError("no authorization code")
@@ -369,6 +413,40 @@ class Login:
             shown = error if isinstance(error, str) and _ERROR_CODE.fullmatch(error) else "other"
             raise IdPError(f"token endpoint answered {response.status_code} ({shown})")
         return data
+
+    def _silent_fallback(
+        self,
+        request: Request,
+        provider: Provider,
+        entry: Pending,
+        *,
+        error: str,
+        metadata: Metadata,
+        remaining: list[Pending],
+    ) -> Response:
+        """The provider needs the person for a silent re-login: audited (not counted as a
+        failed attempt: nobody tried anything), then the interactive login at once."""
+        self._sink.emit(
+            login_event(
+                request.scope,
+                action="login_failure",
+                outcome="failure",
+                reason=IdPError.reason,
+                detail=f"silent re-authentication: {error}",
+                idp=entry.idp,
+                status=303,
+                labels={"prompt": "none", "then": "interactive_login"},
+            )
+        )
+        return self._to_provider(
+            request,
+            provider,
+            idp=entry.idp,
+            authorization_endpoint=metadata.authorization_endpoint,
+            next_path=entry.next,
+            silent=False,
+            entries=remaining,
+        )
 
     # --- logout --------------------------------------------------------------------------
 
@@ -693,6 +771,15 @@ class Login:
             error, state(request.scope).request_id, as_json=wants_json(request.scope)
         )
         return Response(body, status_code=error.status_code, media_type=content_type.decode())
+
+
+def _silent_fallback_for(entry: Pending, error: str) -> bool:
+    """True when the provider's ``error`` answers a silent request by asking for the person
+    (start the interactive login); raises IdPError for every other error."""
+    if entry.silent and error in SILENT_FALLBACK_ERRORS:
+        return True
+    shown = error if _ERROR_CODE.fullmatch(error) else "other"
+    raise IdPError(f"provider returned error {shown}")
 
 
 async def _form_field(request: Request, name: str) -> str | None:

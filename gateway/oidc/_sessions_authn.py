@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from audit import AuditSink
 from gateway._audit import request_event
 from gateway.oidc._claims import Grants
+from gateway.oidc._relogin import hint_cookie
 from gateway.oidc._revocation import RevocationStore
 from gateway.oidc._session import SessionCodec, read_cookie
 from gateway.oidc.errors import RevocationsUnavailable, SessionCheckUnavailable
@@ -78,6 +79,12 @@ class SessionAuthenticator:
             session, reason = None, "session_revoked"
         if session is None:
             self._reject(scope, reason)
+            if reason == "session_roles_stale":
+                stale = self._codec.opened(value)
+                if stale is not None:
+                    # Only the roles are old: the next login first tries a silent one there.
+                    now = self._codec.clock()
+                    add_set_cookie(scope, hint_cookie(self._codec.sealer, idp=stale.idp, now=now))
             return None
         roles = session.roles | self._grants.roles_for(session.idp, session.subject, session.tenant)
         if not roles:
