@@ -193,14 +193,12 @@ class Login:
             return self._chooser(next_path)
         provider = self._providers.get(idp)
         if provider is None:
-            self._sink.emit(
-                login_event(
-                    request.scope,
-                    action="login_failure",
-                    outcome="failure",
-                    reason=UnknownIssuer.reason,
-                    status=400,
-                )
+            self._emit(
+                request,
+                action="login_failure",
+                outcome="failure",
+                reason=UnknownIssuer.reason,
+                status=400,
             )
             return self._error(request, BadRequest(UnknownIssuer.reason))
         try:
@@ -353,17 +351,15 @@ class Login:
             # The session this browser had before is replaced, not left usable alongside
             # (recorded here at once; queued for the other instances if their store is away).
             await self._revoke_session(previous.session_id)
-        self._sink.emit(
-            login_event(
-                request.scope,
-                action="login_success",
-                outcome="success",
-                idp=idp,
-                user_id=session.user_id,
-                roles=roles,
-                tenant=tenant,
-                status=303,
-            )
+        self._emit(
+            request,
+            action="login_success",
+            outcome="success",
+            idp=idp,
+            user_id=session.user_id,
+            roles=roles,
+            tenant=tenant,
+            status=303,
         )
         response = Response(status_code=303, headers={"location": entry.next})
         response.raw_headers.append((b"set-cookie", self._codec.set_cookie(value)))
@@ -426,17 +422,15 @@ class Login:
     ) -> Response:
         """The provider needs the person for a silent re-login: audited (not counted as a
         failed attempt: nobody tried anything), then the interactive login at once."""
-        self._sink.emit(
-            login_event(
-                request.scope,
-                action="login_failure",
-                outcome="failure",
-                reason=IdPError.reason,
-                detail=f"silent re-authentication: {error}",
-                idp=entry.idp,
-                status=303,
-                labels={"prompt": "none", "then": "interactive_login"},
-            )
+        self._emit(
+            request,
+            action="login_failure",
+            outcome="failure",
+            reason=IdPError.reason,
+            detail=f"silent re-authentication: {error}",
+            idp=entry.idp,
+            status=303,
+            labels={"prompt": "none", "then": "interactive_login"},
         )
         return self._to_provider(
             request,
@@ -461,15 +455,13 @@ class Login:
                 # Refused here at once and queued for the others: the browser's cookie is
                 # cleared either way; the event says the other instances may lag.
                 labels["revocation"] = "pending"
-            self._sink.emit(
-                login_event(
-                    request.scope,
-                    action="logout",
-                    outcome="success",
-                    user_id=who.user_id,
-                    status=303,
-                    labels=labels,
-                )
+            self._emit(
+                request,
+                action="logout",
+                outcome="success",
+                user_id=who.user_id,
+                status=303,
+                labels=labels,
             )
             provider, end_session = self._end_session_for(who.issuer)
             if provider is not None and end_session is not None:
@@ -546,45 +538,39 @@ class Login:
             if not isinstance(claims.get("jti"), str):
                 raise InvalidToken("logout token without jti")
         except OIDCError as exc:
-            self._sink.emit(
-                login_event(
-                    request.scope,
-                    action="logout",
-                    outcome="failure",
-                    reason=exc.reason,
-                    detail=exc.detail,
-                    idp=idp,
-                    status=400,
-                    labels={"logout_kind": "backchannel"},
-                )
+            self._emit(
+                request,
+                action="logout",
+                outcome="failure",
+                reason=exc.reason,
+                detail=exc.detail,
+                idp=idp,
+                status=400,
+                labels={"logout_kind": "backchannel"},
             )
             return JSONResponse({"error": "invalid_request"}, status_code=400)
         user_id = f"{claims['iss']}|{claims['sub']}"
         if not await self._revoke_subject(user_id):
             # Refused here already; 503 so the provider may deliver the token again.
-            self._sink.emit(
-                login_event(
-                    request.scope,
-                    action="logout",
-                    outcome="failure",
-                    reason=RevocationsUnavailable.reason,
-                    idp=idp,
-                    user_id=user_id,
-                    status=503,
-                    labels={"logout_kind": "backchannel"},
-                )
-            )
-            return JSONResponse({"error": "temporarily_unavailable"}, status_code=503)
-        self._sink.emit(
-            login_event(
-                request.scope,
+            self._emit(
+                request,
                 action="logout",
-                outcome="success",
+                outcome="failure",
+                reason=RevocationsUnavailable.reason,
                 idp=idp,
                 user_id=user_id,
-                status=200,
+                status=503,
                 labels={"logout_kind": "backchannel"},
             )
+            return JSONResponse({"error": "temporarily_unavailable"}, status_code=503)
+        self._emit(
+            request,
+            action="logout",
+            outcome="success",
+            idp=idp,
+            user_id=user_id,
+            status=200,
+            labels={"logout_kind": "backchannel"},
         )
         return Response(status_code=200, headers={"cache-control": "no-store"})
 
@@ -624,6 +610,10 @@ class Login:
         return JSONResponse({"revoked": target})
 
     # --- helpers -------------------------------------------------------------------------
+
+    def _emit(self, request: Request, **fields: Any) -> None:
+        """Record one login, logout or revocation event about ``request`` (see ``login_event``)."""
+        self._sink.emit(login_event(request.scope, **fields))
 
     async def _revoke_session(self, session_id: str) -> bool:
         """Revoke one session (in a thread: the store may be a network call); False when it
@@ -688,16 +678,14 @@ class Login:
         waits = [w for w in [await self._throttle.retry_after(k) for k in keys] if w is not None]
         if not waits:
             return None
-        self._sink.emit(
-            login_event(
-                request.scope,
-                action="login_failure",
-                outcome="failure",
-                reason="throttled",
-                idp=idp,
-                user_id=user_id,
-                status=429,
-            )
+        self._emit(
+            request,
+            action="login_failure",
+            outcome="failure",
+            reason="throttled",
+            idp=idp,
+            user_id=user_id,
+            status=429,
         )
         response = self._error(request, TooManyRequests("throttled", retry_after=max(waits)))
         response.headers["retry-after"] = str(max(waits))
@@ -736,18 +724,16 @@ class Login:
             except StateUnavailable:
                 # Refused anyway; the event says this failure could not be counted.
                 labels["throttle"] = "state_store_unavailable"
-        self._sink.emit(
-            login_event(
-                request.scope,
-                action="login_failure",
-                outcome="failure",
-                reason=exc.reason,
-                detail=exc.detail,
-                idp=idp,
-                user_id=user_id,
-                status=error.status_code,
-                labels=labels,
-            )
+        self._emit(
+            request,
+            action="login_failure",
+            outcome="failure",
+            reason=exc.reason,
+            detail=exc.detail,
+            idp=idp,
+            user_id=user_id,
+            status=error.status_code,
+            labels=labels,
         )
         for key in newly_blocked:
             alert = login_event(

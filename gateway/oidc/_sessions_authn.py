@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from audit import AuditSink
-from gateway._audit import request_event
+from gateway.oidc._audit import session_event
 from gateway.oidc._claims import Grants
 from gateway.oidc._relogin import hint_cookie
 from gateway.oidc._revocation import RevocationStore
@@ -64,10 +64,9 @@ class SessionAuthenticator:
             # Not known revoked, but the record is too old to say it is not: neither accepted
             # nor cleared (the session may be fine); the session stage answers 503.
             self._sink.emit(
-                request_event(
+                session_event(
                     scope,
                     action="session_rejected",
-                    category=["authentication", "session"],
                     event_type=["denied"],
                     outcome="failure",
                     reason=RevocationsUnavailable.reason,
@@ -101,12 +100,8 @@ class SessionAuthenticator:
         if self._codec.needs_refresh(session):
             refreshed = self._codec.refreshed(session)
             add_set_cookie(scope, self._codec.set_cookie(self._codec.encode(refreshed)))
-            event = request_event(
-                scope,
-                action="session_refresh",
-                category=["authentication", "session"],
-                event_type=["change"],
-                outcome="success",
+            event = session_event(
+                scope, action="session_refresh", event_type=["change"], outcome="success"
             )
             event["user.id"] = who.user_id
             event["user.roles"] = sorted(roles)
@@ -118,10 +113,9 @@ class SessionAuthenticator:
     def _reject(self, scope: Scope, reason: str) -> None:
         add_set_cookie(scope, self._codec.clear_cookie())
         self._sink.emit(
-            request_event(
+            session_event(
                 scope,
                 action="session_rejected",
-                category=["authentication", "session"],
                 event_type=["end"],
                 outcome="failure",
                 reason=reason,
