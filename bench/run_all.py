@@ -65,7 +65,7 @@ BENCHMARKS = (
     Benchmark("peers", ("--duration", "3", "--rounds", "3"), markdown=True),
     Benchmark("gateway", ("--duration", "3", "--rounds", "2"), opensearch_flag=True),
     Benchmark("policy", ("--quick",)),
-    Benchmark("oidc_authn", ()),
+    Benchmark("oidc_authn", (), opensearch_flag=True),
     Benchmark("audit", ("--events", "5000", "--rounds", "3")),
     Benchmark("audit_chain", ("--events", "5000", "--rounds", "3")),
     Benchmark("shared_state", ("-n", "200")),

@@ -4,6 +4,11 @@ Authlib's :class:`~authlib.oauth2.AuthorizationServer` with the authorization co
 OpenID Connect extension (ID tokens, nonce required) and PKCE (required), bound to Starlette
 here by a thin layer (Authlib ships no Starlette server integration). Endpoints:
 discovery, JWKS, authorize (a form to pick a demo person), token, userinfo and end-session.
+
+Choosing a person also starts a session at the provider (a ``devidp_session`` cookie), which
+serves ``prompt=none``: with a live session the code is issued without the form, without one
+the browser is sent back with ``error=login_required`` (Authlib's OpenID prompt handling).
+Without ``prompt=none`` the form is always shown, session or not; end-session ends it.
 Access tokens are JWTs (audience ``platform-api``) so API clients can be tested too.
 
 Everything lives in memory and is for demo and tests only: :func:`create_app` refuses to build
@@ -43,6 +48,7 @@ API_AUDIENCE = "platform-api"
 CODE_LIFETIME = 120
 TOKEN_LIFETIME = 600
 MAX_FORM_BYTES = 64 * 1024
+SESSION_COOKIE = "devidp_session"
 
 
 @dataclass
@@ -124,6 +130,8 @@ class _State:
     codes: dict[str, Code] = field(default_factory=dict)
     nonces: set[str] = field(default_factory=set)
     access_tokens: dict[str, Person] = field(default_factory=dict)
+    #: Sessions at the provider (cookie value -> person), for ``prompt=none``.
+    sessions: dict[str, Person] = field(default_factory=dict)
 
 
 class _Request(OAuth2Request):  # type: ignore[misc]
@@ -329,18 +337,28 @@ def create_app(
                 "<h1>Ongeldig verzoek / invalid request</h1><p>PKCE S256 required</p>",
                 status_code=400,
             )
+        silent = request.method == "GET" and payload.get("prompt") == "none"
+        if silent:
+            person = state.sessions.get(request.cookies.get(SESSION_COOKIE, ""))
         try:
             grant = server.get_consent_grant(request=oauth_request, end_user=person)
         except OAuth2Error as error:
+            if error.redirect_uri:  # e.g. login_required for prompt=none: back to the client
+                answer: Response = server.handle_error_response(oauth_request, error)
+                return answer
             return HTMLResponse(
                 f"<h1>Ongeldig verzoek / invalid request</h1><p>{html.escape(error.error)}</p>",
                 status_code=400,
             )
-        if request.method == "GET" or person is None:
+        if person is None or (request.method == "GET" and not silent):
             return HTMLResponse(_chooser(str(request.url.query)))
         response: Response = server.create_authorization_response(
             request=oauth_request, grant_user=person, grant=grant
         )
+        if not silent:
+            session = secrets.token_urlsafe(24)
+            state.sessions[session] = person
+            response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="lax")
         return response
 
     async def token(request: Request) -> Response:
@@ -361,11 +379,16 @@ def create_app(
         return JSONResponse(person.claims())
 
     async def logout(request: Request) -> Response:
+        state.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
         client = state.clients.get(request.query_params.get("client_id", ""))
         target = request.query_params.get("post_logout_redirect_uri")
+        answer: Response
         if client is not None and target is not None and target in client.post_logout_redirect_uris:
-            return RedirectResponse(target, status_code=302)
-        return HTMLResponse("<h1>Uitgelogd</h1><p lang='en'>Logged out.</p>")
+            answer = RedirectResponse(target, status_code=302)
+        else:
+            answer = HTMLResponse("<h1>Uitgelogd</h1><p lang='en'>Logged out.</p>")
+        answer.delete_cookie(SESSION_COOKIE)
+        return answer
 
     return Starlette(
         routes=[

@@ -270,6 +270,8 @@ ALLOWED_ALGORITHMS = frozenset(
 )
 SESSION_KEY_BYTES = 32
 DEFAULT_LEEWAY = Duration(60)
+DEFAULT_REVOCATION_POLL_INTERVAL = Duration(0.5)
+DEFAULT_REVOCATION_MAX_STALENESS = Duration(5)
 DEFAULT_LOGIN_TIMEOUT = Duration(600)
 DEFAULT_METADATA_TTL = Duration(3600)
 DEFAULT_JWKS_REFETCH_COOLDOWN = Duration(30)
@@ -355,10 +357,16 @@ class SessionSettings:
     #: Roles and tenant from the identity provider's claims are trusted this long after
     #: login; an older session must log in again (roles recomputed from fresh claims).
     roles_max_age: Duration = DEFAULT_ROLES_MAX_AGE
-    #: Where revoked sessions are recorded: ``memory`` (one instance) or ``sqlite``.
-    revocation_store: Literal["memory", "sqlite"] = "memory"
+    #: Where revoked sessions are recorded: ``memory`` (one instance), ``sqlite`` (a file the
+    #: instances of one machine share) or ``audit`` (the audit store: an index of the audit
+    #: cluster every instance on every machine polls, or the SQLite audit file).
+    revocation_store: Literal["memory", "sqlite", "audit"] = "memory"
     #: The SQLite file all instances share (required for ``sqlite``).
     revocation_file: Path | None = None
+    #: ``audit`` with OpenSearch: each instance reads new revocations this often...
+    revocation_poll_interval: Duration = DEFAULT_REVOCATION_POLL_INTERVAL
+    #: ...and answers 503 to session cookies it cannot check once its copy is this old.
+    revocation_max_staleness: Duration = DEFAULT_REVOCATION_MAX_STALENESS
 
 
 @dataclass(frozen=True, slots=True)
@@ -757,7 +765,8 @@ def _validate(settings: Settings) -> None:
         and settings.session.revocation_store == "memory"
     ):
         raise SettingsError(
-            "server.workers: several workers need session.revocation_store = sqlite (a session "
+            "server.workers: several workers need session.revocation_store = sqlite or audit "
+            "(a session "
             "revoked in one worker's memory would stay valid in the others)"
         )
     _validate_throttle(settings.throttle)
@@ -938,6 +947,11 @@ def _validate_session(session: SessionSettings, *, needed: bool) -> None:
         )
     if session.revocation_store == "sqlite" and session.revocation_file is None:
         raise SettingsError("session.revocation_file: required for the sqlite revocation store")
+    if not 0 < session.revocation_poll_interval < session.revocation_max_staleness:
+        raise SettingsError(
+            "session.revocation_poll_interval: must be positive and below "
+            "session.revocation_max_staleness"
+        )
 
 
 def _validate_throttle(throttle: ThrottleSettings) -> None:

@@ -5,7 +5,7 @@ Build everything with :class:`OIDC` (see ``_component.py`` for how the gateway w
 
 from gateway.oidc._bearer import BearerAuthenticator, BearerThrottleStage
 from gateway.oidc._claims import ClaimMapping, Grants, load_claims, load_grants
-from gateway.oidc._component import OIDC, shared_state
+from gateway.oidc._component import OIDC, revocation_store, shared_state
 from gateway.oidc._login import (
     BACKCHANNEL_PATH,
     CALLBACK_PATH,
@@ -17,6 +17,7 @@ from gateway.oidc._login import (
 from gateway.oidc._provider import Metadata, Provider
 from gateway.oidc._redirects import safe_next
 from gateway.oidc._revocation import MemoryRevocations, RevocationStore, SQLiteRevocations
+from gateway.oidc._revocation_opensearch import OpenSearchRevocations
 from gateway.oidc._session import Sealer, Session, SessionCodec, decode_key, new_key
 from gateway.oidc._sessions_authn import SessionAuthenticator, SessionCookieStage
 from gateway.oidc._shared import (
@@ -45,6 +46,7 @@ __all__ = [
     "MemoryRevocations",
     "MemoryState",
     "Metadata",
+    "OpenSearchRevocations",
     "OpenSearchState",
     "Provider",
     "RevocationStore",
@@ -62,6 +64,7 @@ __all__ = [
     "load_claims",
     "load_grants",
     "new_key",
+    "revocation_store",
     "safe_next",
     "shared_state",
     "subject_key",

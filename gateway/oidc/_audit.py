@@ -13,6 +13,40 @@ from gateway._audit import request_event
 from gateway.types import Scope
 
 
+def session_event(
+    scope: Scope,
+    *,
+    action: str,
+    event_type: list[str],
+    outcome: str,
+    reason: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """An event about a session cookie (``session_rejected``, ``session_refresh``)."""
+    return request_event(
+        scope,
+        action=action,
+        category=["authentication", "session"],
+        event_type=event_type,
+        outcome=outcome,
+        reason=reason,
+        **fields,
+    )
+
+
+def bearer_rejected_event(scope: Scope, *, reason: str, **fields: Any) -> dict[str, Any]:
+    """A ``bearer_token_rejected`` event (refer to the token by its hash in ``labels``)."""
+    return request_event(
+        scope,
+        action="bearer_token_rejected",
+        category=["authentication"],
+        event_type=["denied"],
+        outcome="failure",
+        reason=reason,
+        **fields,
+    )
+
+
 def login_event(
     scope: Scope,
     *,

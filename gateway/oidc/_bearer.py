@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 from audit import AuditSink
-from gateway._audit import request_event
 from gateway.authn import AuthenticationFailed
 from gateway.errors import TooManyRequests
+from gateway.oidc._audit import bearer_rejected_event
 from gateway.oidc._claims import ClaimMapping, Grants
 from gateway.oidc._provider import Provider
 from gateway.oidc._throttle import Throttle, ip_key
@@ -45,7 +45,6 @@ from gateway.types import ASGIApp, Identity, Receive, Scope, Send, state
 CACHE_TTL = 300.0
 INTROSPECTION_CACHE_TTL = 60.0
 CACHE_SIZE = 10_000
-BEARER_ACTION = "bearer_token_rejected"
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -200,15 +199,7 @@ class BearerAuthenticator:
         labels = {"token_hash": hashed}
         if idp is not None:
             labels["idp"] = idp
-        event = request_event(
-            scope,
-            action=BEARER_ACTION,
-            category=["authentication"],
-            event_type=["denied"],
-            outcome="failure",
-            reason=exc.reason,
-            labels=labels,
-        )
+        event = bearer_rejected_event(scope, reason=exc.reason, labels=labels)
         event["error.message"] = exc.detail
         try:
             blocked = await self._throttle.failure(ip_key(state(scope).client_ip))
@@ -253,12 +244,8 @@ class BearerThrottleStage:
         except StateUnavailable:
             # Fail closed: whether this client is blocked cannot be known.
             self._sink.emit(
-                request_event(
+                bearer_rejected_event(
                     scope,
-                    action=BEARER_ACTION,
-                    category=["authentication"],
-                    event_type=["denied"],
-                    outcome="failure",
                     reason=StateUnavailable.reason,
                     **{"http.response.status_code": 503},
                 )
@@ -271,15 +258,7 @@ class BearerThrottleStage:
             await self.app(scope, receive, send)
             return
         self._sink.emit(
-            request_event(
-                scope,
-                action=BEARER_ACTION,
-                category=["authentication"],
-                event_type=["denied"],
-                outcome="failure",
-                reason="throttled",
-                **{"http.response.status_code": 429},
-            )
+            bearer_rejected_event(scope, reason="throttled", **{"http.response.status_code": 429})
         )
         await send_error(
             scope, send, TooManyRequests("throttled", retry_after=wait), gateway.request_id

@@ -19,6 +19,7 @@ and the two small stages, placed after the https stage and before authenticate:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,6 +35,7 @@ from gateway.oidc._claims import Grants, load_claims
 from gateway.oidc._login import LOGIN_PATH, Login
 from gateway.oidc._provider import Provider
 from gateway.oidc._revocation import MemoryRevocations, RevocationStore, SQLiteRevocations
+from gateway.oidc._revocation_opensearch import OpenSearchRevocations
 from gateway.oidc._session import Sealer, SessionCodec, decode_key
 from gateway.oidc._sessions_authn import SessionAuthenticator, SessionCookieStage
 from gateway.oidc._shared import MemoryState, OpenSearchState, SharedState, SQLiteState
@@ -84,12 +86,9 @@ class OIDC:
             roles_max_age=float(session.roles_max_age),
             clock=clock,
         )
-        if revocations is None:
-            if session.revocation_store == "sqlite" and session.revocation_file is not None:
-                revocations = SQLiteRevocations(path=session.revocation_file, clock=clock)
-            else:
-                revocations = MemoryRevocations(clock=clock)
-        self.revocations = revocations
+        self.revocations = (
+            revocations if revocations is not None else revocation_store(settings, clock=clock)
+        )
         throttle = settings.throttle
         self.shared = shared if shared is not None else shared_state(settings, clock=clock)
         self.throttle = Throttle(
@@ -151,7 +150,7 @@ class OIDC:
         await self.shared.aclose()
         close: Any = getattr(self.revocations, "close", None)
         if callable(close):
-            close()
+            await asyncio.to_thread(close)
 
 
 def shared_state(settings: Settings, *, clock: Callable[[], float] = time.time) -> SharedState:
@@ -170,5 +169,32 @@ def shared_state(settings: Settings, *, clock: Callable[[], float] = time.time) 
         password=password,
         ca_certs=str(audit.opensearch_ca_file) if audit.opensearch_ca_file else None,
         replicas=audit.replicas,
+        clock=clock,
+    )
+
+
+def revocation_store(
+    settings: Settings, *, clock: Callable[[], float] = time.time
+) -> RevocationStore:
+    """The revocation record that ``session.revocation_store`` names: ``audit`` is the audit
+    store's backend (an index of the audit cluster every instance polls, or the SQLite audit
+    file), ``sqlite`` a file of its own, ``memory`` this process only."""
+    session, audit = settings.session, settings.audit
+    if session.revocation_store == "sqlite" and session.revocation_file is not None:
+        return SQLiteRevocations(path=session.revocation_file, clock=clock)
+    if session.revocation_store != "audit":
+        return MemoryRevocations(clock=clock)
+    if audit.store == "sqlite":
+        return SQLiteRevocations(path=audit.sqlite_path, clock=clock)
+    password = audit.opensearch_password.reveal() if audit.opensearch_password else None
+    return OpenSearchRevocations(
+        url=list(audit.opensearch_urls),
+        index_prefix=audit.index_prefix,
+        username=audit.opensearch_username,
+        password=password,
+        ca_certs=str(audit.opensearch_ca_file) if audit.opensearch_ca_file else None,
+        replicas=audit.replicas,
+        poll_interval=float(session.revocation_poll_interval),
+        max_staleness=float(session.revocation_max_staleness),
         clock=clock,
     )

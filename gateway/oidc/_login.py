@@ -19,6 +19,7 @@ unavailable", 503, audited as ``state_store_unavailable``): a state is never acc
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import html
 import json
@@ -43,12 +44,14 @@ from gateway.errors import (
     AuthenticationRequired,
     BadRequest,
     GatewayError,
+    ServiceUnavailable,
     TooManyRequests,
 )
 from gateway.oidc._audit import login_event
 from gateway.oidc._claims import ClaimMapping, Grants, resolve_roles
-from gateway.oidc._provider import Provider
+from gateway.oidc._provider import Metadata, Provider
 from gateway.oidc._redirects import safe_next
+from gateway.oidc._relogin import RELOGIN_COOKIE, clear_hint, read_hint
 from gateway.oidc._revocation import RevocationStore
 from gateway.oidc._session import Sealer, SessionCodec, read_cookie
 from gateway.oidc._shared import SharedState
@@ -61,6 +64,7 @@ from gateway.oidc.errors import (
     LoginUnavailable,
     OIDCError,
     ProviderUnavailable,
+    RevocationsUnavailable,
     StateMismatch,
     StateUnavailable,
     UnknownIssuer,
@@ -79,6 +83,10 @@ MAX_PENDING_LOGINS = 3
 MAX_FORM_BYTES = 64 * 1024
 REVOKER_ROLE = "incident_responder"
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+#: OIDC Core 3.1.2.6: what a provider answers ``prompt=none`` when it needs the person.
+SILENT_FALLBACK_ERRORS = frozenset(
+    {"login_required", "interaction_required", "consent_required", "account_selection_required"}
+)
 _ERROR_CODE = re.compile(r"[a-z_]{1,40}")
 
 
@@ -90,6 +98,9 @@ class Pending:
     idp: str
     next: str
     expires: float
+    #: Sent with ``prompt=none`` (a silent re-login): an IdP answer that it needs the person
+    #: starts the interactive login instead of failing.
+    silent: bool = False
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -99,6 +110,7 @@ class Pending:
             "i": self.idp,
             "r": self.next,
             "e": self.expires,
+            "q": 1 if self.silent else 0,
         }
 
     @classmethod
@@ -111,6 +123,7 @@ class Pending:
                 idp=str(item["i"]),
                 next=str(item["r"]),
                 expires=float(item["e"]),
+                silent=item.get("q") == 1,
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -170,20 +183,22 @@ class Login:
     async def login(self, request: Request) -> Response:
         next_path = safe_next(request.query_params.get("next"), self._return_origins)
         idp = request.query_params.get("idp")
+        headers = request.scope.get("headers", ())
+        hint = read_hint(self._sealer, headers, now=self._clock())
+        if idp is None and hint in self._providers:
+            idp = hint  # roles went stale: straight back to the issuer of that session
         if idp is None and len(self._providers) == 1:
             idp = next(iter(self._providers))
         if idp is None:
             return self._chooser(next_path)
         provider = self._providers.get(idp)
         if provider is None:
-            self._sink.emit(
-                login_event(
-                    request.scope,
-                    action="login_failure",
-                    outcome="failure",
-                    reason=UnknownIssuer.reason,
-                    status=400,
-                )
+            self._emit(
+                request,
+                action="login_failure",
+                outcome="failure",
+                reason=UnknownIssuer.reason,
+                status=400,
             )
             return self._error(request, BadRequest(UnknownIssuer.reason))
         try:
@@ -193,6 +208,32 @@ class Login:
             metadata = await provider.metadata()
         except (ProviderUnavailable, StateUnavailable) as exc:
             return await self._fail(request, exc, idp=idp)
+        response = self._to_provider(
+            request,
+            provider,
+            idp=idp,
+            authorization_endpoint=metadata.authorization_endpoint,
+            next_path=next_path,
+            silent=hint == idp,
+            entries=self._pending(request),
+        )
+        if read_cookie(headers, RELOGIN_COOKIE) is not None:
+            response.raw_headers.append((b"set-cookie", clear_hint()))  # single use
+        return response
+
+    def _to_provider(
+        self,
+        request: Request,
+        provider: Provider,
+        *,
+        idp: str,
+        authorization_endpoint: str,
+        next_path: str,
+        silent: bool,
+        entries: list[Pending],
+    ) -> Response:
+        """The redirect to the provider's authorization endpoint, with a new login state
+        added to the login cookie (``prompt=none`` when ``silent``)."""
         pending = Pending(
             state=secrets.token_urlsafe(32),
             nonce=secrets.token_urlsafe(32),
@@ -200,9 +241,11 @@ class Login:
             idp=idp,
             next=next_path,
             expires=self._clock() + self._login_timeout,
+            silent=silent,
         )
+        extra = {"prompt": "none"} if silent else {}
         url = prepare_grant_uri(
-            metadata.authorization_endpoint,
+            authorization_endpoint,
             client_id=provider.settings.client_id,
             response_type="code",
             redirect_uri=self._redirect_uri(request),
@@ -211,10 +254,11 @@ class Login:
             nonce=pending.nonce,
             code_challenge=create_s256_code_challenge(pending.verifier),
             code_challenge_method="S256",
+            **extra,
         )
-        entries = [*self._pending(request)[-(MAX_PENDING_LOGINS - 1) :], pending]
+        kept = [*entries[-(MAX_PENDING_LOGINS - 1) :], pending]
         response = Response(status_code=303, headers={"location": url})
-        response.raw_headers.append((b"set-cookie", self._login_cookie(entries)))
+        response.raw_headers.append((b"set-cookie", self._login_cookie(kept)))
         return response
 
     def _chooser(self, next_path: str) -> Response:
@@ -264,9 +308,10 @@ class Login:
                 # RFC 9207: the response names another issuer (a mix-up attack).
                 raise UnknownIssuer("authorization response from another issuer")
             error = request.query_params.get("error")
-            if error is not None:
-                shown = error if _ERROR_CODE.fullmatch(error) else "other"
-                raise IdPError(f"provider returned error {shown}")
+            if error is not None and _silent_fallback_for(entry, error):
+                return self._silent_fallback(
+                    request, provider, entry, error=error, metadata=metadata, remaining=remaining
+                )
             code = request.query_params.get("code")
             if not code:
                 raise IdPError("no authorization code")
@@ -303,21 +348,18 @@ class Login:
             return await self._fail(request, exc, idp=idp, user_id=user_id, remaining=remaining)
         previous = state(request.scope).identity
         if previous is not None and previous.method == "session" and previous.session_id:
-            # The session this browser had before is replaced, not left usable alongside.
-            self._revocations.revoke_session(
-                previous.session_id, until=self._clock() + self._codec.absolute_timeout
-            )
-        self._sink.emit(
-            login_event(
-                request.scope,
-                action="login_success",
-                outcome="success",
-                idp=idp,
-                user_id=session.user_id,
-                roles=roles,
-                tenant=tenant,
-                status=303,
-            )
+            # The session this browser had before is replaced, not left usable alongside
+            # (recorded here at once; queued for the other instances if their store is away).
+            await self._revoke_session(previous.session_id)
+        self._emit(
+            request,
+            action="login_success",
+            outcome="success",
+            idp=idp,
+            user_id=session.user_id,
+            roles=roles,
+            tenant=tenant,
+            status=303,
         )
         response = Response(status_code=303, headers={"location": entry.next})
         response.raw_headers.append((b"set-cookie", self._codec.set_cookie(value)))
@@ -368,6 +410,38 @@ class Login:
             raise IdPError(f"token endpoint answered {response.status_code} ({shown})")
         return data
 
+    def _silent_fallback(
+        self,
+        request: Request,
+        provider: Provider,
+        entry: Pending,
+        *,
+        error: str,
+        metadata: Metadata,
+        remaining: list[Pending],
+    ) -> Response:
+        """The provider needs the person for a silent re-login: audited (not counted as a
+        failed attempt: nobody tried anything), then the interactive login at once."""
+        self._emit(
+            request,
+            action="login_failure",
+            outcome="failure",
+            reason=IdPError.reason,
+            detail=f"silent re-authentication: {error}",
+            idp=entry.idp,
+            status=303,
+            labels={"prompt": "none", "then": "interactive_login"},
+        )
+        return self._to_provider(
+            request,
+            provider,
+            idp=entry.idp,
+            authorization_endpoint=metadata.authorization_endpoint,
+            next_path=entry.next,
+            silent=False,
+            entries=remaining,
+        )
+
     # --- logout --------------------------------------------------------------------------
 
     async def logout(self, request: Request) -> Response:
@@ -376,18 +450,18 @@ class Login:
         who = state(request.scope).identity
         response_target = "/"
         if who is not None and who.method == "session" and who.session_id is not None:
-            self._revocations.revoke_session(
-                who.session_id, until=self._clock() + self._codec.absolute_timeout
-            )
-            self._sink.emit(
-                login_event(
-                    request.scope,
-                    action="logout",
-                    outcome="success",
-                    user_id=who.user_id,
-                    status=303,
-                    labels={"logout_kind": "user"},
-                )
+            labels = {"logout_kind": "user"}
+            if not await self._revoke_session(who.session_id):
+                # Refused here at once and queued for the others: the browser's cookie is
+                # cleared either way; the event says the other instances may lag.
+                labels["revocation"] = "pending"
+            self._emit(
+                request,
+                action="logout",
+                outcome="success",
+                user_id=who.user_id,
+                status=303,
+                labels=labels,
             )
             provider, end_session = self._end_session_for(who.issuer)
             if provider is not None and end_session is not None:
@@ -464,34 +538,39 @@ class Login:
             if not isinstance(claims.get("jti"), str):
                 raise InvalidToken("logout token without jti")
         except OIDCError as exc:
-            self._sink.emit(
-                login_event(
-                    request.scope,
-                    action="logout",
-                    outcome="failure",
-                    reason=exc.reason,
-                    detail=exc.detail,
-                    idp=idp,
-                    status=400,
-                    labels={"logout_kind": "backchannel"},
-                )
+            self._emit(
+                request,
+                action="logout",
+                outcome="failure",
+                reason=exc.reason,
+                detail=exc.detail,
+                idp=idp,
+                status=400,
+                labels={"logout_kind": "backchannel"},
             )
             return JSONResponse({"error": "invalid_request"}, status_code=400)
         user_id = f"{claims['iss']}|{claims['sub']}"
-        now = self._clock()
-        self._revocations.revoke_subject(
-            user_id, before=now, until=now + self._codec.absolute_timeout
-        )
-        self._sink.emit(
-            login_event(
-                request.scope,
+        if not await self._revoke_subject(user_id):
+            # Refused here already; 503 so the provider may deliver the token again.
+            self._emit(
+                request,
                 action="logout",
-                outcome="success",
+                outcome="failure",
+                reason=RevocationsUnavailable.reason,
                 idp=idp,
                 user_id=user_id,
-                status=200,
+                status=503,
                 labels={"logout_kind": "backchannel"},
             )
+            return JSONResponse({"error": "temporarily_unavailable"}, status_code=503)
+        self._emit(
+            request,
+            action="logout",
+            outcome="success",
+            idp=idp,
+            user_id=user_id,
+            status=200,
+            labels={"logout_kind": "backchannel"},
         )
         return Response(status_code=200, headers={"cache-control": "no-store"})
 
@@ -511,10 +590,18 @@ class Login:
         target = body.get("user_id") if isinstance(body, dict) else None
         if not isinstance(target, str) or "|" not in target or len(target) > 1024:
             return self._error(request, BadRequest("expected_user_id"))
-        now = self._clock()
-        self._revocations.revoke_subject(
-            target, before=now, until=now + self._codec.absolute_timeout
-        )
+        if not await self._revoke_subject(target):
+            event = login_event(
+                request.scope,
+                action="sessions_revoked",
+                outcome="failure",
+                reason=RevocationsUnavailable.reason,
+                status=503,
+            )
+            event["event.category"] = ["authentication", "session", "iam"]
+            event["user.target.id"] = target
+            self._sink.emit(event)
+            return self._error(request, ServiceUnavailable(RevocationsUnavailable.reason))
         event = login_event(request.scope, action="sessions_revoked", outcome="success", status=200)
         event["event.category"] = ["authentication", "session", "iam"]
         event["event.type"] = ["end"]
@@ -523,6 +610,32 @@ class Login:
         return JSONResponse({"revoked": target})
 
     # --- helpers -------------------------------------------------------------------------
+
+    def _emit(self, request: Request, **fields: Any) -> None:
+        """Record one login, logout or revocation event about ``request`` (see ``login_event``)."""
+        self._sink.emit(login_event(request.scope, **fields))
+
+    async def _revoke_session(self, session_id: str) -> bool:
+        """Revoke one session (in a thread: the store may be a network call); False when it
+        is recorded on this instance only so far (queued for the shared store)."""
+        until = self._clock() + self._codec.absolute_timeout
+        try:
+            await asyncio.to_thread(self._revocations.revoke_session, session_id, until=until)
+        except RevocationsUnavailable:
+            return False
+        return True
+
+    async def _revoke_subject(self, user_id: str) -> bool:
+        """Revoke every session of ``user_id`` issued until now; False as above."""
+        now = self._clock()
+        until = now + self._codec.absolute_timeout
+        try:
+            await asyncio.to_thread(
+                self._revocations.revoke_subject, user_id, before=now, until=until
+            )
+        except RevocationsUnavailable:
+            return False
+        return True
 
     def _redirect_uri(self, request: Request) -> str:
         gateway = state(request.scope)
@@ -565,16 +678,14 @@ class Login:
         waits = [w for w in [await self._throttle.retry_after(k) for k in keys] if w is not None]
         if not waits:
             return None
-        self._sink.emit(
-            login_event(
-                request.scope,
-                action="login_failure",
-                outcome="failure",
-                reason="throttled",
-                idp=idp,
-                user_id=user_id,
-                status=429,
-            )
+        self._emit(
+            request,
+            action="login_failure",
+            outcome="failure",
+            reason="throttled",
+            idp=idp,
+            user_id=user_id,
+            status=429,
         )
         response = self._error(request, TooManyRequests("throttled", retry_after=max(waits)))
         response.headers["retry-after"] = str(max(waits))
@@ -613,18 +724,16 @@ class Login:
             except StateUnavailable:
                 # Refused anyway; the event says this failure could not be counted.
                 labels["throttle"] = "state_store_unavailable"
-        self._sink.emit(
-            login_event(
-                request.scope,
-                action="login_failure",
-                outcome="failure",
-                reason=exc.reason,
-                detail=exc.detail,
-                idp=idp,
-                user_id=user_id,
-                status=error.status_code,
-                labels=labels,
-            )
+        self._emit(
+            request,
+            action="login_failure",
+            outcome="failure",
+            reason=exc.reason,
+            detail=exc.detail,
+            idp=idp,
+            user_id=user_id,
+            status=error.status_code,
+            labels=labels,
         )
         for key in newly_blocked:
             alert = login_event(
@@ -648,6 +757,15 @@ class Login:
             error, state(request.scope).request_id, as_json=wants_json(request.scope)
         )
         return Response(body, status_code=error.status_code, media_type=content_type.decode())
+
+
+def _silent_fallback_for(entry: Pending, error: str) -> bool:
+    """True when the provider's ``error`` answers a silent request by asking for the person
+    (start the interactive login); raises IdPError for every other error."""
+    if entry.silent and error in SILENT_FALLBACK_ERRORS:
+        return True
+    shown = error if _ERROR_CODE.fullmatch(error) else "other"
+    raise IdPError(f"provider returned error {shown}")
 
 
 async def _form_field(request: Request, name: str) -> str | None:

@@ -21,8 +21,10 @@ Revocation and grants are the authenticator's, also checked at every request.
 Federated roles (and the tenant) are what the identity provider asserted at login. They are
 trusted for ``roles_max_age`` (``session.roles_max_age``, 1 hour by default) after that login:
 an older session is refused with reason ``session_roles_stale`` and the browser is sent to log
-in again, which recomputes roles and tenant from fresh claims (an IdP that still has a session
-signs the person in without a form). So a role removed at the federation is gone within
+in again, which recomputes roles and tenant from fresh claims. That login first asks the same
+issuer with ``prompt=none`` (``_relogin.py``): an IdP that still has a session signs the person
+in without a form, and one that needs them answers ``login_required``, which starts the
+interactive login at once. So a role removed at the federation is gone within
 ``roles_max_age``. Refresh tokens are not used for this on purpose: the cookie holds no token.
 """
 
@@ -259,6 +261,15 @@ class SessionCodec:
         if now - session.issued_at >= self.roles_max_age:
             return None, "session_roles_stale"
         return session, "ok"
+
+    def opened(self, value: str) -> Session | None:
+        """The session in ``value`` whatever its age, or None when it is not one of ours
+        (for the re-login hint of a stale session: never to let a request in)."""
+        cached = self._opened.get(value)
+        if cached is not None:
+            return cached[1]
+        payload = self.sealer.open(value, purpose=self._purpose)
+        return None if payload is None else Session.from_payload(payload)
 
     def _remember(self, value: str, now: float, session: Session) -> None:
         opened = self._opened

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from audit import AuditSink
-from gateway._audit import request_event
+from gateway.oidc._audit import session_event
 from gateway.oidc._claims import Grants
+from gateway.oidc._relogin import hint_cookie
 from gateway.oidc._revocation import RevocationStore
 from gateway.oidc._session import SessionCodec, read_cookie
+from gateway.oidc.errors import RevocationsUnavailable, SessionCheckUnavailable
+from gateway.pages import send_error
 from gateway.types import ASGIApp, Identity, Message, Receive, Scope, Send, state
 
 #: ``state(scope).extra`` key: ``Set-Cookie`` values to add to the response.
@@ -25,7 +28,10 @@ class SessionAuthenticator:
 
     Declines (anonymous) without the cookie; an altered, expired, idle or revoked cookie is
     cleared, recorded as a ``session_rejected`` event with the reason, and the request goes on
-    anonymous, so a browser is sent to log in again rather than shown an error. A session used
+    anonymous, so a browser is sent to log in again rather than shown an error. When the
+    revocation record cannot say whether the session is revoked (its store has been away for
+    longer than it may be), :class:`RevocationsUnavailable` is raised after the event and
+    :class:`SessionCookieStage` answers 503 (fail closed). A session used
     after ``refresh_interval`` is re-issued (idle clock reset). Locally granted roles are added
     from the current grants file at every request.
     """
@@ -50,12 +56,34 @@ class SessionAuthenticator:
         if not value:
             return None
         session, reason = self._codec.decode(value)
-        if session is not None and self._revocations.is_revoked(
-            session_id=session.session_id, user_id=session.user_id, issued_at=session.issued_at
-        ):
+        try:
+            revoked = session is not None and self._revocations.is_revoked(
+                session_id=session.session_id, user_id=session.user_id, issued_at=session.issued_at
+            )
+        except RevocationsUnavailable:
+            # Not known revoked, but the record is too old to say it is not: neither accepted
+            # nor cleared (the session may be fine); the session stage answers 503.
+            self._sink.emit(
+                session_event(
+                    scope,
+                    action="session_rejected",
+                    event_type=["denied"],
+                    outcome="failure",
+                    reason=RevocationsUnavailable.reason,
+                    **{"http.response.status_code": 503},
+                )
+            )
+            raise
+        if revoked:
             session, reason = None, "session_revoked"
         if session is None:
             self._reject(scope, reason)
+            if reason == "session_roles_stale":
+                stale = self._codec.opened(value)
+                if stale is not None:
+                    # Only the roles are old: the next login first tries a silent one there.
+                    now = self._codec.clock()
+                    add_set_cookie(scope, hint_cookie(self._codec.sealer, idp=stale.idp, now=now))
             return None
         roles = session.roles | self._grants.roles_for(session.idp, session.subject, session.tenant)
         if not roles:
@@ -72,12 +100,8 @@ class SessionAuthenticator:
         if self._codec.needs_refresh(session):
             refreshed = self._codec.refreshed(session)
             add_set_cookie(scope, self._codec.set_cookie(self._codec.encode(refreshed)))
-            event = request_event(
-                scope,
-                action="session_refresh",
-                category=["authentication", "session"],
-                event_type=["change"],
-                outcome="success",
+            event = session_event(
+                scope, action="session_refresh", event_type=["change"], outcome="success"
             )
             event["user.id"] = who.user_id
             event["user.roles"] = sorted(roles)
@@ -89,10 +113,9 @@ class SessionAuthenticator:
     def _reject(self, scope: Scope, reason: str) -> None:
         add_set_cookie(scope, self._codec.clear_cookie())
         self._sink.emit(
-            request_event(
+            session_event(
                 scope,
                 action="session_rejected",
-                category=["authentication", "session"],
                 event_type=["end"],
                 outcome="failure",
                 reason=reason,
@@ -101,7 +124,9 @@ class SessionAuthenticator:
 
 
 class SessionCookieStage:
-    """Adds the ``Set-Cookie`` headers later stages asked for (see :func:`add_set_cookie`).
+    """Adds the ``Set-Cookie`` headers later stages asked for (see :func:`add_set_cookie`),
+    and answers 503 when the session authenticator cannot check a session against the
+    revocation record (:class:`RevocationsUnavailable`, raised before any response starts).
 
     Place it before the authenticate stage (after https, which creates the gateway state).
     """
@@ -134,4 +159,12 @@ class SessionCookieStage:
                     message["headers"] = [*headers, *((b"set-cookie", v) for v in extra)]
             await send(message)
 
-        await self.app(scope, receive, send_with_cookies)
+        try:
+            await self.app(scope, receive, send_with_cookies)
+        except RevocationsUnavailable:
+            await send_error(
+                scope,
+                send,
+                SessionCheckUnavailable(RevocationsUnavailable.reason),
+                state(scope).request_id,
+            )

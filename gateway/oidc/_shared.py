@@ -19,7 +19,10 @@ instances already share: the audit store.
 - :class:`MemoryState`: one process (unit tests, a single instance), bounded.
 
 Keys are stored only as SHA-256 hashes (a subject id is personal data; an IP address too).
-Every record has an expiry and expired ones are deleted now and then (``PRUNE_INTERVAL``).
+Every record has an expiry and expired ones are deleted now and then (``PRUNE_INTERVAL``): in
+OpenSearch by :func:`delete_expired`, batches of ``PRUNE_BATCH`` until none is left or the run
+has taken ``PRUNE_BUDGET`` seconds (then the next write starts another run at once), in a
+thread of its own so no login waits for it.
 A store that cannot be reached raises :class:`~gateway.oidc.errors.StateUnavailable`: the
 callers refuse what needed it (fail closed), never accept a state twice.
 """
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import math
 import sqlite3
 import threading
@@ -45,22 +49,32 @@ from audit._opensearch import connect, translated_errors
 from audit.errors import StoreError
 from gateway.oidc.errors import StateUnavailable
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "Block",
     "MemoryState",
     "OpenSearchState",
+    "PruneResult",
     "SQLiteState",
     "SharedState",
+    "delete_expired",
 ]
 
 STATE_INDEX: Final = "gateway-shared-state"
 STATE_TABLE: Final = "gateway_shared_state"
 PRUNE_INTERVAL: Final = 600.0
+#: Expired OpenSearch records deleted per search + bulk round of a prune run.
+PRUNE_BATCH: Final = 1000
+#: A prune run stops starting rounds after this long (the next one picks up the rest).
+PRUNE_BUDGET: Final = 30.0
 MAX_MEMORY_ENTRIES: Final = 100_000
 DEFAULT_TIMEOUT: Final = 5.0
 #: Creating the index (once per process) may take longer than one record's read or write.
 SETUP_TIMEOUT: Final = 30.0
 BUSY_TIMEOUT: Final = 5.0
+#: How long closing waits for a prune run still going (it ends at its next round).
+PRUNE_JOIN_TIMEOUT: Final = 5.0
 
 Clock = Callable[[], float]
 
@@ -259,6 +273,49 @@ class SQLiteState:
 
 # --- OpenSearch (the audit cluster) -----------------------------------------------------------
 
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What one prune run did: records deleted, and whether no expired one was left."""
+
+    deleted: int
+    done: bool
+
+
+def delete_expired(
+    client: Any,
+    index: str,
+    *,
+    field: str,
+    now: float,
+    batch: int = PRUNE_BATCH,
+    budget: float = PRUNE_BUDGET,
+    monotonic: Clock = time.monotonic,
+) -> PruneResult:
+    """Delete the documents of ``index`` whose ``field`` is at or before ``now``: a search for
+    ``batch`` of them, a bulk delete (refreshed, so the next search no longer finds them), again
+    until a search finds fewer than ``batch`` or ``budget`` seconds have passed. Core APIs only
+    (``delete_by_query`` lives in a module the test distribution lacks). Raises what the client
+    raises."""
+    deadline = monotonic() + budget
+    deleted = 0
+    while True:
+        response = client.search(
+            index=index,
+            body={"query": {"range": {field: {"lte": now}}}, "size": batch},
+            _source=False,
+        )
+        ids = [hit["_id"] for hit in response["hits"]["hits"]]
+        if ids:
+            lines = [{"delete": {"_index": index, "_id": record}} for record in ids]
+            client.bulk(body=lines, refresh="true")
+            deleted += len(ids)
+        if len(ids) < batch:
+            return PruneResult(deleted=deleted, done=True)
+        if monotonic() >= deadline:
+            return PruneResult(deleted=deleted, done=False)
+
+
 _MAPPINGS: Final = {
     "dynamic": "strict",
     "properties": {
@@ -293,7 +350,10 @@ class OpenSearchState:
         ca_certs: str | None = None,
         replicas: int = 1,
         timeout: float = DEFAULT_TIMEOUT,
+        prune_batch: int = PRUNE_BATCH,
+        prune_budget: float = PRUNE_BUDGET,
         clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
     ) -> None:
         self.index = f"{index_prefix.lower()}{STATE_INDEX}"
         self._client = connect(
@@ -306,9 +366,13 @@ class OpenSearchState:
         )
         self._replicas = replicas
         self._clock = clock
+        self._monotonic = monotonic
+        self._prune_batch = prune_batch
+        self._prune_budget = prune_budget
         self._ready = False
         self._pruned = 0.0
         self._lock = threading.Lock()
+        self._pruner: threading.Thread | None = None
 
     def _ensure_index(self) -> None:
         if self._ready:
@@ -405,21 +469,42 @@ class OpenSearchState:
             self._client.index(index=self.index, id=_record_id("block", key), body=doc)
 
     def _maybe_prune(self) -> None:
-        """Delete expired records now and then (search, then bulk delete: core APIs only)."""
+        """Start a prune run in the background now and then (one at a time per instance)."""
         now = self._clock()
-        if now - self._pruned < PRUNE_INTERVAL:
-            return
-        self._pruned = now
-        with _unavailable():
-            response = self._client.search(
-                index=self.index,
-                body={"query": {"range": {"expires": {"lte": now}}}, "size": 1000},
-                _source=False,
+        with self._lock:
+            if now - self._pruned < PRUNE_INTERVAL or (
+                self._pruner is not None and self._pruner.is_alive()
+            ):
+                return
+            self._pruned = now
+            self._pruner = threading.Thread(
+                target=self._prune_in_background, name="shared-state-prune", daemon=True
             )
-            ids = [hit["_id"] for hit in response["hits"]["hits"]]
-            if ids:
-                lines = [{"delete": {"_index": self.index, "_id": record}} for record in ids]
-                self._client.bulk(body=lines)
+            self._pruner.start()
+
+    def _prune_in_background(self) -> None:
+        try:
+            result = self.prune()
+        except StateUnavailable as exc:
+            logger.warning("pruning the shared state failed: %s", exc)
+            result = PruneResult(deleted=0, done=False)
+        if not result.done:
+            with self._lock:
+                self._pruned = 0.0  # more left (or it failed): the next write starts again
+
+    def prune(self) -> PruneResult:
+        """Delete expired records, in batches, for at most ``prune_budget`` seconds."""
+        self._ensure_index()
+        with _unavailable():
+            return delete_expired(
+                self._client,
+                self.index,
+                field="expires",
+                now=self._clock(),
+                batch=self._prune_batch,
+                budget=self._prune_budget,
+                monotonic=self._monotonic,
+            )
 
     def refresh(self) -> None:
         """Make every record visible to search (tests)."""
@@ -438,5 +523,12 @@ class OpenSearchState:
     async def set_block(self, key: str, block: Block, *, forget_at: float) -> None:
         await asyncio.to_thread(self._set_block, key, block, forget_at)
 
+    def join_prune(self, timeout: float | None = PRUNE_JOIN_TIMEOUT) -> None:
+        """Wait for the prune run in the background, if one is going (shutdown, tests)."""
+        pruner = self._pruner
+        if pruner is not None:
+            pruner.join(timeout)
+
     async def aclose(self) -> None:
+        await asyncio.to_thread(self.join_prune)
         self._client.close()

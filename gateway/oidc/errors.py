@@ -11,10 +11,13 @@
     │   └── SessionTooLarge       the session would not fit in a cookie browsers keep
     ├── ProviderUnavailable       discovery or JWKS could not be fetched
     ├── StateUnavailable          the shared store of login states and counters is unreachable
+    ├── RevocationsUnavailable    the revocation record cannot vouch for a session (fail closed)
     └── ConfigError               a claims or grants file is invalid (raised at start-up/reload)
 
     LoginUnavailable (503)        a GatewayError: the page shown when login cannot work now
                                   (the provider or the shared state store is unreachable)
+    SessionCheckUnavailable (503) a GatewayError: a session cookie cannot be checked against
+                                  the revocation record (its store has been away too long)
 
 ``reason`` values are those of DESIGN.md §3: ``state_mismatch``, ``idp_error``,
 ``invalid_token``, ``expired``, ``unknown_issuer``, ``no_role_mapping``, ``throttled``.
@@ -99,6 +102,13 @@ class StateUnavailable(OIDCError):
     reason = "state_store_unavailable"
 
 
+class RevocationsUnavailable(OIDCError):
+    """The revocation record's store cannot be reached: a write is kept and retried, and a
+    session that is not known revoked is refused once the local copy is too old."""
+
+    reason = "revocation_store_unavailable"
+
+
 class LoginUnavailable(GatewayError):
     """Login cannot work right now: the identity provider or the shared state store is away."""
 
@@ -114,3 +124,14 @@ class ConfigError(OIDCError, ValueError):
     """A claims or grants file is invalid."""
 
     reason = "config_error"
+
+
+class SessionCheckUnavailable(GatewayError):
+    """A session cannot be checked against the revocation record right now (503)."""
+
+    code = "session_check_unavailable"
+    status_code = 503
+    title_nl = "Sessie kan niet worden gecontroleerd"
+    title_en = "Session cannot be checked"
+    text_nl = "Uw sessie kan op dit moment niet worden gecontroleerd. Probeer het later opnieuw."
+    text_en = "Your session cannot be checked right now. Please try again later."

@@ -186,6 +186,75 @@ class TestEndpoints:
         assert bad.status_code == 200
 
 
+def _silent_query(nonce: str) -> str:
+    return _authorize_query(prompt="none", nonce=nonce)
+
+
+class TestPromptNone:
+    """``prompt=none``: a code without the form for a browser with a session at the provider,
+    ``login_required`` back to the client for one without."""
+
+    async def test_without_session_login_required(self, idp: httpx.AsyncClient) -> None:
+        """No session: redirected to the client with ``error=login_required`` and the state."""
+        response = await idp.get(f"/authorize?{_silent_query('n-2')}")
+        assert response.status_code == 302
+        location = response.headers["location"]
+        assert location.startswith(REDIRECT)
+        query = parse_qs(urlsplit(location).query)
+        assert query["error"] == ["login_required"]
+        assert query["state"] == ["st"]
+        assert "code" not in query
+
+    async def test_with_session_issues_code(self, idp: httpx.AsyncClient) -> None:
+        """After choosing a person, a silent request gets a code for that person at once."""
+        person = PEOPLE[1]
+        assert (await _code(idp, person.subject)).status_code == 302
+        response = await idp.get(f"/authorize?{_silent_query('n-2')}")
+        assert response.status_code == 302
+        query = parse_qs(urlsplit(response.headers["location"]).query)
+        assert "error" not in query
+        tokens = await idp.post(
+            "/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": query["code"][0],
+                "redirect_uri": REDIRECT,
+                "code_verifier": "v" * 50,
+            },
+            auth=("gw", "s3cret"),
+        )
+        assert tokens.status_code == 200, tokens.text
+        keys = KeySet.import_key_set((await idp.get("/jwks")).json())
+        claims = jwt.decode(tokens.json()["id_token"], keys, algorithms=["RS256"]).claims
+        assert claims["sub"] == person.subject
+        assert claims["nonce"] == "n-2"
+
+    async def test_form_still_shown_without_prompt(self, idp: httpx.AsyncClient) -> None:
+        """A request without ``prompt=none`` shows the form even with a session."""
+        await _code(idp, PEOPLE[0].subject)
+        page = await idp.get(f"/authorize?{_authorize_query(nonce='n-3')}")
+        assert page.status_code == 200
+        assert 'name="person"' in page.text
+
+    async def test_end_session_ends_provider_session(self, idp: httpx.AsyncClient) -> None:
+        """After end-session a silent request is answered ``login_required`` again."""
+        await _code(idp, PEOPLE[0].subject)
+        await idp.get(
+            "/logout", params={"client_id": "gw", "post_logout_redirect_uri": "https://gw.test/"}
+        )
+        response = await idp.get(f"/authorize?{_silent_query('n-4')}")
+        assert parse_qs(urlsplit(response.headers["location"]).query)["error"] == ["login_required"]
+
+    async def test_silent_request_with_unknown_redirect_not_redirected(
+        self, idp: httpx.AsyncClient
+    ) -> None:
+        """``login_required`` is never sent to a redirect URI the client did not register."""
+        query = _authorize_query(prompt="none", redirect_uri="https://evil.test/cb")
+        response = await idp.get(f"/authorize?{query}")
+        assert response.status_code == 400
+        assert "location" not in response.headers
+
+
 class TestForGateway:
     async def test_registers_gateway_client(self) -> None:
         """for_gateway registers the gateway's callback and post-logout URIs for each origin."""

@@ -22,8 +22,8 @@ from tests.gateway.oidc._support import Clock
 IDP = "http://127.0.0.1:9400"
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient]]:
+def _world(tmp_path: Path, **environ: str) -> tuple[Gateway, httpx.AsyncClient]:
+    """A gateway (settings ``environ`` added) and a browser at the dev identity provider."""
     idp_app = create_app(
         issuer=IDP,
         mode="test",
@@ -42,6 +42,7 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[Gateway, httpx.AsyncClien
             "OIDC__ISSUERS__TESTIDP__DISCOVERY_URL": f"{IDP}/.well-known/openid-configuration",
             "OIDC__ISSUERS__TESTIDP__CLIENT_ID": "gateway",
             "OIDC__ISSUERS__TESTIDP__CLIENT_SECRET": "dev-secret",
+            **environ,
         },
     )
     gateway = Gateway(
@@ -51,6 +52,12 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[Gateway, httpx.AsyncClien
         transport=httpx.ASGITransport(app=idp_app),
     )
     browser_at_idp = httpx.AsyncClient(transport=httpx.ASGITransport(app=idp_app), base_url=IDP)
+    return gateway, browser_at_idp
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient]]:
+    gateway, browser_at_idp = _world(tmp_path)
     yield gateway, browser_at_idp
     await browser_at_idp.aclose()
     await gateway.aclose()
@@ -138,3 +145,58 @@ async def test_access_token_works_as_bearer(world: tuple[Gateway, httpx.AsyncCli
     who = gw.upstream.state.identity
     assert who is not None
     assert (who.method, who.tenant) == ("bearer", person.tenant)
+
+
+async def _at_idp(idp: httpx.AsyncClient, location: str) -> httpx.Response:
+    """The browser following a redirect to the provider."""
+    assert location.startswith(f"{IDP}/")
+    parts = urlsplit(location)
+    return await idp.get(f"{parts.path}?{parts.query}")
+
+
+async def _back(gw: Gateway, answer: httpx.Response) -> httpx.Response:
+    """The browser following the provider's redirect back to the gateway's callback."""
+    assert answer.status_code == 302, answer.text
+    back = urlsplit(answer.headers["location"])
+    assert back.netloc == HOST
+    return await gw.browser.get(f"{back.path}?{back.query}")
+
+
+async def test_stale_roles_silent_relogin(tmp_path: Path) -> None:
+    """After ``roles_max_age`` the gateway asks the provider with ``prompt=none``: a person
+    still signed in there is back without the form; once the provider's session has ended,
+    its ``login_required`` leads straight to the interactive form."""
+    gw, idp = _world(tmp_path, SESSION__ROLES_MAX_AGE="1s")
+    person = next(p for p in PEOPLE if p.tenant is not None)
+    try:
+        assert (await _log_in(gw, idp, person)).status_code == 303
+        gw.clock.advance(2)
+        stale = await gw.browser.get(_home(person))
+        assert stale.status_code == 303
+        to_idp = await gw.browser.get(stale.headers["location"])
+        assert parse_qs(urlsplit(to_idp.headers["location"]).query)["prompt"] == ["none"]
+        done = await _back(gw, await _at_idp(idp, to_idp.headers["location"]))
+        assert done.status_code == 303
+        assert done.headers["location"] == _home(person)
+        assert (await gw.browser.get(_home(person))).status_code == 200
+        assert gw.sink.actions().count("login_success") == 2
+
+        idp.cookies.clear()  # the session at the provider has ended
+        gw.clock.advance(2)
+        stale = await gw.browser.get(_home(person))
+        to_idp = await gw.browser.get(stale.headers["location"])
+        refused = await _at_idp(idp, to_idp.headers["location"])
+        interactive = await _back(gw, refused)
+        assert interactive.status_code == 303
+        assert "prompt" not in parse_qs(urlsplit(interactive.headers["location"]).query)
+        form = await _at_idp(idp, interactive.headers["location"])
+        assert form.status_code == 200
+        assert 'name="person"' in form.text
+        parts = urlsplit(interactive.headers["location"])
+        chosen = await idp.post(f"{parts.path}?{parts.query}", data={"person": person.subject})
+        assert (await _back(gw, chosen)).status_code == 303
+        assert (await gw.browser.get(_home(person))).status_code == 200
+        assert gw.sink.actions().count("login_success") == 3
+    finally:
+        await idp.aclose()
+        await gw.aclose()

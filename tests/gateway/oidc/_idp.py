@@ -23,7 +23,7 @@ from joserfc.jwk import Key, OctKey, RSAKey
 from audit import AuditSink, MemorySink
 from gateway.app import GatewayApp, create_app
 from gateway.authn import AuthenticateStage
-from gateway.oidc import OIDC, SharedState
+from gateway.oidc import OIDC, RevocationStore, SharedState
 from gateway.settings import Settings, load_settings
 from gateway.types import Decision
 from tests.gateway._asgi import Recorder
@@ -218,6 +218,7 @@ class Gateway:
         transport: httpx.AsyncBaseTransport | None = None,
         sink: AuditSink | None = None,
         shared: SharedState | None = None,
+        revocations: RevocationStore | None = None,
     ) -> None:
         self.sink = MemorySink()
         self.audit: AuditSink = sink or self.sink
@@ -231,6 +232,7 @@ class Gateway:
             monotonic=self.monotonic,
             transport=transport,
             shared=shared,
+            revocations=revocations,
         )
         self.upstream = Recorder()
         self.app: GatewayApp = create_app(

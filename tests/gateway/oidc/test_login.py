@@ -650,3 +650,110 @@ class TestStaleFederatedRoles:
         successes = [e for e in gw.sink.events if e["event.action"] == "login_success"]
         assert [e["user.roles"] for e in successes] == [["teacher"], ["student"]]
         await gw.aclose()
+
+
+class TestSilentRelogin:
+    """After ``roles_max_age`` the next login first tries ``prompt=none`` at the same issuer."""
+
+    @staticmethod
+    async def _stale(tmp_path: Path, idp: FakeIdP, **environ: str) -> tuple[Gateway, str]:
+        cfg = settings(tmp_path, SESSION__ROLES_MAX_AGE="10m", **environ)
+        gw = Gateway(tmp_path, clock=idp.clock, oidc_settings=cfg)
+        assert (await gw.login(idp)).status_code == 303
+        idp.clock.advance(600)
+        stale = await gw.browser.get("/home")
+        assert stale.status_code == 303
+        assert any("__Host-gw_relogin=v1" in c for c in stale.headers.get_list("set-cookie"))
+        return gw, stale.headers["location"]
+
+    async def test_stale_roles_try_prompt_none(self, tmp_path: Path, idp: FakeIdP) -> None:
+        """The login after a stale session asks the issuer with ``prompt=none`` and spends
+        the hint (single use)."""
+        gw, login = await self._stale(tmp_path, idp)
+        to_idp = await gw.browser.get(login)
+        assert to_idp.status_code == 303
+        query = parse_qs(urlsplit(to_idp.headers["location"]).query)
+        assert query["prompt"] == ["none"]
+        cleared = [c for c in to_idp.headers.get_list("set-cookie") if "gw_relogin" in c]
+        assert cleared and "Max-Age=0" in cleared[0]
+        again = await gw.browser.get(login)
+        assert "prompt" not in parse_qs(urlsplit(again.headers["location"]).query)
+        await gw.aclose()
+
+    async def test_silent_success_carries_new_roles(self, tmp_path: Path, idp: FakeIdP) -> None:
+        """With the person still signed in at the issuer, the silent answer logs them in
+        with the roles of fresh claims, no form involved."""
+        gw, login = await self._stale(tmp_path, idp)
+        idp.claims = {"roles": ["student"], "tenant": "school-a"}
+        location = (await gw.browser.get(login)).headers["location"]
+        state_value = parse_qs(urlsplit(location).query)["state"][0]
+        done = await gw.browser.get(
+            "/_gateway/callback", params={"state": state_value, "code": idp.authorize(location)}
+        )
+        assert done.status_code == 303
+        assert done.headers["location"] == "/home"
+        assert (await gw.browser.get("/home")).status_code == 200
+        assert gw.upstream.state.identity is not None
+        assert gw.upstream.state.identity.roles == {"student"}
+        await gw.aclose()
+
+    @pytest.mark.parametrize("error", ["login_required", "interaction_required"])
+    async def test_login_required_falls_back_to_interactive(
+        self, tmp_path: Path, idp: FakeIdP, error: str
+    ) -> None:
+        """The issuer needs the person: audited (``idp_error``, label ``prompt: none``), not
+        counted as a failed attempt, and the interactive login starts at once with a new
+        state and the same return path."""
+        gw, login = await self._stale(tmp_path, idp, THROTTLE__MAX_FAILURES="1")
+        location = (await gw.browser.get(login)).headers["location"]
+        silent_state = parse_qs(urlsplit(location).query)["state"][0]
+        answer = await gw.browser.get(
+            "/_gateway/callback", params={"state": silent_state, "error": error}
+        )
+        assert answer.status_code == 303
+        interactive = answer.headers["location"]
+        assert interactive.startswith(f"{ISSUER}/authorize?")
+        query = parse_qs(urlsplit(interactive).query)
+        assert "prompt" not in query
+        assert query["state"][0] != silent_state
+        event = [e for e in gw.sink.events if e["event.action"] == "login_failure"][-1]
+        assert event["event.reason"] == "idp_error"
+        assert event["labels"]["prompt"] == "none"
+        assert error in event["error.message"]
+        done = await gw.browser.get(
+            "/_gateway/callback",
+            params={"state": query["state"][0], "code": idp.authorize(interactive)},
+        )
+        assert done.status_code == 303  # not 429: the silent answer was not counted
+        assert done.headers["location"] == "/home"
+        await gw.aclose()
+
+    async def test_other_error_is_a_failure(self, tmp_path: Path, idp: FakeIdP) -> None:
+        """Any other error to a silent request (``access_denied``) fails the login as usual."""
+        gw, login = await self._stale(tmp_path, idp)
+        location = (await gw.browser.get(login)).headers["location"]
+        silent_state = parse_qs(urlsplit(location).query)["state"][0]
+        answer = await gw.browser.get(
+            "/_gateway/callback", params={"state": silent_state, "error": "access_denied"}
+        )
+        assert answer.status_code == 401
+        assert gw.reasons("login_failure")[-1] == "idp_error"
+        await gw.aclose()
+
+    async def test_login_required_to_interactive_request_fails(
+        self, gw: Gateway, idp: FakeIdP
+    ) -> None:
+        """``login_required`` answering a request that was not silent starts nothing."""
+        location = await gw.start_login()
+        assert "prompt" not in parse_qs(urlsplit(location).query)
+        state_value = parse_qs(urlsplit(location).query)["state"][0]
+        answer = await gw.browser.get(
+            "/_gateway/callback", params={"state": state_value, "error": "login_required"}
+        )
+        assert answer.status_code == 401
+
+    async def test_forged_hint_ignored(self, gw: Gateway) -> None:
+        """A hint cookie that is not sealed with the session keys changes nothing."""
+        gw.browser.cookies.set("__Host-gw_relogin", "v1.forged", domain=HOST)
+        location = await gw.start_login()
+        assert "prompt" not in parse_qs(urlsplit(location).query)

@@ -10,6 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import respx
 
+from gateway.oidc import MemoryRevocations
+from gateway.oidc.errors import RevocationsUnavailable
 from tests.gateway.oidc._idp import CLIENT_ID, HOST, ISSUER, FakeIdP, Gateway
 
 BACKCHANNEL = "http://schemas.openid.net/event/backchannel-logout"
@@ -200,3 +202,111 @@ class TestRevokeSubject:
         await gw.login(idp)
         response = await gw.browser.post("/_gateway/sessions/revoke", data={"user_id": "a|b"})
         assert response.status_code == 400
+
+
+class FlakyRevocations(MemoryRevocations):
+    """Memory revocations whose shared store can be switched away: writes are recorded here
+    and then reported unavailable, and an unknown session cannot be vouched for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads_down = False
+        self.writes_down = False
+
+    def revoke_session(self, session_id: str, *, until: float) -> None:
+        super().revoke_session(session_id, until=until)
+        if self.writes_down:
+            raise RevocationsUnavailable("store away")
+
+    def revoke_subject(self, user_id: str, *, before: float, until: float) -> None:
+        super().revoke_subject(user_id, before=before, until=until)
+        if self.writes_down:
+            raise RevocationsUnavailable("store away")
+
+    def is_revoked(self, *, session_id: str, user_id: str, issued_at: float) -> bool:
+        if super().is_revoked(session_id=session_id, user_id=user_id, issued_at=issued_at):
+            return True
+        if self.reads_down:
+            raise RevocationsUnavailable("store away")
+        return False
+
+
+@pytest.fixture
+async def flaky(tmp_path: Path, idp: FakeIdP) -> AsyncIterator[tuple[Gateway, FlakyRevocations]]:
+    store = FlakyRevocations()
+    gateway = Gateway(tmp_path, clock=idp.clock, revocations=store)
+    yield gateway, store
+    await gateway.aclose()
+
+
+class TestRevocationStoreAway:
+    async def test_unverifiable_session_gets_503(
+        self, flaky: tuple[Gateway, FlakyRevocations], idp: FakeIdP
+    ) -> None:
+        """A session the record cannot vouch for is answered 503, audited, and neither
+        forwarded nor cleared (it may be fine once the store is back)."""
+        gw, store = flaky
+        await gw.login(idp)
+        store.reads_down = True
+        response = await gw.browser.get("/home")
+        assert response.status_code == 503
+        assert "set-cookie" not in response.headers
+        assert not gw.upstream.called
+        assert "revocation_store_unavailable" in gw.reasons("session_rejected")
+        store.reads_down = False
+        assert (await gw.browser.get("/home")).status_code == 200
+
+    async def test_logout_still_ends_session_here(
+        self, flaky: tuple[Gateway, FlakyRevocations], idp: FakeIdP
+    ) -> None:
+        """Logout while the store is away clears the cookie, refuses the old one here at once,
+        and the event marks the revocation pending for the other instances."""
+        gw, store = flaky
+        await gw.login(idp)
+        old = gw.browser.cookies.get("__Host-gw_session")
+        store.writes_down = True
+        response = await gw.browser.post("/_gateway/logout")
+        assert response.status_code == 303
+        event = next(e for e in gw.sink.events if e["event.action"] == "logout")
+        assert event["labels"] == {"logout_kind": "user", "revocation": "pending"}
+        replay = gw.client()
+        replay.cookies.set("__Host-gw_session", old or "", domain=HOST)
+        assert (await replay.get("/home")).status_code == 303
+        await replay.aclose()
+
+    async def test_backchannel_logout_asks_for_redelivery(
+        self, flaky: tuple[Gateway, FlakyRevocations], idp: FakeIdP
+    ) -> None:
+        """A back-channel logout that cannot reach the shared record answers 503 (the provider
+        may send it again) and is audited as a failure."""
+        gw, store = flaky
+        await gw.login(idp)
+        idp.clock.advance(1)
+        store.writes_down = True
+        other = gw.client()
+        response = await other.post(
+            "/_gateway/backchannel-logout", data={"logout_token": _logout_token(idp)}
+        )
+        assert response.status_code == 503
+        event = next(e for e in gw.sink.events if _backchannel(e))
+        assert event["event.outcome"] == "failure"
+        assert event["event.reason"] == "revocation_store_unavailable"
+        await other.aclose()
+
+    async def test_revoke_api_reports_outage(
+        self, flaky: tuple[Gateway, FlakyRevocations], idp: FakeIdP
+    ) -> None:
+        """The incident responder's revoke answers 503 when the record is away, audited as a
+        failure naming the target."""
+        gw, store = flaky
+        idp.claims = {"roles": ["incident_responder"]}
+        await gw.login(idp)
+        idp.clock.advance(1)
+        store.writes_down = True
+        target = f"{ISSUER}|someone"
+        response = await gw.browser.post("/_gateway/sessions/revoke", json={"user_id": target})
+        assert response.status_code == 503
+        event = next(e for e in gw.sink.events if e["event.action"] == "sessions_revoked")
+        assert event["event.outcome"] == "failure"
+        assert event["event.reason"] == "revocation_store_unavailable"
+        assert event["user.target.id"] == target

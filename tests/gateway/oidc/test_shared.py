@@ -12,7 +12,7 @@ import pytest
 from opensearchpy import OpenSearch
 
 from gateway.oidc import Block, MemoryState, OpenSearchState, SharedState, SQLiteState
-from gateway.oidc._shared import STATE_INDEX
+from gateway.oidc._shared import PRUNE_INTERVAL, STATE_INDEX
 from gateway.oidc.errors import StateUnavailable
 from tests.gateway.oidc._support import Clock
 from tools.opensearch_node import Node
@@ -136,6 +136,67 @@ class TestOpenSearchRecords:
         text = str(hits)
         assert len(hits) == 2
         assert "alice" not in text and "secret-state-value" not in text
+        await store.aclose()
+
+
+def _seed_expired(opensearch: OpenSearch, index: str, count: int, *, expires: float) -> None:
+    """``count`` use-once records written straight into the index (as many logins would)."""
+    lines: list[dict[str, object]] = []
+    for number in range(count):
+        lines.append({"index": {"_index": index, "_id": f"used-seed-{number}"}})
+        lines.append({"kind": "used", "a": 0.0, "b": 0, "expires": expires})
+    opensearch.bulk(body=lines, refresh="true")
+
+
+def _count(opensearch: OpenSearch, index: str) -> int:
+    opensearch.indices.refresh(index=index)
+    return int(opensearch.count(index=index)["count"])
+
+
+class TestOpenSearchPruning:
+    """Expired records are deleted in batches until none is left, however many there are."""
+
+    async def test_prune_deletes_every_expired_record(
+        self, opensearch_node: Node, opensearch: OpenSearch, index_prefix: str
+    ) -> None:
+        """3,500 expired records (3.5 batches) go in one run; live ones stay."""
+        clock = Clock()
+        store = OpenSearchState(
+            url=opensearch_node.url, index_prefix=index_prefix, replicas=0, clock=clock
+        )
+        await store.use_once("state:live", until=clock.now + 600)
+        store.join_prune()
+        _seed_expired(opensearch, store.index, 3500, expires=clock.now - 1)
+        result = await asyncio.to_thread(store.prune)
+        assert result.done
+        assert result.deleted == 3500
+        assert _count(opensearch, store.index) == 1
+        await store.aclose()
+
+    async def test_run_bounded_by_time_and_continued(
+        self, opensearch_node: Node, opensearch: OpenSearch, index_prefix: str
+    ) -> None:
+        """A run out of time stops after its batch and says so; the next write starts another
+        run at once (not after PRUNE_INTERVAL), until the backlog is gone."""
+        clock = Clock()
+        store = OpenSearchState(
+            url=opensearch_node.url,
+            index_prefix=index_prefix,
+            replicas=0,
+            clock=clock,
+            prune_batch=1000,
+            prune_budget=0.0,
+        )
+        await store.use_once("state:live", until=clock.now + 6000)
+        store.join_prune()  # the first write's run: nothing expired yet
+        _seed_expired(opensearch, store.index, 2500, expires=clock.now - 1)
+        clock.advance(PRUNE_INTERVAL)
+        left = []
+        for number in range(3):
+            await store.use_once(f"state:trigger-{number}", until=clock.now + 6000)
+            store.join_prune()
+            left.append(_count(opensearch, store.index) - 2 - number)
+        assert left == [1500, 500, 0]
         await store.aclose()
 
 
