@@ -254,6 +254,10 @@ _SET_COOKIE = 2
 _ACTION_CACHE_LIMIT = 2048
 #: Header values remembered (client addresses and hosts as forwarded).
 _VALUE_CACHE_LIMIT = 4096
+#: Cookie headers remembered with the gateway's cookies taken out (only those up to this
+#: long, so the memory stays a few MB whatever clients send).
+_COOKIE_CACHE_LIMIT = 1024
+_MAX_REMEMBERED_COOKIE = 4096
 
 
 def _sets_cookie(name: bytes, value: bytes, cookies_lower: frozenset[bytes]) -> bool:
@@ -318,6 +322,7 @@ class MutateHeaders:
         self._request_actions: dict[bytes, int] = {}
         self._response_actions: dict[bytes, int] = {}
         self._values: dict[str, bytes] = {}
+        self._cookies: dict[bytes, bytes] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -377,6 +382,18 @@ class MutateHeaders:
         self._request_actions[bytes(name)] = action
         return action
 
+    def _cookie_value(self, value: bytes) -> bytes:
+        """``value`` without the gateway's cookies (:func:`_strip_cookie`), remembered per
+        value: a browser sends the same Cookie header with every request."""
+        found = self._cookies.get(value)
+        if found is None:
+            found = _strip_cookie(value, self._cookies_lower)
+            if len(value) <= _MAX_REMEMBERED_COOKIE:
+                if len(self._cookies) >= _COOKIE_CACHE_LIMIT:
+                    self._cookies.clear()
+                self._cookies[bytes(value)] = found
+        return found
+
     def _value(self, text: str) -> bytes:
         found = self._values.get(text)
         if found is None:
@@ -404,7 +421,7 @@ class MutateHeaders:
             if action == _KEEP:
                 kept.append((name, value))
             elif action == _COOKIE:
-                cookies = _strip_cookie(value, self._cookies_lower)
+                cookies = self._cookie_value(value)
                 if cookies:
                     kept.append((name, cookies))
             elif name.lower() == b"connection":

@@ -391,3 +391,18 @@ class TestGatewayCookiesNeverForwarded:
             identity=ANONYMOUS,
         )
         assert dict(stage.rewrite(scope))[b"cookie"] == b"theme=dark"
+
+    def test_remembered_cookie_header_is_stripped_again(self) -> None:
+        """The same Cookie header twice (remembered the second time) loses the session cookie
+        both times; a very long one is stripped the same way without being remembered."""
+        stage = MutateHeaders(_noop, signer=SIGNER)
+        value = f"{DEFAULT_SESSION_COOKIE}=v1.secret; theme=dark".encode()
+        for _ in range(2):
+            scope = with_state(http_scope("/x"), path="/x", identity=ANONYMOUS)
+            scope["headers"] = [(b"cookie", value)]
+            assert dict(stage.rewrite(scope))[b"cookie"] == b"theme=dark"
+        long_value = value + b"; pad=" + b"x" * 5000
+        scope = with_state(http_scope("/x"), path="/x", identity=ANONYMOUS)
+        scope["headers"] = [(b"cookie", long_value)]
+        assert dict(stage.rewrite(scope))[b"cookie"] == b"theme=dark; pad=" + b"x" * 5000
+        assert long_value not in stage._cookies
