@@ -30,7 +30,10 @@ the same run. Non-2xx answers and socket errors are counted: a contender that an
 quickly is not fast. ``cpu us/req`` is the gateway process's CPU time per request (from
 /proc), which other work on a shared machine disturbs far less than requests/s; ``+worker``
 is what its child processes (the audit worker, ``audit/_worker.py``) spent per request on
-top, on the other core. Last, the goal of issue #3 is checked per load. Every run is
+top, on the other core. Then the goal of issue #3 is checked per load. Last (unless
+``--no-stages``), the stages' own cost is measured in this process: the full pipeline with its
+forwarder's upstream replaced by a stub (no network, no HTTP server), CPU per request as the
+minimum over rounds, which other work on the machine disturbs least. Every run is
 bounded (``--duration`` seconds). This machine has 2 cores shared by wrk, nginx, the gateway
 and other work, so absolute numbers are noisy; the ratios and CPU per request are the result.
 
@@ -40,6 +43,7 @@ Needs wrk and nginx from Debian: ``apt-get update && apt-get install -y wrk ngin
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import re
@@ -55,17 +59,30 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import uvloop
 
 from audit import MemorySink
 from bench._peers_lib import nginx_config
 from gateway._upstream import ClientKind, create_upstream
 from gateway._wiring import _demo_assertion_key, build
+from gateway.app import Dispatch
 from gateway.assertion import AssertionSigner, generate_key
 from gateway.headers import DEFAULT_SESSION_COOKIE, MutateHeaders
 from gateway.oidc import Sealer, SessionCodec, decode_key, new_key
 from gateway.proxy import Forward
 from gateway.settings import Settings, load_settings
-from gateway.types import SCOPE_KEY, ASGIApp, GatewayState, Identity, Receive, Scope, Send
+from gateway.types import (
+    SCOPE_KEY,
+    ASGIApp,
+    GatewayState,
+    Identity,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM_ENV = "GATEWAY_BENCH_UPSTREAM"
@@ -139,6 +156,118 @@ def mutate_app() -> ASGIApp:
         keys=[generate_key()], issuer="https://gateway.localhost", audience="platform"
     )
     return _StandInState(MutateHeaders(_forward(), signer=signer))
+
+
+# --- the stages' own cost, in this process ----------------------------------------------------
+
+#: What the stub upstream answers (nginx's headers for the small JSON body).
+_STUB_HEADERS = (
+    (b"server", b"nginx/1.22.1"),
+    (b"date", b"Sat, 28 Nov 2026 18:00:00 GMT"),
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(JSON_BODY)).encode()),
+    (b"connection", b"keep-alive"),
+)
+STAGE_REQUESTS = 2000
+STAGE_ROUNDS = 7
+#: Seconds allowed for the audit worker to store a round's events before the next round.
+STAGE_DRAIN_TIMEOUT = 30.0
+
+
+async def _stub_upstream(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": list(_STUB_HEADERS)})
+    await send({"type": "http.response.body", "body": JSON_BODY.encode(), "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _stage_cost(cookie: bytes, requests: int, rounds: int) -> tuple[list[float], int]:
+    """CPU µs per request of every round, and how many answers were not 200."""
+    gateway = build(full_settings())
+    node: Any = gateway.app.pipeline
+    while not isinstance(node, Dispatch):
+        node = node.app
+    mutate = node.forward
+    if not isinstance(mutate, MutateHeaders):
+        raise SystemExit(f"unexpected pipeline: {type(mutate).__name__} after dispatch")
+    mutate.app = _stub_upstream  # the forwarder's place: everything before it runs as served
+    app = gateway.app
+    lifespan: asyncio.Queue[Message] = asyncio.Queue()
+    answers: list[Message] = []
+    answered = asyncio.Event()
+
+    async def lifespan_send(message: Message) -> None:
+        answers.append(message)
+        answered.set()
+
+    running = asyncio.ensure_future(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}}, lifespan.get, lifespan_send)
+    )
+    await lifespan.put({"type": "lifespan.startup"})
+    await answered.wait()
+    if answers[0]["type"] != "lifespan.startup.complete":
+        raise SystemExit(f"the gateway did not start: {answers[0]}")
+    port = int(os.environ[PORT_ENV])
+    headers = [(b"host", f"127.0.0.1:{port}".encode()), (b"cookie", cookie)]
+    failed = 0
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal failed
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            failed += 1
+
+    async def one() -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "server": ("127.0.0.1", port),
+            "client": ("127.0.0.1", 50000),
+            "scheme": "http",
+            "method": "GET",
+            "root_path": "",
+            "path": FULL_PATH,
+            "raw_path": FULL_PATH.encode(),
+            "query_string": b"",
+            "headers": list(headers),
+        }
+        await app(scope, receive, send)
+
+    figures = []
+    try:
+        for _ in range(200):  # warm up every cache the way a client's first requests do
+            await one()
+        for _ in range(rounds):
+            # Let the audit worker store the last round first: a full queue would answer 503.
+            await asyncio.to_thread(gateway.audit.wait_idle, STAGE_DRAIN_TIMEOUT)
+            started = time.process_time()
+            for _ in range(requests):
+                await one()
+            figures.append((time.process_time() - started) / requests * 1e6)
+    finally:
+        await lifespan.put({"type": "lifespan.shutdown"})
+        await running
+    return figures, failed
+
+
+def stage_cost(session_key: str, requests: int = STAGE_REQUESTS, rounds: int = STAGE_ROUNDS) -> str:
+    """The full pipeline's stages measured in this process: the gateway's CPU per request
+    (this process's threads, so the audit enqueue and its flusher thread count) with the
+    forwarder's upstream replaced by a stub, no network and no HTTP server. It is what the
+    stages add to forwarding, and it is far steadier on a shared machine than req/s: the
+    minimum over rounds is what the code costs when nothing else disturbs it."""
+    figures, failed = uvloop.run(  # the loop the gateway is served on
+        _stage_cost(session_cookie(session_key).encode(), requests, rounds)
+    )
+    line = (
+        f"stage cost in-process (full pipeline, stub upstream, {rounds} x {requests} requests): "
+        f"min {min(figures):.1f} us, median {statistics.median(figures):.1f} us CPU per request"
+    )
+    if failed:
+        line += f"; {failed} answers were not 200 (the figures do not count)"
+    return line
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -525,6 +654,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--opensearch", metavar="URL", help="the full pipeline's audit store (default: SQLite)"
     )
+    parser.add_argument(
+        "--no-stages",
+        dest="stages",
+        action="store_false",
+        help="skip the in-process measurement of the stages' cost (stub upstream)",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.duration <= 60 or not 1 <= args.rounds <= 20:
         parser.error("--duration must be in (0, 60] and --rounds in [1, 20]")
@@ -543,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_env = {SESSION_KEY_ENV: args.session_key, STATE_ENV: str(Path(tmp) / "state")}
         if args.opensearch:
             bench_env[OPENSEARCH_ENV] = args.opensearch
-        upstream = stack.enter_context(nginx(Path(tmp)))
+        upstream = upstream_url = stack.enter_context(nginx(Path(tmp)))
         for c in contenders:
             if c.factory is None:
                 c.url = upstream
@@ -570,9 +705,22 @@ def main(argv: list[str] | None = None) -> int:
                     run = wrk(c.url, conns, args.duration, c.pid, path=c.path, headers=c.headers)
                     c.runs.setdefault(conns, []).append(run)
             print(f"round {round_no + 1}/{args.rounds} done", flush=True)
+        if args.stages:
+            os.environ.update(
+                {
+                    **bench_env,
+                    STATE_ENV: str(Path(tmp) / "state-stages"),
+                    UPSTREAM_ENV: upstream_url,
+                    PORT_ENV: str(_free_port()),
+                }
+            )
+            stages = stage_cost(args.session_key)
     print()
     print(_table(contenders, args.connections))
     print(goal_check(contenders, args.connections))
+    if args.stages:
+        print()
+        print(stages)
     return 0
 
 

@@ -140,6 +140,11 @@ class Dispatch:
         self._own = own
         self._forward = forward
 
+    @property
+    def forward(self) -> ASGIApp:
+        """The app requests for the platform go to (the mutate stage, then the forwarder)."""
+        return self._forward
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope[SCOPE_KEY].path
         if path.startswith(GATEWAY_PREFIX) or path == GATEWAY_PREFIX.rstrip("/"):

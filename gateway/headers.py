@@ -166,6 +166,22 @@ def normalise_name(name: bytes) -> bytes:
     return name.translate(_FOLD)
 
 
+#: Folded names by name as sent: a request carries the same dozen names again and again.
+#: Bounded (cleared when full), so a client sending ever new names only costs the folding.
+_FOLDED: dict[bytes, bytes] = {}
+_FOLDED_LIMIT = 2048
+
+
+def _folded(name: bytes) -> bytes:
+    norm = _FOLDED.get(name)
+    if norm is None:
+        norm = name.translate(_FOLD)
+        if len(_FOLDED) >= _FOLDED_LIMIT:
+            _FOLDED.clear()
+        _FOLDED[bytes(name)] = norm
+    return norm
+
+
 def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     named: set[bytes] = set()
     for name, value in headers:
@@ -184,14 +200,23 @@ def forwardable_request_headers(
     ``Connection`` listing: when the mutate stage ran they are ours, and a client must not be able
     to strip them.
     """
-    headers = list(headers)
-    named = _connection_tokens(headers)
-    named = {n for n in named if not n.startswith(_PROTECTED_REQUEST_PREFIXES)}
-    return [
-        (name, value)
-        for name, value in headers
-        if (norm := name.translate(_FOLD)) not in HOP_BY_HOP and norm not in named
-    ]
+    kept: list[tuple[bytes, bytes]] = []
+    connection: list[bytes] | None = None
+    for name, value in headers:
+        norm = _folded(name)
+        if norm in HOP_BY_HOP:
+            if norm == b"connection":
+                connection = [*(connection or ()), value]
+            continue
+        kept.append((name, value))
+    if connection is None:
+        return kept
+    named = {
+        n
+        for n in _connection_tokens((b"connection", value) for value in connection)
+        if not n.startswith(_PROTECTED_REQUEST_PREFIXES)
+    }
+    return [(name, value) for name, value in kept if _folded(name) not in named]
 
 
 def forwardable_response_headers(
@@ -207,7 +232,7 @@ def forwardable_response_headers(
     return [
         (name, value)
         for name, value in headers
-        if (norm := name.translate(_FOLD)) not in HOP_BY_HOP and norm not in named
+        if (norm := _folded(name)) not in HOP_BY_HOP and norm not in named
     ]
 
 
@@ -215,6 +240,24 @@ def _header_value(value: str) -> bytes:
     if _SAFE_VALUE.fullmatch(value):
         return value.encode("ascii")
     return urllib.parse.quote(value, safe="!#$&'()*+,/:;=?@[]~|^`{}").encode("ascii")
+
+
+# What the mutate stage does with a client's request header, by its name as sent.
+_KEEP = 0
+_DROP = 1
+_COOKIE = 2
+# ... and with an upstream's response header.
+_PASS = 0
+_BANNER = 1
+_SET_COOKIE = 2
+#: Names remembered per stage (cleared when full: ever new names only cost the folding).
+_ACTION_CACHE_LIMIT = 2048
+#: Header values remembered (client addresses and hosts as forwarded).
+_VALUE_CACHE_LIMIT = 4096
+#: Cookie headers remembered with the gateway's cookies taken out (only those up to this
+#: long, so the memory stays a few MB whatever clients send).
+_COOKIE_CACHE_LIMIT = 1024
+_MAX_REMEMBERED_COOKIE = 4096
 
 
 def _sets_cookie(name: bytes, value: bytes, cookies_lower: frozenset[bytes]) -> bool:
@@ -275,6 +318,11 @@ class MutateHeaders:
         )
         # Identity headers with their assertion, rebuilt whenever the signer issues a new one.
         self._identity_cache: dict[Identity, tuple[str, list[tuple[bytes, bytes]]]] = {}
+        # Per header name as sent: what to do with it (see _request_action/_response_action).
+        self._request_actions: dict[bytes, int] = {}
+        self._response_actions: dict[bytes, int] = {}
+        self._values: dict[str, bytes] = {}
+        self._cookies: dict[bytes, bytes] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -282,17 +330,22 @@ class MutateHeaders:
             return
         scope = dict(scope)
         scope["headers"] = self.rewrite(scope)
-        cookie = self._cookies_lower
-        dropped = self._drop_response
+        actions = self._response_actions
+        classify = self._response_action
+        cookies = self._cookies_lower
 
         async def send_guarded(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = message.get("headers", ())
-                kept = [
-                    (name, value)
-                    for name, value in headers
-                    if normalise_name(name) not in dropped and not _sets_cookie(name, value, cookie)
-                ]
+                kept = []
+                for name, value in headers:
+                    action = actions.get(name)
+                    if action is None:
+                        action = classify(name)
+                    if action == _PASS or (
+                        action == _SET_COOKIE and not _sets_cookie(name, value, cookies)
+                    ):
+                        kept.append((name, value))
                 if len(kept) != len(headers):
                     message = dict(message)
                     message["headers"] = kept
@@ -300,28 +353,91 @@ class MutateHeaders:
 
         await self.app(scope, receive, send_guarded)
 
+    def _response_action(self, name: bytes) -> int:
+        norm = normalise_name(name)
+        if norm in self._drop_response:
+            action = _BANNER
+        elif norm == b"set-cookie":
+            action = _SET_COOKIE
+        else:
+            action = _PASS
+        if len(self._response_actions) >= _ACTION_CACHE_LIMIT:
+            self._response_actions.clear()
+        self._response_actions[bytes(name)] = action
+        return action
+
+    def _request_action(self, name: bytes) -> int:
+        norm = normalise_name(name)
+        if norm in HOP_BY_HOP or norm == b"x-request-id":
+            # x-request-id: ours replaces it (the https stage trusts only trusted proxies' ids)
+            action = _DROP
+        elif norm in self._drop or norm.startswith(self._drop_prefixes):
+            action = _DROP
+        elif norm == b"cookie":
+            action = _COOKIE
+        else:
+            action = _KEEP
+        if len(self._request_actions) >= _ACTION_CACHE_LIMIT:
+            self._request_actions.clear()
+        self._request_actions[bytes(name)] = action
+        return action
+
+    def _cookie_value(self, value: bytes) -> bytes:
+        """``value`` without the gateway's cookies (:func:`_strip_cookie`), remembered per
+        value: a browser sends the same Cookie header with every request."""
+        found = self._cookies.get(value)
+        if found is None:
+            found = _strip_cookie(value, self._cookies_lower)
+            if len(value) <= _MAX_REMEMBERED_COOKIE:
+                if len(self._cookies) >= _COOKIE_CACHE_LIMIT:
+                    self._cookies.clear()
+                self._cookies[bytes(value)] = found
+        return found
+
+    def _value(self, text: str) -> bytes:
+        found = self._values.get(text)
+        if found is None:
+            found = _header_value(text)
+            if len(self._values) >= _VALUE_CACHE_LIMIT:
+                self._values.clear()
+            self._values[text] = found
+        return found
+
     def rewrite(self, scope: Scope) -> list[tuple[bytes, bytes]]:
-        """The header list to forward for ``scope`` (public for tests and the benchmark)."""
+        """The header list to forward for ``scope`` (public for tests and the benchmark).
+
+        One pass over the client's headers, each name's fate looked up by the name as sent;
+        then, only when the client sent ``Connection``, the headers it names are dropped too.
+        """
         gw = state(scope)
         who = identity(scope)
+        actions = self._request_actions
         kept: list[tuple[bytes, bytes]] = []
-        for name, value in forwardable_request_headers(scope["headers"]):
-            norm = normalise_name(name)
-            if norm == b"x-request-id":
-                continue  # ours replaces it: the https stage trusts only trusted proxies' ids
-            if norm in self._drop or norm.startswith(self._drop_prefixes):
-                continue
-            if norm == b"cookie":
-                cookies = _strip_cookie(value, self._cookies_lower)
+        connection: list[bytes] | None = None
+        for name, value in scope["headers"]:
+            action = actions.get(name)
+            if action is None:
+                action = self._request_action(name)
+            if action == _KEEP:
+                kept.append((name, value))
+            elif action == _COOKIE:
+                cookies = self._cookie_value(value)
                 if cookies:
                     kept.append((name, cookies))
-                continue
-            kept.append((name, value))
+            elif name.lower() == b"connection":
+                connection = [*(connection or ()), value]
+        if connection is not None:
+            named = {
+                n
+                for n in _connection_tokens((b"connection", value) for value in connection)
+                if not n.startswith(_PROTECTED_REQUEST_PREFIXES)
+            }
+            kept = [(name, value) for name, value in kept if _folded(name) not in named]
         if gw.client_ip:
-            kept.append((b"x-forwarded-for", _header_value(gw.client_ip)))
-        kept.append((b"x-forwarded-proto", _header_value(gw.scheme)))
+            kept.append((b"x-forwarded-for", self._value(gw.client_ip)))
+        kept.append((b"x-forwarded-proto", self._value(gw.scheme)))
         if gw.host:
-            kept.append((b"x-forwarded-host", _header_value(gw.host)))
+            kept.append((b"x-forwarded-host", self._value(gw.host)))
         kept.append((b"x-request-id", gw.request_id.encode("ascii")))
         kept.extend(self._identity_headers(who))
         return kept

@@ -33,8 +33,9 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 _SAFE_IN_LOCATION = "/%:@!$&'()*+,;=-._~"
 
 
-_ID_PREFIX = secrets.randbits(64)
+_ID_PREFIX = f"{secrets.randbits(64):016x}"
 _ID_COUNTER = itertools.count(secrets.randbits(32))
+_ID_MASK = 0xFFFFFFFFFFFFFFFF
 
 
 def new_request_id() -> str:
@@ -42,7 +43,7 @@ def new_request_id() -> str:
 
     Unique, not secret (it is shown to the client); no system call per request.
     """
-    return f"{_ID_PREFIX:016x}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
+    return _ID_PREFIX + format(next(_ID_COUNTER) & _ID_MASK, "016x")
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -73,6 +74,13 @@ def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
         return ipaddress.ip_address(text)
     except ValueError:
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_text(text: str) -> str | None:
+    """The address in ``text`` written the standard way (:func:`_parse_ip`), or None."""
+    address = _parse_ip(text)
+    return str(address) if address is not None else None
 
 
 def _parse_forwarded(scope: Scope) -> list[dict[str, str]]:
@@ -110,7 +118,7 @@ class ForwardedResolver:
         host_header = header(scope, b"host")
         host = host_header.decode("latin-1") if host_header is not None else None
         if not self.is_trusted(peer):
-            return (str(peer) if peer else None), scheme, host, False
+            return (_ip_text(peer_text) if peer_text else None), scheme, host, False
 
         forwarded = _parse_forwarded(scope)
         if forwarded:
@@ -227,7 +235,7 @@ class HTTPSStage:
             return
         headers = scope.get("headers", ())
         oversized = len(headers) > self._max_header_count or (
-            sum(len(name) + len(value) for name, value in headers) > self._max_header_bytes
+            sum(map(len, itertools.chain.from_iterable(headers))) > self._max_header_bytes
         )
         client_ip, scheme, host, trusted = self._resolver.resolve(scope)
         request_id = None

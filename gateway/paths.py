@@ -110,13 +110,39 @@ def encode_path(path: str) -> str:
     return quote(path, safe=PATH_SAFE)
 
 
+#: Canonical paths remembered per raw path (only accepted ones, only short ones): a client
+#: asks for the same few paths again and again. Cleared when full.
+CACHE_SIZE = 4096
+MAX_CACHED_PATH_BYTES = 256
+
+
 class PathStage:
-    """Writes the canonical path into the gateway state, or answers 400."""
+    """Writes the canonical path into the gateway state, or answers 400.
+
+    :func:`canonicalise` is a pure function of the raw path, so the result for an accepted raw
+    path is kept (bounded); a rejected one is checked again each time.
+    """
 
     name: ClassVar[str] = "path"
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, cache_size: int = CACHE_SIZE) -> None:
+        if cache_size < 0:
+            raise ValueError("cache_size must not be negative")
         self.app = app
+        self._cache_size = cache_size
+        self._cache: dict[bytes, str] = {}
+
+    def canonical(self, raw_path: bytes) -> str:
+        """:func:`canonicalise`, remembered for accepted short paths."""
+        found = self._cache.get(raw_path)
+        if found is not None:
+            return found
+        found = canonicalise(raw_path)
+        if self._cache_size and len(raw_path) <= MAX_CACHED_PATH_BYTES:
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+            self._cache[bytes(raw_path)] = found
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -127,7 +153,7 @@ class PathStage:
         if raw_path is None:
             raw_path = quote(scope["path"], safe=PATH_SAFE + "%").encode("ascii")
         try:
-            gateway.path = canonicalise(raw_path)
+            gateway.path = self.canonical(raw_path)
         except PathRejected as exc:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})

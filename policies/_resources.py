@@ -35,6 +35,9 @@ TENANT_KINDS: Final = frozenset({"none", "school", "supplier"})
 SAMPLE_TENANT: Final = "tenant-a"
 OTHER_TENANT: Final = "tenant-b"
 SAMPLE_VALUE: Final = "x1"
+#: ``classify`` answers remembered (cleared when full), for paths up to this length.
+CLASSIFY_CACHE_SIZE: Final = 16_384
+MAX_CLASSIFIED_PATH: Final = 256
 
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9_~.-]+|:[a-z][a-z0-9_]*")
 _ROUTE: Final = re.compile(r"([A-Z]{1,20}) (/\S*)")
@@ -223,6 +226,7 @@ class Resources:
         self.families = dict(families)
         self.routes = tuple(routes)
         self._by_method: dict[str, list[tuple[re.Pattern[str], Route, RouteInfo]]] = {}
+        self._classified: dict[tuple[str, str], RouteInfo | None] = {}
         #: (method, first path segment) -> candidates; routes starting with :name go under None.
         self._index: dict[tuple[str, str | None], list[tuple[re.Pattern[str], RouteInfo]]] = {}
         for route in self.routes:
@@ -278,8 +282,22 @@ class Resources:
     def classify(self, method: str, path: str) -> RouteInfo | None:
         """The route a canonical path belongs to, or ``None`` for an unknown route.
 
-        ``HEAD`` is classified as ``GET`` (it is decided as GET too).
+        ``HEAD`` is classified as ``GET`` (it is decided as GET too). Answers for short paths
+        are remembered (bounded): the object is never changed after it is built, and a reload
+        builds a new one, so a remembered answer is always this file's.
         """
+        key = (method, path)
+        cache = self._classified
+        if key in cache:
+            return cache[key]
+        found = self._classify(method, path)
+        if len(path) <= MAX_CLASSIFIED_PATH:
+            if len(cache) >= CLASSIFY_CACHE_SIZE:
+                cache.clear()
+            cache[key] = found
+        return found
+
+    def _classify(self, method: str, path: str) -> RouteInfo | None:
         if method == "HEAD":
             method = "GET"
         end = path.find("/", 1)

@@ -9,11 +9,13 @@ from gateway.oidc._audit import session_event
 from gateway.oidc._claims import Grants
 from gateway.oidc._relogin import hint_cookie
 from gateway.oidc._revocation import RevocationStore
-from gateway.oidc._session import SessionCodec, read_cookie
+from gateway.oidc._session import Session, SessionCodec, read_cookie
 from gateway.oidc.errors import RevocationsUnavailable, SessionCheckUnavailable
 from gateway.pages import send_error
 from gateway.types import ASGIApp, Identity, Message, Receive, Scope, Send, state
 
+#: Identities kept for reuse, by (session id, roles); cleared when full.
+IDENTITY_CACHE_SIZE = 4096
 #: ``state(scope).extra`` key: ``Set-Cookie`` values to add to the response.
 SET_COOKIE_KEY = "oidc.set_cookie"
 
@@ -50,6 +52,7 @@ class SessionAuthenticator:
         self._revocations = revocations
         self._grants = grants
         self._sink = sink
+        self._identities: dict[tuple[str, frozenset[str]], Identity] = {}
 
     async def authenticate(self, scope: Scope) -> Identity | None:
         value = read_cookie(scope.get("headers", ()), self._codec.cookie_name)
@@ -85,18 +88,12 @@ class SessionAuthenticator:
                     now = self._codec.clock()
                     add_set_cookie(scope, hint_cookie(self._codec.sealer, idp=stale.idp, now=now))
             return None
-        roles = session.roles | self._grants.roles_for(session.idp, session.subject, session.tenant)
+        granted = self._grants.roles_for(session.idp, session.subject, session.tenant)
+        roles = session.roles | granted if granted else session.roles
         if not roles:
             self._reject(scope, "no_role_mapping")
             return None
-        who = Identity(
-            issuer=session.issuer,
-            subject=session.subject,
-            roles=roles,
-            tenant=session.tenant,
-            method="session",
-            session_id=session.session_id,
-        )
+        who = self._identity(session, roles)
         if self._codec.needs_refresh(session):
             refreshed = self._codec.refreshed(session)
             add_set_cookie(scope, self._codec.set_cookie(self._codec.encode(refreshed)))
@@ -108,6 +105,31 @@ class SessionAuthenticator:
             if who.tenant is not None:
                 event["organization.id"] = who.tenant
             self._sink.emit(event)
+        return who
+
+    def _identity(self, session: Session, roles: frozenset[str]) -> Identity:
+        """The identity of ``session`` with ``roles``: the same object as last time when
+        nothing changed, so the later stages' look-ups keyed on it (assertion, identity
+        headers) find it by identity rather than comparing field by field."""
+        key = (session.session_id, roles)
+        who = self._identities.get(key)
+        if (
+            who is None
+            or who.issuer != session.issuer
+            or who.subject != session.subject
+            or who.tenant != session.tenant
+        ):
+            who = Identity(
+                issuer=session.issuer,
+                subject=session.subject,
+                roles=roles,
+                tenant=session.tenant,
+                method="session",
+                session_id=session.session_id,
+            )
+            if len(self._identities) >= IDENTITY_CACHE_SIZE:
+                self._identities.clear()
+            self._identities[key] = who
         return who
 
     def _reject(self, scope: Scope, reason: str) -> None:

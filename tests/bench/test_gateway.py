@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from bench import gateway as bench
+from gateway.oidc import new_key
 from tests.gateway._apps import upstream_app
 from tests.gateway._servers import serve_thread
 
@@ -50,6 +51,21 @@ class TestFactories:
         assert response.status_code == 200
         names = [name for name, _ in response.json()["headers"]]
         assert ("x-gateway-assertion" in names) == (factory is bench.mutate_app)
+
+
+class TestStageCost:
+    def test_full_pipeline_answers_every_request(
+        self, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The in-process measurement runs the real pipeline (a teacher's session, the
+        shipped policy, the audit worker) to a 200 for every request, and reports it."""
+        monkeypatch.setenv(bench.UPSTREAM_ENV, "http://127.0.0.1:9")  # never contacted
+        monkeypatch.setenv(bench.SESSION_KEY_ENV, key := new_key())
+        monkeypatch.setenv(bench.STATE_ENV, str(tmp_path / "state"))
+        monkeypatch.setenv(bench.PORT_ENV, "8443")
+        line = bench.stage_cost(key, requests=20, rounds=2)
+        assert line.startswith("stage cost in-process")
+        assert "not 200" not in line
 
 
 class TestWrkParsing:

@@ -318,6 +318,31 @@ class TestUnits:
         assert (b"X_School_Admin", b"1") not in headers
         assert (b"X-User", b"kept-now") in headers
 
+    def test_remembered_names_decide_as_before(self) -> None:
+        """Names remembered from earlier requests (and a flood of new names that empties the
+        memory) change nothing: identity headers still go, others stay, Connection still
+        names headers to drop."""
+        stage = MutateHeaders(_noop, signer=SIGNER)
+        flood = [(f"x-n{n}".encode(), b"1") for n in range(3000)]
+        stage.rewrite(_scope(TEACHER, flood))
+        for _ in range(2):
+            headers = stage.rewrite(
+                _scope(
+                    TEACHER,
+                    [
+                        (b"X_Auth_User", b"admin"),
+                        (b"Accept", b"*/*"),
+                        (b"Connection", b"x-hop"),
+                        (b"X-Hop", b"1"),
+                        (b"x-n1", b"1"),
+                    ],
+                )
+            )
+            names = [name for name, _ in headers]
+            assert b"X_Auth_User" not in names and b"X-Hop" not in names
+            assert b"Connection" not in names
+            assert (b"Accept", b"*/*") in headers and (b"x-n1", b"1") in headers
+
     def test_identity_required(self) -> None:
         """Without the authenticate stage the mutate stage refuses to run."""
         scope = _scope(TEACHER)
@@ -366,3 +391,18 @@ class TestGatewayCookiesNeverForwarded:
             identity=ANONYMOUS,
         )
         assert dict(stage.rewrite(scope))[b"cookie"] == b"theme=dark"
+
+    def test_remembered_cookie_header_is_stripped_again(self) -> None:
+        """The same Cookie header twice (remembered the second time) loses the session cookie
+        both times; a very long one is stripped the same way without being remembered."""
+        stage = MutateHeaders(_noop, signer=SIGNER)
+        value = f"{DEFAULT_SESSION_COOKIE}=v1.secret; theme=dark".encode()
+        for _ in range(2):
+            scope = with_state(http_scope("/x"), path="/x", identity=ANONYMOUS)
+            scope["headers"] = [(b"cookie", value)]
+            assert dict(stage.rewrite(scope))[b"cookie"] == b"theme=dark"
+        long_value = value + b"; pad=" + b"x" * 5000
+        scope = with_state(http_scope("/x"), path="/x", identity=ANONYMOUS)
+        scope["headers"] = [(b"cookie", long_value)]
+        assert dict(stage.rewrite(scope))[b"cookie"] == b"theme=dark; pad=" + b"x" * 5000
+        assert long_value not in stage._cookies

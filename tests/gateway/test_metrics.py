@@ -46,6 +46,55 @@ class TestMetricsStage:
         assert 'gateway_request_duration_seconds_count{family="me"} 1.0' in text
 
 
+class TestGatewayMetrics:
+    def test_latency_buckets_are_cumulative(self) -> None:
+        """Each latency lands in the first bucket whose bound it does not exceed, cumulatively."""
+        metrics = GatewayMetrics()
+        for seconds in (0.0004, 0.001, 0.003, 20.0):
+            metrics.started()
+            metrics.count("me", "allowed", 200, seconds)
+        text = metrics.render().decode()
+        bucket = 'gateway_request_duration_seconds_bucket{family="me",le="%s"} %s'
+        assert bucket % ("0.0005", "1.0") in text
+        assert bucket % ("0.001", "2.0") in text
+        assert bucket % ("0.0025", "2.0") in text
+        assert bucket % ("0.005", "3.0") in text
+        assert bucket % ("10.0", "3.0") in text
+        assert bucket % ("+Inf", "4.0") in text
+        assert 'gateway_request_duration_seconds_count{family="me"} 4.0' in text
+        assert 'gateway_request_duration_seconds_sum{family="me"} 20.0044' in text
+
+    def test_counts_are_kept_apart_by_label(self) -> None:
+        """Requests differing in family, decision or status are separate series."""
+        metrics = GatewayMetrics()
+        for labels in [("me", "allowed", 200), ("me", "allowed", 200), ("me", "denied", 403)]:
+            metrics.started()
+            metrics.count(*labels, 0.01)
+        text = metrics.render().decode()
+        assert 'gateway_requests_total{decision="allowed",family="me",status="200"} 2.0' in text
+        assert 'gateway_requests_total{decision="denied",family="me",status="403"} 1.0' in text
+
+    async def test_in_flight_while_answering(self) -> None:
+        """A request is in flight from its arrival until its response ends, errors included."""
+        metrics = GatewayMetrics()
+        seen: list[int] = []
+
+        async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+            seen.append(metrics.in_flight)
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            await call(
+                MetricsStage(inner, metrics=metrics),
+                with_state(http_scope("/api/me"), path="/api/me"),
+            )
+        assert seen == [1]
+        assert metrics.in_flight == 0
+        text = metrics.render().decode()
+        assert "gateway_requests_in_flight 0.0" in text
+        assert 'gateway_requests_total{decision="none",family="me",status="500"} 1.0' in text
+
+
 class TestExport:
     def test_samples_become_counters_and_gauges(self) -> None:
         """Exported samples are read at each scrape, counters by their _total suffix."""

@@ -121,3 +121,35 @@ class TestPathStage:
         scope = with_state(http_scope(raw_path=b"/activities", query=b"x=/../api/admin"))
         await call(PathStage(inner), scope)
         assert canonical_path(inner.scopes[0]) == "/activities"
+
+    async def test_remembered_path_is_canonical_again(self) -> None:
+        """A raw path seen before gets the same canonical path from the stage's memory."""
+        stage = PathStage(Recorder())
+        raw = b"/api/me/x/../registrations"
+        assert stage.canonical(raw) == stage.canonical(raw) == "/api/me/registrations"
+        assert stage._cache == {raw: "/api/me/registrations"}
+
+    async def test_rejected_path_is_rejected_every_time(self) -> None:
+        """A rejected raw path is never remembered: each request is checked and refused."""
+        inner = Recorder()
+        stage = PathStage(inner)
+        for _ in range(2):
+            result = await call(stage, with_state(http_scope(raw_path=b"/a/%2e%2e/admin")))
+            assert result.status == 400
+        assert not inner.called
+        assert stage._cache == {}
+
+    def test_memory_is_bounded(self) -> None:
+        """A full memory is emptied, and long paths are canonicalised but not remembered."""
+        stage = PathStage(Recorder(), cache_size=2)
+        for raw in (b"/a", b"/b", b"/c"):
+            stage.canonical(raw)
+        assert list(stage._cache) == [b"/c"]
+        long_path = b"/" + b"x" * 300
+        assert stage.canonical(long_path) == long_path.decode()
+        assert long_path not in stage._cache
+
+    def test_negative_cache_size_is_refused(self) -> None:
+        """A negative cache size is a configuration error at start-up."""
+        with pytest.raises(ValueError, match="cache_size"):
+            PathStage(Recorder(), cache_size=-1)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from policies._resources import Resources
+from policies._resources import CLASSIFY_CACHE_SIZE, Resources
 from policies.errors import ResourcesInvalid
 
 
@@ -52,6 +52,24 @@ class TestClassify:
     def test_near_misses_are_unknown(self, resources: Resources, path: str) -> None:
         """Routes match whole segments and literal dots only."""
         assert resources.classify("GET", path) is None
+
+    def test_remembered_answers_are_the_same(self, resources: Resources) -> None:
+        """Asking twice gives the same route info (remembered), per method and path."""
+        first = resources.classify("GET", "/api/schools/school-a/students/42")
+        assert resources.classify("GET", "/api/schools/school-a/students/42") is first
+        other = resources.classify("GET", "/api/schools/school-b/students/7")
+        assert other is not None and (other.tenant, other.subject_id) == ("school-b", "7")
+        assert resources.classify("PATCH", "/api/schools/school-a/students/42") is None
+
+    def test_memory_is_bounded(self, resources: Resources) -> None:
+        """The memory is emptied when full; long paths are classified but not remembered."""
+        for n in range(CLASSIFY_CACHE_SIZE + 1):
+            resources.classify("GET", f"/nothing/{n}")
+        assert len(resources._classified) <= CLASSIFY_CACHE_SIZE
+        long_path = "/api/schools/school-a/students/" + "x" * 300
+        info = resources.classify("GET", long_path)
+        assert info is not None and info.subject_id == "x" * 300
+        assert ("GET", long_path) not in resources._classified
 
     def test_roles_of_design_md_are_described(self, resources: Resources) -> None:
         """Every role of DESIGN.md is in the file, with how it is granted."""

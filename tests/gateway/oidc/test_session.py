@@ -334,6 +334,33 @@ class TestSessionAuthenticator:
         assert who is not None
         assert who.roles == {"teacher", "lob_coordinator"}
 
+    async def test_same_session_same_identity_until_grants_change(self, tmp_path: Path) -> None:
+        """A session seen again yields the same identity object; a withdrawn grant is gone
+        at the next request all the same (grants are read per request)."""
+        text = (
+            '[[grants]]\nissuer = "surf"\nsubject = "s1"\ntenant = "school-a"\n'
+            'roles = ["lob_coordinator"]\n'
+        )
+        auth, c, _, _ = self._auth(tmp_path, Clock(), text)
+        value = c.encode(_new(c))
+        first = await auth.authenticate(_scope(value))
+        assert first is not None and await auth.authenticate(_scope(value)) is first
+        (tmp_path / "grants.toml").write_text("")
+        auth._grants.reload()
+        later = await auth.authenticate(_scope(value))
+        assert later is not None and later.roles == {"teacher"}
+
+    async def test_remembered_identity_does_not_outlive_revocation(self, tmp_path: Path) -> None:
+        """A session whose identity was seen before is refused once it is revoked."""
+        clock = Clock()
+        auth, c, revocations, sink = self._auth(tmp_path, clock)
+        session = _new(c)
+        value = c.encode(session)
+        assert await auth.authenticate(_scope(value)) is not None
+        revocations.revoke_session(session.session_id, until=session.expires_at)
+        assert await auth.authenticate(_scope(value)) is None
+        assert sink.events[-1]["event.reason"] == "session_revoked"
+
     async def test_tampered_cookie_rejected_and_cleared(self, tmp_path: Path) -> None:
         """A forged cookie is anonymous, audited and cleared."""
         auth, _, _, sink = self._auth(tmp_path, Clock())
