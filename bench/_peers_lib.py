@@ -363,9 +363,18 @@ def gateway_environ(
 
 # --- the profile -----------------------------------------------------------------------------
 
-#: Leaf functions of a thread that waits (lock, condition, a blocking socket read, a sleep):
-#: py-spy's idle detection misses some of them; their samples are left out.
-WAITING_LEAVES = ("Condition.wait", "Event.wait", "Thread.join", "SocketIO.readinto", "sleep (")
+#: Leaf functions of a thread that waits (lock, condition, a blocking socket read, a sleep, a
+#: blocking read of a pipe in C below the function: the audit worker's ``for line in stdin``
+#: and the parent's report reader): py-spy's idle detection misses them; left out.
+WAITING_LEAVES = (
+    "Condition.wait",
+    "Event.wait",
+    "Thread.join",
+    "SocketIO.readinto",
+    "sleep (",
+    "main (audit/_worker.py",
+    "AuditWorker._read_reports (",
+)
 
 #: Where a sample goes: its process or thread first (``WHOLE_STACK``: the stack holds the first
 #: marker and any of the others), else the innermost frame with a marker of ``INNERMOST``

@@ -34,6 +34,7 @@ and the next request then asks the store itself and is refused if the store cann
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import math
 import time
@@ -46,10 +47,14 @@ from gateway.oidc._shared import Block, SharedState
 IPV6_PREFIX = 64
 LOCAL_ENTRIES = 10_000
 DEFAULT_CHECK_INTERVAL = 1.0
+#: Client addresses whose key is remembered (parsing one is most of a bearer request's throttle
+#: check: ``bench/peers.py --profile``).
+IP_KEY_CACHE = 4096
 #: The part of ``check_interval`` at its end in which a request starts a background look-up.
 REFRESH_AHEAD = 0.25
 
 
+@functools.lru_cache(maxsize=IP_KEY_CACHE)
 def ip_key(address: str | None) -> str:
     """The throttle key of a client address (canonical; IPv6 by its /64)."""
     if address is None:
