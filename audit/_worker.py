@@ -17,8 +17,10 @@ and a flusher thread that writes each tick's events as JSON lines to a pipe.
 What is not lost, and when:
 
 - the parent keeps the read end of the pipe open, so a worker that dies leaves the events
-  still in the pipe to its replacement (restarted after ``restart_delay``); the spool it
-  left behind is replayed by the new worker as at any start;
+  still in the pipe to its replacement (restarted after ``restart_delay``, doubled for each
+  death in a row of a worker that ran less than ``stable_after``, up to
+  ``max_restart_delay``: a worker that cannot run is not respawned in a hot loop); the spool
+  it left behind is replayed by the new worker as at any start;
 - a worker that cannot take events (its spool is full and the category's policy is
   ``block``) stops reading; the pipe fills, the parent's deque fills to ``max_queue``, and from
   then on ``emit`` applies the category's policy at once: ``block`` raises
@@ -50,8 +52,10 @@ import logging
 import os
 import pickle
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections import Counter, deque
@@ -66,13 +70,16 @@ from audit._pipeline import DEFAULT_FULL_POLICY, AuditPipeline, Metrics
 from audit.errors import AuditUnavailable
 from audit.events import Category, action_spec
 
-__all__ = ["AuditWorker", "WorkerSpec"]
+__all__ = ["AuditWorker", "WorkerSpec", "restart_backoff"]
 
 logger = logging.getLogger("audit.worker")
 
 DEFAULT_MAX_QUEUE: Final = 10_000
 DEFAULT_WRITE_INTERVAL: Final = 0.02
 DEFAULT_RESTART_DELAY: Final = 0.5
+DEFAULT_MAX_RESTART_DELAY: Final = 10.0
+#: A worker that ran this long before it died is restarted after ``restart_delay`` again.
+DEFAULT_STABLE_AFTER: Final = 10.0
 REPORT_INTERVAL: Final = 0.25
 READY_INTERVAL: Final = 2.0
 #: The kernel's pipe buffer is raised to this (Linux; the default is 64 KiB).
@@ -126,6 +133,12 @@ def _add(earlier: Metrics, current: Metrics) -> Metrics:
     )
 
 
+def restart_backoff(deaths: int, *, base: float, cap: float) -> float:
+    """Seconds to wait before restarting a worker after ``deaths`` quick deaths in a row
+    before this one: ``base``, doubled for each, at most ``cap``."""
+    return float(min(base * 2 ** min(deaths, 32), cap))
+
+
 def _jsonable(value: Any) -> Any:
     """What orjson cannot write itself: sets as sorted lists (as the chain's stamp does),
     anything else as its text (as the chain's renderer does)."""
@@ -139,7 +152,7 @@ class AuditWorker:
 
     The same lifecycle as :class:`AuditPipeline`: ``await start()``, ``await aclose()``,
     ``await ready()``, ``metrics()`` (the worker's figures, reported four times a second, plus
-    this process's queue).
+    this process's queue and what waits in the pipe).
     """
 
     def __init__(
@@ -150,6 +163,8 @@ class AuditWorker:
         max_queue: int = DEFAULT_MAX_QUEUE,
         write_interval: float = DEFAULT_WRITE_INTERVAL,
         restart_delay: float = DEFAULT_RESTART_DELAY,
+        max_restart_delay: float = DEFAULT_MAX_RESTART_DELAY,
+        stable_after: float = DEFAULT_STABLE_AFTER,
         close_timeout: float = 60.0,
         start_timeout: float = 60.0,
         python: str = sys.executable,
@@ -163,11 +178,18 @@ class AuditWorker:
             raise ValueError("spool-full policies are 'block' or 'drop'")
         if max_queue < 1 or not 0 < write_interval <= 1 or restart_delay < 0:
             raise ValueError("max_queue, write_interval and restart_delay out of range")
+        if max_restart_delay < restart_delay or stable_after <= 0:
+            raise ValueError("max_restart_delay below restart_delay, or stable_after not > 0")
         self._spec = pickle.dumps(spec)
         self._blocking = frozenset(c for c, p in policy.items() if p == "block")
         self._max_queue = max_queue
         self._write_interval = write_interval
         self._restart_delay = restart_delay
+        self._max_restart_delay = max_restart_delay
+        self._stable_after = stable_after
+        self._quick_deaths = 0  # in a row, each of a worker that ran less than stable_after
+        self._last_restart_delay: float | None = None
+        self._spawned_at = 0.0
         self._close_timeout = close_timeout
         self._start_timeout = start_timeout
         self._python = python
@@ -179,6 +201,9 @@ class AuditWorker:
         self._refused: Counter[str] = Counter()
         self._serialise_failures = 0
         self._restarts = 0
+        # What the flusher wrote to the pipe, to turn the bytes waiting there into events.
+        self._lines_written = 0
+        self._bytes_written = 0
         self._reported: Metrics | None = None  # the running worker's latest report
         self._earlier = _EMPTY  # the last figures of workers that died (counters go on)
         self._worker_ready = False
@@ -318,7 +343,7 @@ class AuditWorker:
         refused.update(self._refused)
         return replace(
             now,
-            queue_depth=now.queue_depth + len(self._queue),
+            queue_depth=now.queue_depth + len(self._queue) + self.in_pipe(),
             events_emitted=self._emitted,
             drops=dict(drops),
             refused=dict(refused),
@@ -328,6 +353,24 @@ class AuditWorker:
     def restarts(self) -> int:
         """How many times the worker was restarted after it died."""
         return self._restarts
+
+    @property
+    def last_restart_delay(self) -> float | None:
+        """Seconds waited before the latest restart (None before any)."""
+        return self._last_restart_delay
+
+    def in_pipe(self) -> int:
+        """Events written to the pipe that no worker has read yet: the bytes waiting there
+        (``FIONREAD``) over the mean line written. An estimate within a line or two; what a
+        worker has read into its own buffer (8 KiB at most) is not counted."""
+        fd = self._read_fd
+        if fd < 0 or not self._lines_written:
+            return 0
+        try:
+            waiting: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+        except OSError:  # closed meanwhile (shutdown)
+            return 0
+        return round(waiting * self._lines_written / self._bytes_written)
 
     # --- the worker process ----------------------------------------------------------------
 
@@ -354,6 +397,7 @@ class AuditWorker:
             self._reported = None
         with self._lock:
             self._process = process
+            self._spawned_at = time.monotonic()
         self._reader = threading.Thread(
             target=self._read_reports, args=(process,), name="audit-reports", daemon=True
         )
@@ -386,13 +430,22 @@ class AuditWorker:
             with self._lock:
                 process = self._process
             if process is not None and process.poll() is not None and not self._stopping.is_set():
+                if time.monotonic() - self._spawned_at >= self._stable_after:
+                    self._quick_deaths = 0
+                delay = restart_backoff(
+                    self._quick_deaths, base=self._restart_delay, cap=self._max_restart_delay
+                )
+                self._quick_deaths += 1
                 logger.error(
-                    "audit worker exited with %s; restarting it (events in the pipe wait)",
+                    "audit worker exited with %s; restarting it in %.1f s (events in the pipe "
+                    "wait)",
                     process.returncode,
+                    delay,
                 )
                 self._worker_ready = False
                 self._restarts += 1
-                self._stopping.wait(self._restart_delay)
+                self._last_restart_delay = delay
+                self._stopping.wait(delay)
                 if self._stopping.is_set():
                     break
                 self._spawn()
@@ -412,7 +465,10 @@ class AuditWorker:
             while True:
                 stopping = self._stopping.is_set()
                 if queue:
-                    self._write(self._lines(queue))
+                    data = self._lines(queue)
+                    self._write(data)
+                    self._lines_written += data.count(b"\n")
+                    self._bytes_written += len(data)
                 if stopping and not queue:
                     return
                 self._stopping.wait(self._write_interval)

@@ -23,7 +23,9 @@ __all__ = [
     "nginx_config",
     "oauth2_proxy_args",
     "parse_wrk",
+    "profile_shares",
     "ratio",
+    "render_profile",
     "render_table",
     "summarise",
 ]
@@ -357,3 +359,94 @@ def gateway_environ(
         environ["GATEWAY_AUDIT__INDEX_PREFIX"] = "bench-peers-"
         environ["GATEWAY_AUDIT__REPLICAS"] = "0"
     return environ
+
+
+# --- the profile -----------------------------------------------------------------------------
+
+#: Leaf functions of a thread that waits (lock, condition, a blocking socket read, a sleep, a
+#: blocking read of a pipe in C below the function: the audit worker's ``for line in stdin``
+#: and the parent's report reader): py-spy's idle detection misses them; left out.
+WAITING_LEAVES = (
+    "Condition.wait",
+    "Event.wait",
+    "Thread.join",
+    "SocketIO.readinto",
+    "sleep (",
+    "main (audit/_worker.py",
+    "AuditWorker._read_reports (",
+)
+
+#: Where a sample goes: its process or thread first (``WHOLE_STACK``: the stack holds the first
+#: marker and any of the others), else the innermost frame with a marker of ``INNERMOST``
+#: (stages nest, so an outer stage's frame is in every later stage's stack). The first rule
+#: that matches wins; a sample no rule claims is the event loop's.
+_WORKER = "audit._worker import main"
+WHOLE_STACK: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("audit worker process: shipping to OpenSearch", _WORKER, ("opensearchpy/", "urllib3/")),
+    ("audit worker process: reading, chain, spool", _WORKER, ("",)),
+    ("audit flusher, reports and supervisor threads", "AuditWorker._", ("",)),
+    ("shared-state look-ups in the thread pool", "concurrent/futures", ("State._",)),
+    ("other threads", "Thread._bootstrap", ("",)),
+)
+INNERMOST: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("forward: aiohttp client", ("aiohttp/", "gateway/_upstream.py", "yarl/", "multidict/")),
+    ("uvicorn: writing the response", ("RequestResponseCycle.send (",)),
+    ("audit event on the request path", ("audit/", "gateway/_audit.py", "structlog/")),
+    ("authentication (bearer JWT, throttle)", ("gateway/oidc/", "gateway/authn.py")),
+    ("authorization (Casbin, resources)", ("gateway/authz.py", "policies/", "casbin/")),
+    ("mutate: identity headers, assertion", ("gateway/headers.py", "gateway/assertion.py")),
+    ("forward: the gateway's own code", ("gateway/proxy.py",)),
+    ("metrics", ("gateway/metrics.py", "prometheus_client/")),
+    (
+        "other stages (errors, https, host, path)",
+        tuple(
+            f"gateway/{name}.py"
+            for name in ("app", "https", "hosts", "paths", "pages", "types", "errors")
+        ),
+    ),
+    ("uvicorn/httptools outside the app", ("uvicorn/", "httptools", "_GatewayProtocol.")),
+)
+EVENT_LOOP = "event loop (uvloop) and the rest"
+
+
+def _bucket(frames: Sequence[str]) -> str:
+    stack = ";".join(frames)
+    for label, first, others in WHOLE_STACK:
+        if first in stack and any(marker in stack for marker in others):
+            return label
+    for frame in reversed(frames):
+        for label, markers in INNERMOST:
+            if any(marker in frame for marker in markers):
+                return label
+    return EVENT_LOOP
+
+
+def profile_shares(raw: str) -> list[tuple[str, float]]:
+    """py-spy's raw (collapsed) stacks as the share of busy samples per part, largest first.
+
+    The last entry is the share of all samples left out as waiting (``WAITING_LEAVES``).
+    """
+    counts: dict[str, int] = {}
+    waiting = total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        if frames[-1].startswith(WAITING_LEAVES):
+            waiting += n
+            continue
+        label = _bucket(frames)
+        counts[label] = counts.get(label, 0) + n
+    busy = total - waiting
+    shares = sorted(((k, v / busy) for k, v in counts.items()), key=lambda kv: -kv[1])
+    return [*shares, ("(left out: waiting, share of all samples)", waiting / total if total else 0)]
+
+
+def render_profile(shares: Sequence[tuple[str, float]]) -> str:
+    """A Markdown table of :func:`profile_shares`."""
+    lines = ["| share of busy samples | where |", "|---|---|"]
+    lines += [f"| {share:.1%} | {label} |" for label, share in shares]
+    return "\n".join(lines)

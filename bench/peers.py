@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.peers [--duration 3] [--rounds 3] [--connections 1 32 128]
                                     [--opensearch URL] [--upstreams nginx demo] [--markdown F]
+                                    [--workers 1 2] [--cookies [nginx demo]]
+                                    [--profile FILE [--py-spy PATH]]
 
 Contenders, all against the same upstream, all with the same person (a teacher of school A
 reading ``GET /api/schools/school-a/students``, a personal-data route the shipped policy
@@ -33,6 +35,12 @@ the contender's processes, reset before each run through /proc/PID/clear_refs), 
 (non-2xx answers and socket errors: a proxy that answers 401 quickly is not fast). Ratios:
 req/s, requests per CPU second and p99 against oauth2-proxy with the same kind of credentials,
 and req/s against the direct upstream. Each run is bounded (``--duration``).
+
+``--profile FILE``: after the rounds, one more run of the first table's ``gateway 1w`` (bearer,
+the largest ``--connections``) under ``py-spy record --format raw --subprocesses`` (the request
+process and its audit worker; py-spy is not a project dependency: ``pip install py-spy`` beside
+it, or give ``--py-spy``). FILE gets py-spy's collapsed stacks; the share of the samples per
+part of the pipeline (``bench._peers_lib.profile_shares``) is printed after the tables.
 
 Tools: wrk and nginx from Debian (installed with apt-get when missing and run as root),
 oauth2-proxy built once with ``go install`` (``tools/oauth2_proxy.py``), OpenSearch from
@@ -70,6 +78,8 @@ from bench._peers_lib import (
     nginx_config,
     oauth2_proxy_args,
     parse_wrk,
+    profile_shares,
+    render_profile,
     render_table,
     summarise,
 )
@@ -389,6 +399,37 @@ def check(c: Contender, idp: DevIdp, token: str) -> None:
         )
 
 
+PROFILE_RATE = 200  # samples per second
+PROFILE_ATTACH = 1.0  # seconds py-spy gets to attach before the load starts
+
+
+def profile(
+    c: Contender, idp: DevIdp, *, conns: int, duration: float, out: Path, py_spy: str
+) -> None:
+    """One wrk run against ``c`` while py-spy samples its process tree into ``out`` (raw)."""
+    headers = c.headers(idp, idp.access_token())
+    command = [py_spy, "record", "--pid", str(c.root), "--subprocesses", "--format", "raw"]
+    command += ["--rate", str(PROFILE_RATE), "--nonblocking", "--output", str(out)]
+    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(PROFILE_ATTACH)
+        if spy.poll() is not None:
+            raise SystemExit(
+                f"py-spy exited at once: {spy.stderr.read().decode() if spy.stderr else ''}"
+            )
+        print(parse_wrk(run_wrk(c.url, conns, duration, headers)), file=sys.stderr)
+    finally:
+        if spy.poll() is None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+    if not out.exists():
+        raise SystemExit(f"py-spy wrote no profile to {out}")
+
+
 # --- tools -----------------------------------------------------------------------------------
 
 
@@ -589,6 +630,18 @@ def run(args: argparse.Namespace) -> list[tuple[str, list[Row]]]:
             flush=True,
         )
         measure_rounds(args, setup.idp, tables)
+        if args.profile:
+            target = next(c for c in tables[0].contenders if c.name == "gateway 1w")
+            conns = max(args.connections)
+            profile(
+                target,
+                setup.idp,
+                conns=conns,
+                duration=args.duration,
+                out=args.profile,
+                py_spy=args.py_spy,
+            )
+            args.profiled = f"{target.name} at {conns} connections in front of {tables[0].upstream}"
     return [
         (
             table.upstream,
@@ -652,7 +705,17 @@ def main(argv: list[str] | None = None) -> int:
         help="the gateway's audit store (default: OPENSEARCH_URL; SQLite without either)",
     )
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    parser.add_argument(
+        "--profile", type=Path, metavar="FILE", help="py-spy's raw stacks of gateway 1w to FILE"
+    )
+    parser.add_argument(
+        "--py-spy",
+        default=shutil.which("py-spy") or "py-spy",
+        help="the py-spy executable (default: the one on PATH)",
+    )
     args = parser.parse_args(argv)
+    if args.profile and 1 not in args.workers:
+        parser.error("--profile samples gateway 1w: keep 1 in --workers")
     if not 0 < args.duration <= 60 or not 1 <= args.rounds <= 20:
         parser.error("--duration must be in (0, 60] and --rounds in [1, 20]")
     results = run(args)
@@ -660,6 +723,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.markdown:
         args.markdown.write_text(text)
+    if args.profile:
+        print(f"\nProfile of {args.profiled} ({args.profile}), share of the busy samples:\n")
+        shares = profile_shares(args.profile.read_text(errors="replace"))
+        print(render_profile(shares))
     return 0
 
 

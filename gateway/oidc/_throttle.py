@@ -19,10 +19,22 @@ requests costs the store one lookup a second, not one per request (measured with
 ``bench/shared_state.py``: a realtime GET in OpenSearch costs milliseconds), and a block set
 by another instance is seen here within that interval. Failures are always counted in the
 store at once.
+
+One look-up per key at a time: requests that find no fresh answer while a look-up for their key
+is under way wait for that one instead of starting their own (measured with
+``bench/peers.py --profile``, bearer at 32 connections: without it every request arriving in
+the milliseconds a look-up took started another, about 23 store reads a second instead of one,
+queued in the default thread pool with the event loop waiting on them). And a "not blocked"
+answer in the last ``REFRESH_AHEAD`` of its interval starts a look-up in the background while
+it is still used, so in steady traffic no request waits for the store at all; the answer is
+never used past its ``check_interval`` (a background look-up that fails leaves it to expire,
+and the next request then asks the store itself and is refused if the store cannot say).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
 import math
 import time
@@ -35,8 +47,14 @@ from gateway.oidc._shared import Block, SharedState
 IPV6_PREFIX = 64
 LOCAL_ENTRIES = 10_000
 DEFAULT_CHECK_INTERVAL = 1.0
+#: Client addresses whose key is remembered (parsing one is most of a bearer request's throttle
+#: check: ``bench/peers.py --profile``).
+IP_KEY_CACHE = 4096
+#: The part of ``check_interval`` at its end in which a request starts a background look-up.
+REFRESH_AHEAD = 0.25
 
 
+@functools.lru_cache(maxsize=IP_KEY_CACHE)
 def ip_key(address: str | None) -> str:
     """The throttle key of a client address (canonical; IPv6 by its /64)."""
     if address is None:
@@ -79,6 +97,9 @@ class Throttle:
         self._check_interval = check_interval
         self._local: OrderedDict[str, float] = OrderedDict()
         self._clear: OrderedDict[str, float] = OrderedDict()
+        self._refresh_ahead = check_interval * REFRESH_AHEAD
+        #: The store look-up under way per key (at most one; see the module docstring).
+        self._lookups: dict[str, asyncio.Task[Block | None]] = {}
 
     async def retry_after(self, key: str) -> int | None:
         """Seconds until ``key`` may try again, or None when it is not blocked.
@@ -90,15 +111,42 @@ class Throttle:
             self._local.pop(key, None)
             checked = self._clear.get(key)
             if checked is not None and checked > now:
+                if checked - now <= self._refresh_ahead and key not in self._lookups:
+                    self._lookup(key, now)  # in the background: this answer still holds
                 return None
-            block = await self._store.blocked(key)
+            if self._check_interval > 0:
+                lookup = self._lookups.get(key) or self._lookup(key, now)
+                # shield: a waiter that is cancelled (its client left) cancels no other's
+                block = await asyncio.shield(lookup)
+            else:  # asked every time, by every request
+                block = await self._read(key, now)
             if block is None or block.until <= now:
-                if self._check_interval > 0:
-                    _put(self._clear, key, now + self._check_interval)
                 return None
             until = block.until
-            self._remember(key, until)
         return math.ceil(until - now)
+
+    def _lookup(self, key: str, now: float) -> asyncio.Task[Block | None]:
+        """Start the one look-up of ``key``; it records its answer when it ends."""
+        task = asyncio.get_running_loop().create_task(self._read(key, now))
+        self._lookups[key] = task
+        task.add_done_callback(lambda done: self._looked_up(key, done))
+        return task
+
+    def _looked_up(self, key: str, task: asyncio.Task[Block | None]) -> None:
+        if self._lookups.get(key) is task:
+            del self._lookups[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here too: a background look-up may have no waiter
+
+    async def _read(self, key: str, now: float) -> Block | None:
+        """Ask the store about ``key`` (as of ``now``) and keep the answer."""
+        block = await self._store.blocked(key)
+        if block is None or block.until <= now:
+            if self._check_interval > 0:
+                _put(self._clear, key, now + self._check_interval)
+            return None
+        self._remember(key, block.until)
+        return block
 
     async def failure(self, key: str) -> bool:
         """Count a failure; True when this failure blocks ``key`` (raise the alert once).

@@ -16,7 +16,7 @@ import structlog
 
 from audit import AuditUnavailable, Scope, SQLiteStore
 from audit._pipeline import Metrics
-from audit._worker import AuditWorker, WorkerSpec, _add
+from audit._worker import AuditWorker, WorkerSpec, _add, restart_backoff
 from tests.audit.conftest import event
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,6 +103,50 @@ class TestWorkerDeath:
         assert worker.restarts == 1
         assert _seqs(tmp_path) == list(range(200))
         assert worker.metrics().events_shipped == 200  # counters go on across workers
+
+    def test_quick_deaths_in_a_row_back_off(self, tmp_path: Path) -> None:
+        """A worker that keeps dying soon after its start is restarted after ever longer
+        waits (no respawn loop), and its events still reach the replacement."""
+        made = AuditWorker(
+            spec=_spec(tmp_path), restart_delay=0.05, max_restart_delay=0.15, stable_after=600
+        )
+        made.open()
+        try:
+            delays = []
+            for seq in range(4):
+                process = made._process
+                assert process is not None
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+                made.emit(event(seq))
+                assert made.wait_idle(60)
+                delays.append(made.last_restart_delay)
+            assert delays == [0.05, 0.1, 0.15, 0.15]
+            assert made.restarts == 4
+            assert _seqs(tmp_path) == [0, 1, 2, 3]
+        finally:
+            made.close()
+
+    def test_a_worker_that_ran_long_enough_restarts_at_the_base_delay(self, tmp_path: Path) -> None:
+        """A death after stable_after of running starts the backoff over."""
+        made = AuditWorker(
+            spec=_spec(tmp_path), restart_delay=0.05, max_restart_delay=5, stable_after=0.5
+        )
+        made.open()
+        try:
+            delays = []
+            for seq in range(3):
+                time.sleep(0.6)  # the worker has run stable_after
+                process = made._process
+                assert process is not None
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+                made.emit(event(seq))
+                assert made.wait_idle(60)
+                delays.append(made.last_restart_delay)
+            assert delays == [0.05, 0.05, 0.05]
+        finally:
+            made.close()
 
     def test_sigterm_does_not_cut_the_worker_short(
         self, worker: AuditWorker, tmp_path: Path
@@ -207,9 +251,39 @@ class TestMetrics:
         assert total.drops == {"errors": 3}
         assert (total.queue_depth, total.spool_bytes, total.spool_full) == (1, 50, True)
 
+    def test_events_waiting_in_the_pipe_count_in_the_queue_depth(self, worker: AuditWorker) -> None:
+        """Events written to the pipe that the worker has not read count as queued."""
+        worker.emit(event(0))
+        assert worker.wait_idle(30)
+        process = worker._process
+        assert process is not None
+        os.kill(process.pid, signal.SIGSTOP)  # the worker reads nothing until SIGCONT
+        try:
+            for seq in range(1, 301):
+                worker.emit(event(seq))
+            deadline = time.monotonic() + 30
+            while worker._queue and time.monotonic() < deadline:  # the flusher writes them
+                time.sleep(0.01)
+            assert not worker._queue
+            assert 295 <= worker.in_pipe() <= 300  # an estimate from the mean line size
+            assert worker.metrics().queue_depth >= worker.in_pipe()
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        assert worker.wait_idle(30)
+        assert worker.in_pipe() == 0
+        assert worker.metrics().queue_depth == 0
+
+    def test_restart_backoff_doubles_up_to_the_cap(self) -> None:
+        """The wait before a restart doubles with each quick death in a row, up to the cap."""
+        waits = [restart_backoff(n, base=0.5, cap=10) for n in range(7)]
+        assert waits == [0.5, 1, 2, 4, 8, 10, 10]
+        assert restart_backoff(10_000, base=0.5, cap=10) == 10
+
     def test_bad_options_refused(self, tmp_path: Path) -> None:
         """Unknown categories and policies are configuration errors."""
         with pytest.raises(ValueError, match="unknown audit category"):
             AuditWorker(spec=_spec(tmp_path), full_policy={"nope": "drop"})
         with pytest.raises(ValueError, match="block"):
             AuditWorker(spec=_spec(tmp_path), full_policy={"errors": "maybe"})
+        with pytest.raises(ValueError, match="max_restart_delay"):
+            AuditWorker(spec=_spec(tmp_path), restart_delay=5, max_restart_delay=1)

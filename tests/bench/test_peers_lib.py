@@ -18,7 +18,9 @@ from bench._peers_lib import (
     nginx_config,
     oauth2_proxy_args,
     parse_wrk,
+    profile_shares,
     ratio,
+    render_profile,
     render_table,
     summarise,
 )
@@ -207,6 +209,71 @@ class TestRenderTable:
         assert len(lines) == 3
         assert lines[1].count("---") == lines[0].count("|") - 1
         assert lines[2].startswith("| direct | 8 | 9,000 | 5.00 | 10.00 | - | 50.0 | 0 |")
+
+
+_GATEWAY = 'process 10:"python -m gateway serve";Runner.run (asyncio/runners.py:118)'
+_ASGI = (
+    _GATEWAY + ";RequestResponseCycle.run_asgi (uvicorn/protocols/http/httptools_impl.py:422)"
+    ";HostStage.__call__ (gateway/hosts.py:110)"
+    ";AuthenticateStage.__call__ (gateway/authn.py:80)"
+)
+_WORKER = (
+    _GATEWAY + ';process 11:"python -c import sys; from audit._worker import main'
+    '; sys.exit(main())";main (audit/_worker.py:530)'
+)
+PROFILE = "\n".join(
+    [
+        # the innermost stage counts: forwarding, although authenticate is further out
+        _ASGI + ";Forward._http (gateway/proxy.py:150);ClientSession._request (aiohttp/client.py:1)"
+        " 40",
+        _ASGI + ";BearerAuthenticator.authenticate (gateway/oidc/_bearer.py:90) 20",
+        _ASGI + " 10",  # the authenticate stage itself
+        _GATEWAY + " 10",  # uvloop, outside any Python frame of ours
+        _WORKER + ";_take (audit/_worker.py:500) 10",
+        _WORKER + ";OpenSearch.bulk (opensearchpy/client/__init__.py:1) 5",
+        _GATEWAY + ";Thread._bootstrap (threading.py:1);AuditWorker._flusher (audit/_worker.py:1)"
+        " 5",
+        _GATEWAY + ";Thread._bootstrap (threading.py:1);_worker (concurrent/futures/thread.py:1)"
+        ";OpenSearchState._blocked (gateway/oidc/_shared.py:1)"
+        ";Urllib3HttpConnection.perform_request (opensearchpy/connection/http_urllib3.py:1)"
+        ";SocketIO.readinto (socket.py:1) 100",  # waits for OpenSearch: left out
+        _GATEWAY + ";Thread._bootstrap (threading.py:1);Condition.wait (threading.py:1) 0",
+        "",
+    ]
+)
+
+
+class TestProfileShares:
+    def test_innermost_stage_claims_the_sample(self) -> None:
+        """Stages nest: a sample goes to the innermost part it is in, not an outer stage."""
+        shares = dict(profile_shares(PROFILE))
+        assert shares["forward: aiohttp client"] == pytest.approx(0.4)
+        assert shares["authentication (bearer JWT, throttle)"] == pytest.approx(0.3)
+
+    def test_processes_and_threads_by_their_own_rules(self) -> None:
+        """The audit worker's samples split into shipping and the rest; the flusher thread
+        is its own part; stacks in no part of ours are the event loop's."""
+        shares = dict(profile_shares(PROFILE))
+        assert shares["audit worker process: shipping to OpenSearch"] == pytest.approx(0.05)
+        assert shares["audit worker process: reading, chain, spool"] == pytest.approx(0.1)
+        assert shares["audit flusher, reports and supervisor threads"] == pytest.approx(0.05)
+        assert shares["event loop (uvloop) and the rest"] == pytest.approx(0.1)
+
+    def test_waiting_left_out_and_reported_last(self) -> None:
+        """Samples of a waiting thread are not busy: shares are of the rest, and the waiting
+        share of all samples comes last."""
+        shares = profile_shares(PROFILE)
+        label, waiting = shares[-1]
+        assert label == "(left out: waiting, share of all samples)"
+        assert waiting == pytest.approx(0.5)
+        assert sum(share for _, share in shares[:-1]) == pytest.approx(1.0)
+        assert "shared-state look-ups in the thread pool" not in dict(shares)
+
+    def test_largest_first_in_a_table(self) -> None:
+        """The table lists the parts largest first, one row each."""
+        lines = render_profile(profile_shares(PROFILE)).splitlines()
+        assert lines[2] == "| 40.0% | forward: aiohttp client |"
+        assert len(lines) == 2 + 6 + 1  # header, six parts, the waiting share
 
 
 class TestNginxConfig:

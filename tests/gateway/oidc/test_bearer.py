@@ -68,6 +68,26 @@ class TestBearer:
         response = await _call(gw, token)
         assert response.status_code == 401
 
+    async def test_cached_token_not_decoded_again(
+        self, gw: Gateway, idp: FakeIdP, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A token verified before is found by its hash alone; another token (same issuer,
+        audience and subject) is not, and is decoded and verified itself."""
+        from gateway.oidc._tokens import peek  # noqa: PLC0415 - the decode that is counted
+
+        decoded: list[str] = []
+
+        def counting_peek(token: str) -> Any:
+            decoded.append(token)
+            return peek(token)
+
+        monkeypatch.setattr("gateway.oidc._bearer.peek", counting_peek)
+        first, second = _token(idp, jti="one"), _token(idp, jti="two")
+        assert [(await _call(gw, first)).status_code for _ in range(3)] == [200] * 3
+        assert decoded == [first]
+        assert (await _call(gw, second)).status_code == 200
+        assert decoded == [first, second]
+
     @pytest.mark.parametrize(
         ("claims", "reason"),
         [

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gateway.oidc import Block, MemoryState, Throttle, ip_key
+from gateway.oidc.errors import StateUnavailable
 from tests.gateway.oidc._support import Clock
 
 
@@ -119,6 +122,171 @@ class TestCheckInterval:
         assert await throttle.retry_after("ip:a") is None
         assert await throttle.failure("ip:a")
         assert await throttle.retry_after("ip:a") == 300
+
+
+class GatedStore(MemoryState):
+    """A memory store whose block look-ups wait until the test opens the gate (or fail)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock=clock)
+        self.gate = asyncio.Event()
+        self.lookups = 0
+        self.failing = False
+
+    async def blocked(self, key: str) -> Block | None:
+        self.lookups += 1
+        await self.gate.wait()
+        if self.failing:
+            raise StateUnavailable("store down")
+        return await super().blocked(key)
+
+
+def _gated(clock: Clock, store: GatedStore) -> Throttle:
+    return Throttle(
+        store=store, max_failures=2, window=60, block=300, check_interval=1, clock=clock
+    )
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+class TestOneLookupAtATime:
+    async def test_concurrent_requests_share_one_lookup(self) -> None:
+        """Requests arriving while the store is asked wait for that answer, not ask again."""
+        clock = Clock()
+        store = GatedStore(clock)
+        throttle = _gated(clock, store)
+        waiting = [asyncio.ensure_future(throttle.retry_after("ip:a")) for _ in range(20)]
+        await _settle()
+        assert store.lookups == 1
+        store.gate.set()
+        assert await asyncio.gather(*waiting) == [None] * 20
+        assert store.lookups == 1
+
+    async def test_other_keys_are_asked_on_their_own(self) -> None:
+        """Only requests for the same key share a look-up."""
+        clock = Clock()
+        store = GatedStore(clock)
+        throttle = _gated(clock, store)
+        waiting = [asyncio.ensure_future(throttle.retry_after(f"ip:{n}")) for n in range(3)]
+        await _settle()
+        store.gate.set()
+        await asyncio.gather(*waiting)
+        assert store.lookups == 3
+
+    async def test_a_shared_block_answer_reaches_every_waiter(self) -> None:
+        """A block found by the shared look-up is every waiter's answer."""
+        clock = Clock()
+        store = GatedStore(clock)
+        await store.set_block(
+            "ip:a", Block(until=clock() + 120, strikes=1), forget_at=clock() + 500
+        )
+        throttle = _gated(clock, store)
+        waiting = [asyncio.ensure_future(throttle.retry_after("ip:a")) for _ in range(5)]
+        await _settle()
+        store.gate.set()
+        assert await asyncio.gather(*waiting) == [120] * 5
+
+    async def test_a_failed_lookup_refuses_every_waiter_and_is_not_kept(self) -> None:
+        """When the store cannot say, every waiter is refused, and the next request asks
+        again (fail closed; no answer is remembered)."""
+        clock = Clock()
+        store = GatedStore(clock)
+        store.failing = True
+        throttle = _gated(clock, store)
+        waiting = [asyncio.ensure_future(throttle.retry_after("ip:a")) for _ in range(5)]
+        await _settle()
+        store.gate.set()
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(r, StateUnavailable) for r in results)
+        store.failing = False
+        assert await throttle.retry_after("ip:a") is None
+        assert store.lookups == 2
+
+    async def test_a_cancelled_waiter_leaves_the_lookup_to_the_others(self) -> None:
+        """A request cancelled while waiting (its client left) does not cancel the look-up."""
+        clock = Clock()
+        store = GatedStore(clock)
+        throttle = _gated(clock, store)
+        first = asyncio.ensure_future(throttle.retry_after("ip:a"))
+        second = asyncio.ensure_future(throttle.retry_after("ip:a"))
+        await _settle()
+        first.cancel()
+        await _settle()
+        store.gate.set()
+        assert await second is None
+        assert first.cancelled()
+        assert store.lookups == 1
+
+    async def test_with_interval_zero_every_request_asks(self) -> None:
+        """check_interval 0 means every request asks the store itself."""
+        clock = Clock()
+        store = GatedStore(clock)
+        throttle = Throttle(
+            store=store, max_failures=2, window=60, block=300, check_interval=0, clock=clock
+        )
+        waiting = [asyncio.ensure_future(throttle.retry_after("ip:a")) for _ in range(3)]
+        await _settle()
+        store.gate.set()
+        await asyncio.gather(*waiting)
+        assert store.lookups == 3
+
+
+class TestRefreshAhead:
+    async def test_late_in_the_interval_the_store_is_asked_in_the_background(self) -> None:
+        """In the last quarter of the interval a request is answered at once and starts one
+        look-up; its answer carries the next interval, so no request waits for the store."""
+        clock = Clock()
+        store = GatedStore(clock)
+        store.gate.set()
+        throttle = _gated(clock, store)
+        assert await throttle.retry_after("ip:a") is None
+        clock.advance(0.5)
+        assert await throttle.retry_after("ip:a") is None
+        assert store.lookups == 1  # early in the interval: nothing asked
+        clock.advance(0.3)
+        store.gate.clear()  # the background look-up hangs: the request does not wait for it
+        assert await throttle.retry_after("ip:a") is None
+        assert await throttle.retry_after("ip:a") is None
+        await _settle()
+        assert store.lookups == 2  # one background look-up, however many requests
+        store.gate.set()
+        await _settle()
+        clock.advance(0.5)  # past the first answer's interval, within the refreshed one
+        assert await throttle.retry_after("ip:a") is None
+        assert store.lookups == 2
+
+    async def test_a_block_found_in_the_background_is_seen_next(self) -> None:
+        """A block set by another instance, found by the background look-up, answers the
+        next request."""
+        clock = Clock()
+        store = GatedStore(clock)
+        store.gate.set()
+        throttle = _gated(clock, store)
+        assert await throttle.retry_after("ip:a") is None
+        await store.set_block("ip:a", Block(until=clock() + 60, strikes=1), forget_at=clock() + 500)
+        clock.advance(0.8)
+        assert await throttle.retry_after("ip:a") is None  # the earlier answer still holds
+        await _settle()
+        assert await throttle.retry_after("ip:a") == 60  # ceil(59.2)
+
+    async def test_a_failed_background_lookup_lets_the_answer_expire(self) -> None:
+        """When the background look-up fails the answer is not extended: after its interval
+        the next request asks the store itself and is refused if the store cannot say."""
+        clock = Clock()
+        store = GatedStore(clock)
+        store.gate.set()
+        throttle = _gated(clock, store)
+        assert await throttle.retry_after("ip:a") is None
+        store.failing = True
+        clock.advance(0.8)
+        assert await throttle.retry_after("ip:a") is None
+        await _settle()
+        clock.advance(0.3)
+        with pytest.raises(StateUnavailable):
+            await throttle.retry_after("ip:a")
 
 
 class TestBackoff:
