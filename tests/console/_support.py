@@ -24,8 +24,8 @@ from gateway.oidc import MemoryRevocations, RevocationStore
 from gateway.types import Decision, GatewayState, Identity, Receive, Send
 from gateway.types import Scope as ASGIScope
 from policies import PolicyStore
+from retention import Holds
 from retention._holdstore import SQLiteHoldStore
-from retention._service import Holds
 from tests.audit.test_store_contract import record, write
 
 BASE = "https://gateway.test"
