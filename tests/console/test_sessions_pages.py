@@ -167,12 +167,17 @@ class TestRevokeOpenSearchDown:
         store = OpenSearchRevocations(
             url=f"http://127.0.0.1:{_closed_port()}", start=False, timeout=1.0
         )
-        for made in world(
-            tmp_path, person("incident_responder", subject="ir-1"), revocations=store
-        ):
-            answer = _revoke(made)
-            assert answer.status_code == 503
-            assert 'id="revoke-unavailable"' in answer.text
-            [event] = made.emitted("sessions_revoked")
-            assert event["event.outcome"] == "failure"
-            assert store.pending == 1
+        try:
+            for made in world(
+                tmp_path, person("incident_responder", subject="ir-1"), revocations=store
+            ):
+                answer = _revoke(made)
+                assert answer.status_code == 503
+                assert 'id="revoke-unavailable"' in answer.text
+                [event] = made.emitted("sessions_revoked")
+                assert event["event.outcome"] == "failure"
+                # Kept for retry on this instance, which already refuses the sessions.
+                assert store.pending == 1
+                assert store.is_revoked(session_id="s", user_id="iss|p", issued_at=time.time() - 1)
+        finally:
+            store.close()
