@@ -33,7 +33,8 @@ is what its child processes (the audit worker, ``audit/_worker.py``) spent per r
 top, on the other core. Then the goal of issue #3 is checked per load. Last (unless
 ``--no-stages``), the stages' own cost is measured in this process: the full pipeline with its
 forwarder's upstream replaced by a stub (no network, no HTTP server), CPU per request as the
-minimum over rounds, which other work on the machine disturbs least. Every run is
+minimum over rounds, which other work on the machine disturbs least (``--stages-only`` runs
+just that, in seconds, without wrk or nginx: compare code versions with it). Every run is
 bounded (``--duration`` seconds). This machine has 2 cores shared by wrk, nginx, the gateway
 and other work, so absolute numbers are noisy; the ratios and CPU per request are the result.
 
