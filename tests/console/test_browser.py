@@ -78,7 +78,8 @@ class TestSecurityOfficer:
         session.shot("home-security-officer")
         page.get_by_role("link", name="Auditlog doorzoeken").first.click()
         page.select_option("#f-action", "login_success")
-        page.get_by_role("button", name="Zoeken").click()
+        with page.expect_navigation():  # the search page, loaded before anything reloads it
+            page.get_by_role("button", name="Zoeken").click()
         me = user_id(deployment, officer)
 
         def found_my_login() -> bool:
