@@ -16,6 +16,7 @@ from a worker thread in async code (``anyio.to_thread.run_sync(store.reload)``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Collection
@@ -61,6 +62,8 @@ class PolicyState:
     evaluator: FastEvaluator
     resources: Resources
     table_cases: int
+    #: Of the resources file's bytes: a reload that changes only the route map still applies.
+    resources_sha256: str = ""
 
 
 def build_state(
@@ -75,6 +78,7 @@ def build_state(
     """Load and check a complete state (raises :class:`PolicyError`)."""
     source = load_source(model, policy)
     routes = Resources.from_file(resources)
+    resources_sha256 = hashlib.sha256(resources.read_bytes()).hexdigest()
     evaluator = FastEvaluator(source, cache_size=cache_size)
     cases = load_table(table)
     failures = run_table(evaluator, cases)
@@ -88,7 +92,13 @@ def build_state(
         errors = [str(f) for f in lint(source, routes) if f.level == "error"]
         if errors:
             raise PolicyLintFailed(f"{len(errors)} lint errors: {'; '.join(errors[:5])}")
-    return PolicyState(source=source, evaluator=evaluator, resources=routes, table_cases=len(cases))
+    return PolicyState(
+        source=source,
+        evaluator=evaluator,
+        resources=routes,
+        table_cases=len(cases),
+        resources_sha256=resources_sha256,
+    )
 
 
 class PolicyStore:
@@ -224,6 +234,7 @@ class PolicyStore:
             unchanged = (
                 new.source.policy_sha256 == old.source.policy_sha256
                 and new.source.model_sha256 == old.source.model_sha256
+                and new.resources_sha256 == old.resources_sha256
             )
             if not unchanged:
                 self._state = new

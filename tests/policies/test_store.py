@@ -170,6 +170,27 @@ class TestGoodReload:
         assert "student no longer inherits the permissions of everyone" in changes
         assert event["event.type"] == ["change"]
 
+    def test_a_changed_route_map_alone_takes_effect(
+        self, store: PolicyStore, files: dict[str, Path], sink: MemorySink
+    ) -> None:
+        """A reload after only resources.toml changed swaps in the new route map."""
+        path = "/api/schools/school-b/students/42"
+        before = store.personal_data("GET", path)
+        assert before is not None
+        assert before["audit.data_categories"] == ["a", "b"]
+        text = files["resources"].read_text(encoding="utf-8")
+        old = 'description = "a school\'s pupils"\ncategories = ["a", "b"]'
+        assert old in text
+        files["resources"].write_text(
+            text.replace(old, 'description = "a school\'s pupils"\ncategories = ["a", "b", "c"]'),
+            encoding="utf-8",
+        )
+        assert store.reload() is True
+        fields = store.personal_data("GET", path)
+        assert fields is not None
+        assert fields["audit.data_categories"] == ["a", "b", "c"]
+        assert sink.events[-1]["event.reason"] == "policy_changed"
+
     def test_unchanged_files_keep_the_state(self, store: PolicyStore, sink: MemorySink) -> None:
         """Reloading the same bytes keeps the compiled state (and its cache) and says so."""
         before = store.state
