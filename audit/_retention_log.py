@@ -1,10 +1,11 @@
 """Signed retention records: what retention deleted or minimised, under which rule and run.
 
 The retention job hands each store change to :meth:`RetentionRecorder.apply`. Before the
-change, the recorder lists the events the change selects and writes signed records of kind
-``retention`` to the digest store (write-ahead: a record whose change then did not happen
-explains nothing that ``verify`` looks for, while a change without a record would look like
-tampering):
+change, the recorder lists the events the change selects (a deletion: ids and timestamps
+alone, ``AuditStore.ids``, no document read; a minimisation: whole events, to hash each one's
+minimised form) and writes signed records of kind ``retention`` to the digest store
+(write-ahead: a record whose change then did not happen explains nothing that ``verify``
+looks for, while a change without a record would look like tampering):
 
 * ``delete``: the ids of the events about to go;
 * ``minimise``: each event's id and the hash it will have once minimised (source IP
@@ -158,7 +159,7 @@ class RetentionRecorder:
         action = getattr(change, "__name__", "")
         if action not in ("delete", "minimise"):
             raise ValueError(f"cannot record {action!r}: only delete and minimise")
-        selected = self._selected(scope, exclude)
+        selected = self._selected(scope, exclude, ids_only=action == "delete")
         if action == "delete" and isinstance(self._events, OpenSearchStore):
             done = 0
             for day in _by_day(selected):
@@ -210,12 +211,12 @@ class RetentionRecorder:
         if store.has_index(index):
             with _write_blocked(store, index):
                 store.refresh()
-                docs = self._selected(day_scope, exclude)
+                docs = self._selected(day_scope, exclude, ids_only=True)
                 if docs and store.drops_whole(index, day_scope, exclude):
                     self._record("delete", scope, docs)
                     return int(change(day_scope, exclude=exclude, guard=guard))
         else:  # only the day's ``-kept`` index is left: nothing writes there but retention
-            docs = self._selected(day_scope, exclude)
+            docs = self._selected(day_scope, exclude, ids_only=True)
         return self._in_chunks(change, "delete", scope, exclude, docs, guard=guard)
 
     def _record(
@@ -232,7 +233,17 @@ class RetentionRecorder:
             self._write(action, category, scope, entries[at : at + self._chunk])
         return entries
 
-    def _selected(self, scope: Scope, exclude: Sequence[Scope]) -> list[dict[str, Any]]:
+    def _selected(
+        self, scope: Scope, exclude: Sequence[Scope], *, ids_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """The selected events, oldest first: with ``ids_only`` (a deletion records ids
+        alone) just ``event.id`` and ``@timestamp`` from the store's cheap listing, else whole
+        (a minimisation records the hash of each event's minimised form)."""
+        if ids_only:
+            return [
+                {"event.id": event_id, "@timestamp": stamp}
+                for event_id, stamp in self._events.ids(scope, exclude=exclude)
+            ]
         found: list[dict[str, Any]] = []
         after: Page | None = None
         while True:
