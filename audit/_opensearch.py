@@ -419,6 +419,35 @@ class OpenSearchStore:
             moment = datetime.fromtimestamp(millis / 1000, tz=UTC)
             yield str(hit["_id"]), moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}Z"
 
+    def days(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> list[datetime]:
+        """The UTC days (midnight) holding matching events, oldest first: one aggregation,
+        no hit read (retention's recorder goes through a deletion a day at a time)."""
+        histogram = {"field": "@timestamp", "calendar_interval": "day", "time_zone": "UTC"}
+        found: list[datetime] = []
+        after: dict[str, Any] | None = None
+        while True:
+            composite: dict[str, Any] = {
+                "sources": [{"day": {"date_histogram": histogram}}],
+                "size": PAGE_SIZE,
+            }
+            if after is not None:
+                composite["after"] = after
+            body = {
+                "query": _query(scope, exclude),
+                "size": 0,
+                "aggs": {"d": {"composite": composite}},
+            }
+            with translated_errors():
+                response = self._client.search(
+                    index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
+                )
+            agg = (response.get("aggregations") or {}).get("d") or {}
+            buckets = agg.get("buckets") or []
+            found += [datetime.fromtimestamp(b["key"]["day"] / 1000, tz=UTC) for b in buckets]
+            after = agg.get("after_key")
+            if len(buckets) < PAGE_SIZE or after is None:
+                return found
+
     def count(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
         with translated_errors():
             response = self._client.count(

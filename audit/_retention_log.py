@@ -21,8 +21,9 @@ raises before anything is deleted.
 the scope; an event arriving in between (a late replay of an old spool matches the cutoff)
 would be changed without a record, and ``verify`` would call it missing or altered. So:
 
-* deletions on OpenSearch go a day at a time. Under a write block of the day's index the
-  recorder lists the day again and asks the store whether it would drop that index whole
+* deletions on OpenSearch go a day at a time (``OpenSearchStore.days``: one aggregation
+  names the days). Under a write block of the day's index the recorder lists the day (its
+  only listing) and asks the store whether it would drop that index whole
   (every event selected, or so many that the store moves the few it spares to the day's
   ``-kept`` index under the same ids and drops the rest with the index: see
   ``OpenSearchStore.delete``). If so, it records and deletes by the day's scope while the
@@ -55,7 +56,7 @@ from audit._digests import DigestStore
 from audit._opensearch import OpenSearchStore, translated_errors
 from audit._store import AuditStore, Guard, Page, Record, Scope, truncate_ip
 from audit.errors import StoreError
-from audit.events import index_name, new_event_id, parse_timestamp
+from audit.events import index_name, new_event_id
 
 __all__ = ["DEFAULT_CHUNK", "RETENTION_INSTANCE", "RetentionRecorder"]
 
@@ -80,15 +81,6 @@ def minimised_form(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _by_day(docs: Sequence[Mapping[str, Any]]) -> list[datetime]:
-    """The UTC days (daily indices) of the events' ``@timestamp``, oldest first."""
-    days = set()
-    for doc in docs:
-        moment = parse_timestamp(str(doc["@timestamp"])).astimezone(UTC)
-        days.add(moment.replace(hour=0, minute=0, second=0, microsecond=0))
-    return sorted(days)
 
 
 @contextlib.contextmanager
@@ -159,14 +151,14 @@ class RetentionRecorder:
         action = getattr(change, "__name__", "")
         if action not in ("delete", "minimise"):
             raise ValueError(f"cannot record {action!r}: only delete and minimise")
-        selected = self._selected(scope, exclude, ids_only=action == "delete")
         if action == "delete" and isinstance(self._events, OpenSearchStore):
-            done = 0
-            for day in _by_day(selected):
+            done = 0  # each day is listed under its block; here only which days there are
+            for day in self._events.days(scope, exclude=exclude):
                 if guard is not None and not guard():
                     break
                 done += self._opensearch_day(change, scope, exclude, day, guard=guard)
             return done
+        selected = self._selected(scope, exclude, ids_only=action == "delete")
         return self._in_chunks(change, action, scope, exclude, selected, guard=guard)
 
     def _in_chunks(

@@ -146,6 +146,22 @@ class TestKeptMove:
         assert [d["event.id"] for d in small.search(Scope())] == [ids[3]]
 
 
+class TestDays:
+    def test_days_with_selected_events(self, small: OpenSearchStore) -> None:
+        """``days`` names each UTC day holding a selected event, oldest first; a day whose
+        only events are held is not named."""
+        minutes = [0, 5, 24 * 60, 2 * 24 * 60]  # 03-10 twice, 03-11, 03-12 (held)
+        users = ["a", "b", "c", "held"]
+        written = [record(m, **{"user.id": u}) for m, u in zip(minutes, users, strict=True)]
+        assert {r.status for r in small.write(written)} == {"stored"}
+        small.refresh()
+        found = small.days(
+            Scope(until=BASE + timedelta(days=5)), exclude=[Scope(user_ids=("held",))]
+        )
+        midnight = BASE.replace(hour=0)
+        assert found == [midnight, midnight + timedelta(days=1)]
+
+
 class TestInterruptedMove:
     def test_killed_between_copy_and_drop_is_undone(
         self, small: OpenSearchStore, opensearch: OpenSearch, opensearch_node: Node

@@ -274,6 +274,17 @@ class LateArrival:
             return found
 
         self.recorder._selected = selected  # type: ignore[method-assign]
+        if isinstance(log.events, OpenSearchStore):  # a deletion first asks which days
+            days = log.events.days
+
+            def which_days(scope: Scope, *, exclude: Sequence[Scope] = ()) -> list[datetime]:
+                found = days(scope, exclude=exclude)
+                if not self.answers:
+                    self.answers.append(log.events.write([self.late])[0].status)
+                    log.events.refresh()
+                return found
+
+            setattr(log.events, "days", which_days)  # noqa: B010 - this store only
         self.recorder.begin(datetime.now(UTC))
 
     def apply(self, action: str, exclude: Sequence[Scope] = ()) -> int:
