@@ -15,23 +15,34 @@ from audit._chain import Keyring
 from audit._clisink import ChainedStoreSink
 from audit._digests import DigestStore, digest_store_beside
 from audit._digestwriter import DigestWriter
-from audit._export import SubjectExporter
+from audit._export import EXPORT_COLUMNS, SubjectExport, SubjectExporter
 from audit._opensearch import OpenSearchStore
 from audit._persons import PersonDirectory, PersonMap, PersonMapFile, PlatformId
 from audit._pipeline import DEFAULT_FULL_POLICY, AuditPipeline, Metrics
 from audit._retention_log import RetentionRecorder
-from audit._search import AuditSearch, Filters, Requester, parse_filters
+from audit._search import (
+    ALL_EVENTS_ROLES,
+    AuditSearch,
+    Filters,
+    Requester,
+    backbone_event,
+    parse_filters,
+    scope_for,
+)
 from audit._sink import AuditSink, Event, MemorySink
 from audit._sqlite import SQLiteStore
 from audit._stats import Statistics
-from audit._store import AuditStore, ItemResult, Page, Record, Scope
+from audit._store import COUNT_KEYS, AuditStore, ItemResult, Page, Record, Scope
 from audit._stores import opensearch_store, sqlite_store
 from audit._worker import AuditWorker, WorkerSpec
 from audit.errors import AuditError, AuditUnavailable, BadFilter, SearchRefused
 from audit.events import Action, Category, LoginFailure
 
 __all__ = [
+    "ALL_EVENTS_ROLES",
+    "COUNT_KEYS",
     "DEFAULT_FULL_POLICY",
+    "EXPORT_COLUMNS",
     "Action",
     "AuditError",
     "AuditPipeline",
@@ -65,10 +76,13 @@ __all__ = [
     "Scope",
     "SearchRefused",
     "Statistics",
+    "SubjectExport",
     "SubjectExporter",
     "WorkerSpec",
+    "backbone_event",
     "digest_store_beside",
     "opensearch_store",
     "parse_filters",
+    "scope_for",
     "sqlite_store",
 ]

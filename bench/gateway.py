@@ -33,7 +33,8 @@ is what its child processes (the audit worker, ``audit/_worker.py``) spent per r
 top, on the other core. Then the goal of issue #3 is checked per load. Last (unless
 ``--no-stages``), the stages' own cost is measured in this process: the full pipeline with its
 forwarder's upstream replaced by a stub (no network, no HTTP server), CPU per request as the
-minimum over rounds, which other work on the machine disturbs least. Every run is
+minimum over rounds, which other work on the machine disturbs least (``--stages-only`` runs
+just that, in seconds, without wrk or nginx: compare code versions with it). Every run is
 bounded (``--duration`` seconds). This machine has 2 cores shared by wrk, nginx, the gateway
 and other work, so absolute numbers are noisy; the ratios and CPU per request are the result.
 
@@ -638,6 +639,33 @@ def _cpu_ratio(forward: Contender, full: Contender, conns: int) -> str:
     return f", cpu {statistics.median(fwd) / statistics.median(own):4.2f}"
 
 
+def _stages_only() -> int:
+    """The stages' cost alone: the stub upstream answers, so nothing is started or contacted."""
+    session_key = new_key()
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        os.environ.update(
+            {
+                SESSION_KEY_ENV: session_key,
+                STATE_ENV: str(Path(tmp) / "state-stages"),
+                UPSTREAM_ENV: BENCH_IDP,  # never contacted: the stub answers in its place
+                PORT_ENV: str(_free_port()),
+            }
+        )
+        print(stage_cost(session_key))
+    return 0
+
+
+def _usable(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Exits on bad arguments; False (and says what to install) when wrk or nginx is missing."""
+    if not 0 < args.duration <= 60 or not 1 <= args.rounds <= 20:
+        parser.error("--duration must be in (0, 60] and --rounds in [1, 20]")
+    missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
+    if missing:
+        print(f"missing: {', '.join(missing)}. Install them with:\n    {INSTALL_HINT}")
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.gateway",
@@ -660,13 +688,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="skip the in-process measurement of the stages' cost (stub upstream)",
     )
+    parser.add_argument(
+        "--stages-only",
+        action="store_true",
+        help="only the in-process measurement of the stages' cost (no wrk, no nginx; seconds)",
+    )
     args = parser.parse_args(argv)
-    if not 0 < args.duration <= 60 or not 1 <= args.rounds <= 20:
-        parser.error("--duration must be in (0, 60] and --rounds in [1, 20]")
-
-    missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
-    if missing:
-        print(f"missing: {', '.join(missing)}. Install them with:\n    {INSTALL_HINT}")
+    if args.stages_only:
+        return _stages_only()
+    if not _usable(parser, args):
         return 2
 
     args.session_key = new_key()

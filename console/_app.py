@@ -3,7 +3,7 @@
 Every route is decided by the policy first, like every other gateway endpoint (the authorize
 stage runs before the console); the navigation shows exactly the pages the policy allows the
 caller, asked from the same authorizer. The services then apply their own scope (a school
-admin's search is limited to their tenant by :func:`audit._search.scope_for`).
+admin's search is limited to their tenant by :func:`audit.scope_for`).
 
 POST routes change state. Each reads a small urlencoded form, checks the CSRF token bound to
 the session (:mod:`console._csrf`) before anything else, and answers with a redirect or a
@@ -39,7 +39,7 @@ from gateway._audit import request_event
 from gateway.oidc import RevocationStore
 from gateway.types import identity, state
 from policies import Authorizer, PolicyStore
-from retention._service import Holds
+from retention import Holds
 from retention.errors import RetentionError
 
 __all__ = ["CONSOLE_PATH", "PAGES", "STYLESHEET_PATH", "Console"]

@@ -15,11 +15,21 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import Response
 
-from audit import AuditSearch, AuditSink, AuditStore, Filters, Requester, SubjectExporter
+from audit import (
+    ALL_EVENTS_ROLES,
+    EXPORT_COLUMNS,
+    AuditSearch,
+    AuditSink,
+    AuditStore,
+    Filters,
+    Requester,
+    SubjectExport,
+    SubjectExporter,
+    backbone_event,
+    scope_for,
+)
+from audit import Page as StorePage
 from audit import parse_filters as _parse_filters
-from audit._export import EXPORT_COLUMNS, SubjectExport
-from audit._search import ALL_EVENTS_ROLES, backbone_event, scope_for
-from audit._store import Page as StorePage
 from audit.events import ACTIONS, Action, Category
 from console._render import Page, Renderer
 from console.errors import BadForm, NotFound

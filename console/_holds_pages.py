@@ -2,7 +2,7 @@
 events it protects now, and releasing one with a reason.
 
 Placing is two steps. The form posts to ``/holds/confirm``, which validates it exactly as the
-hold service will (:func:`retention._holds.hold_from_request`), counts the events the scope
+hold service will (:func:`retention.hold_from_request`), counts the events the scope
 matches now, and shows a confirmation page carrying the same values; only its submission to
 ``/holds`` places the hold (:class:`retention._service.Holds`, which records ``hold_placed``).
 Releasing posts a reason to ``/holds/{id}/release`` (``hold_released``). Both are POSTs with
@@ -22,8 +22,7 @@ from audit import AuditStore
 from audit.events import Category
 from console._render import Form, Page, Renderer, first
 from console.errors import BadForm, Conflict, NotFound, NotPermitted
-from retention._holds import hold_from_request
-from retention._service import Holds
+from retention import Holds, hold_from_request
 from retention.errors import HoldAlreadyReleased, HoldNotFound, InvalidHold
 
 __all__ = ["HOLD_FIELDS", "HoldsPages", "hold_body"]

@@ -164,6 +164,13 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     ),
     "s_recent_logins": ("Aanmeldingen in de laatste 24 uur", "Logins in the last 24 hours"),
     "s_confirm": ("Alle sessies beëindigen", "Revoke all sessions"),
+    "s_unavailable": (
+        "De intrekking is NIET vastgelegd: de opslag van ingetrokken sessies is nu niet "
+        "bereikbaar. De sessies van deze persoon kunnen nog werken. Probeer het opnieuw.",
+        "The revocation was NOT recorded: the revocation store cannot be reached right now. "
+        "This person's sessions may still work. Please try again.",
+    ),
+    "s_retry": ("Opnieuw proberen", "Try again"),
     "s_revoked_ok": ("Alle sessies zijn beëindigd van", "Every session was revoked of"),
     # --- subject export
     "x_subject": ("Persoon (user.id)", "Person (user.id)"),

@@ -22,17 +22,23 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import Response
 
-from audit import AuditSink, AuditStore, Scope, Statistics
+from audit import COUNT_KEYS, AuditSink, AuditStore, Scope, Statistics
 from audit import parse_filters as _parse_filters
-from audit._store import COUNT_KEYS
 from console._audit_pages import requester
 from console._render import Page, Renderer
 from console.errors import BadForm, NotFound
-from policies import PolicyStore
-from policies._evaluator import FastEvaluator
-from policies._resources import CATEGORIES
-from policies._review import NO, diff_in_words, lint, matrix, roles_of
-from policies._source import PolicySource, source_from_text
+from policies import (
+    CATEGORIES,
+    NO,
+    FastEvaluator,
+    PolicySource,
+    PolicyStore,
+    diff_in_words,
+    lint,
+    matrix,
+    roles_of,
+    source_from_text,
+)
 from policies.errors import PolicyError
 
 __all__ = ["GIT_TIMEOUT", "PolicyHistory", "ReviewPages"]

@@ -13,10 +13,28 @@ Decision reasons are listed in ``policies/_decision.py``; ``python -m policies -
 the review and check commands.
 """
 
-from policies._resources import RouteInfo
+from policies._evaluator import FastEvaluator
+from policies._resources import CATEGORIES, RouteInfo
+from policies._review import NO, diff_in_words, lint, matrix, roles_of
+from policies._source import PolicySource, source_from_text
 from policies._store import PolicyStore
 from policies._types import Authorizer
 from policies._watch import PolicyWatcher
 from policies.errors import PolicyError
 
-__all__ = ["Authorizer", "PolicyError", "PolicyStore", "PolicyWatcher", "RouteInfo"]
+__all__ = [
+    "CATEGORIES",
+    "NO",
+    "Authorizer",
+    "FastEvaluator",
+    "PolicyError",
+    "PolicySource",
+    "PolicyStore",
+    "PolicyWatcher",
+    "RouteInfo",
+    "diff_in_words",
+    "lint",
+    "matrix",
+    "roles_of",
+    "source_from_text",
+]

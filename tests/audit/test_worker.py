@@ -7,16 +7,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import structlog
 
 from audit import AuditUnavailable, Scope, SQLiteStore
 from audit._pipeline import Metrics
-from audit._worker import AuditWorker, WorkerSpec, _add, restart_backoff
+from audit._worker import AuditWorker, WorkerSpec, _add, _jsonable, restart_backoff
 from tests.audit.conftest import event
 
 REPO = Path(__file__).resolve().parents[2]
@@ -225,6 +227,47 @@ class TestRefusal:
         worker.close()
         with pytest.raises(AuditUnavailable):
             worker.emit(event(1, action="hold_placed"))
+
+
+class _Opaque:
+    def __str__(self) -> str:
+        return "opaque"
+
+
+class _Unwritable:
+    def __str__(self) -> str:
+        raise TypeError("no text either")
+
+
+class TestLines:
+    """What the flusher writes to the pipe: one JSON line per event."""
+
+    def test_lines_are_what_the_default_and_non_str_keys_write(self, tmp_path: Path) -> None:
+        """Plain events, sets, non-str keys and other objects: byte for byte as orjson writes
+        them with the text fallback and non-string keys, one line each."""
+        items: list[tuple[int, dict[str, Any], dict[str, Any]]] = [
+            (1, {}, event(1)),
+            (2, {"request": "r"}, {"event.action": "login", "roles": {"b", "a"}}),
+            (3, {}, {"event.action": "x", "counts": {1: "one"}, "thing": _Opaque()}),
+            (4, {}, {"event.action": "y", "labels": {"deep": frozenset({"z", "y"})}}),
+        ]
+        expected = b"".join(
+            orjson.dumps(list(item), default=_jsonable, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+            for item in items
+        )
+        worker = AuditWorker(spec=_spec(tmp_path))
+        assert worker._lines(deque(items)) == expected
+
+    def test_unwritable_event_keeps_its_action(self, tmp_path: Path) -> None:
+        """A value that cannot be written even as text: the line still names the action."""
+        worker = AuditWorker(spec=_spec(tmp_path))
+        data = worker._lines(deque([(5, {}, {"event.action": "z", "bad": _Unwritable()})]))
+        assert data.endswith(b"\n") and data.count(b"\n") == 1
+        assert orjson.loads(data) == [
+            5,
+            {},
+            {"event.action": "z", "labels": {"serialise_error": "true"}},
+        ]
 
 
 class TestStart:

@@ -67,6 +67,20 @@ class TestStageCost:
         assert line.startswith("stage cost in-process")
         assert "not 200" not in line
 
+    def test_stages_only_prints_the_line_without_wrk_or_nginx(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``--stages-only`` runs the in-process measurement alone and prints its line."""
+        real = bench.stage_cost
+        monkeypatch.setattr(bench, "stage_cost", lambda key: real(key, requests=20, rounds=2))
+        monkeypatch.setattr("shutil.which", lambda _tool: None)  # no wrk, no nginx
+        for name in (bench.SESSION_KEY_ENV, bench.STATE_ENV, bench.UPSTREAM_ENV, bench.PORT_ENV):
+            monkeypatch.setenv(name, "restored after the test")
+        assert bench.main(["--stages-only"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("stage cost in-process (full pipeline, stub upstream, 2 x 20")
+        assert "not 200" not in out
+
 
 class TestWrkParsing:
     def test_parse(self, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,12 +20,12 @@ from starlette.testclient import TestClient
 
 from audit import MemorySink, Scope, SQLiteStore
 from console import Console, CsrfTokens
-from gateway.oidc import MemoryRevocations
+from gateway.oidc import MemoryRevocations, RevocationStore
 from gateway.types import Decision, GatewayState, Identity, Receive, Send
 from gateway.types import Scope as ASGIScope
 from policies import PolicyStore
+from retention import Holds
 from retention._holdstore import SQLiteHoldStore
-from retention._service import Holds
 from tests.audit.test_store_contract import record, write
 
 BASE = "https://gateway.test"
@@ -50,7 +50,7 @@ class World:
     console: Console
     events: SQLiteStore
     sink: MemorySink
-    revocations: MemoryRevocations
+    revocations: RevocationStore
     holds: Holds
     who: Identity
     client: TestClient
@@ -79,12 +79,16 @@ def shipped_policy() -> PolicyStore:
     return PolicyStore()
 
 
-def world(tmp_path: Path, who: Identity) -> Iterator[World]:
+def world(
+    tmp_path: Path, who: Identity, *, revocations: RevocationStore | None = None
+) -> Iterator[World]:
+    """The console as ``who`` sees it; ``revocations`` defaults to an in-memory store."""
     key = secrets.token_bytes(32)
     events = SQLiteStore(path=tmp_path / "audit.db")
     events.ensure_schema()
     sink = MemorySink()
-    revocations = MemoryRevocations()
+    if revocations is None:
+        revocations = MemoryRevocations()
     holds = Holds(store=SQLiteHoldStore(path=tmp_path / "audit.db"), sink=sink)
     console = Console(
         events=events,

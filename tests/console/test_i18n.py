@@ -7,7 +7,7 @@ from importlib import resources
 
 from console import errors
 from console._i18n import LANG_COOKIE, MESSAGES, chosen_language, translate
-from policies._resources import CATEGORIES
+from policies import CATEGORIES
 
 _KEY = re.compile(r"""\bt\(\s*["']([a-z0-9_]+)["']\s*[,)]""")
 
