@@ -61,6 +61,8 @@ __all__ = ["OpenSearchStore"]
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_POOL_SIZE: Final = 4
 PAGE_SIZE: Final = 1000
+#: ``ids`` reads this many ids per request (no documents: the default ``max_result_window``).
+IDS_PAGE: Final = 10_000
 #: Retention's maintenance (delete, minimise, copy) reads and writes this many events at a time.
 MAINTENANCE_BATCH: Final = 5000
 #: Bulk requests of a minimisation in flight at once (the node indexes them in parallel).
@@ -408,6 +410,44 @@ class OpenSearchStore:
                 )
         return [hit["_source"] for hit in response["hits"]["hits"]], _total(response, limit)
 
+    def ids(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> Iterator[tuple[str, str]]:
+        """Ids and timestamps from the sort values alone (``_source: false``: no document is
+        read), ``IDS_PAGE`` at a time with ``search_after``."""
+        query = _query(scope, exclude)
+        for hit in self._hits(query, source=False, size=IDS_PAGE):
+            millis = int(hit["sort"][0])
+            moment = datetime.fromtimestamp(millis / 1000, tz=UTC)
+            yield str(hit["_id"]), moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}Z"
+
+    def days(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> list[datetime]:
+        """The UTC days (midnight) holding matching events, oldest first: one aggregation,
+        no hit read (retention's recorder goes through a deletion a day at a time)."""
+        histogram = {"field": "@timestamp", "calendar_interval": "day", "time_zone": "UTC"}
+        found: list[datetime] = []
+        after: dict[str, Any] | None = None
+        while True:
+            composite: dict[str, Any] = {
+                "sources": [{"day": {"date_histogram": histogram}}],
+                "size": PAGE_SIZE,
+            }
+            if after is not None:
+                composite["after"] = after
+            body = {
+                "query": _query(scope, exclude),
+                "size": 0,
+                "aggs": {"d": {"composite": composite}},
+            }
+            with translated_errors():
+                response = self._client.search(
+                    index=self._pattern, body=body, ignore_unavailable=True, allow_no_indices=True
+                )
+            agg = (response.get("aggregations") or {}).get("d") or {}
+            buckets = agg.get("buckets") or []
+            found += [datetime.fromtimestamp(b["key"]["day"] / 1000, tz=UTC) for b in buckets]
+            after = agg.get("after_key")
+            if len(buckets) < PAGE_SIZE or after is None:
+                return found
+
     def count(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
         with translated_errors():
             response = self._client.count(
@@ -580,8 +620,9 @@ class OpenSearchStore:
         went, ``0`` when the guard said stop, ``None`` when the index no longer suits (the
         caller deletes by id). A late event for that day (a replay) meanwhile gets a 403
         block, which the shipper retries: after the deletion it lands in a new index, so
-        nothing is lost. An interrupted run leaves the block (lifted by the next run, see
-        ``retention``) and perhaps copies in ``-kept`` that the next run's move overwrites."""
+        nothing is lost. A run killed here leaves the block and perhaps copies in ``-kept``
+        (each spared event stored twice): the next run undoes that first
+        (:meth:`undo_interrupted_moves`)."""
         with translated_errors():
             self._client.indices.put_settings(index=index, body={"index.blocks.write": True})
         copied: list[str] = []
@@ -610,6 +651,49 @@ class OpenSearchStore:
                 self._uncopy(target, copied)
             self._unblock(index)
             raise
+
+    def undo_interrupted_moves(self) -> list[str]:
+        """Undo each move to a ``-kept`` index that a killed run left between the copy and the
+        drop (the sign: a daily index still write-blocked, with a ``-kept`` sibling): its
+        copies are removed from ``-kept`` and its write block lifted, so each event is stored
+        once again, in the day's index, which was the authority until the drop. Undone rather
+        than finished: finishing would delete without asking the holds placed since, and the
+        next plan moves the day again if it is still due. Only retention, holding the run
+        lock, may call this (only retention blocks writes). Returns the days set right."""
+        with translated_errors():
+            found = self._client.indices.get_settings(
+                index=self._pattern,
+                name="index.blocks.write",
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+        undone = []
+        for index, data in sorted(found.items()):
+            blocks = data.get("settings", {}).get("index", {}).get("blocks", {})
+            target = index + KEPT_SUFFIX
+            if index.endswith(KEPT_SUFFIX) or str(blocks.get("write")) != "true":
+                continue
+            if self.has_index(target):
+                self._uncopy(target, self._copies(index, target))
+                with translated_errors():
+                    self._client.indices.refresh(index=target)
+            self._unblock(index)
+            undone.append(index)
+        return undone
+
+    def _copies(self, index: str, target: str) -> list[str]:
+        """The ids in ``target`` that ``index`` holds too."""
+        with translated_errors():
+            self._client.indices.refresh(index=target)
+        kept = [hit["_id"] for hit in self._hits({"match_all": {}}, False, target, size=IDS_PAGE)]
+        both: list[str] = []
+        for at in range(0, len(kept), self._batch):
+            chunk = kept[at : at + self._batch]
+            body = {"query": {"ids": {"values": chunk}}, "_source": False, "size": len(chunk)}
+            with translated_errors():
+                response = self._client.search(index=index, body=body)
+            both += [hit["_id"] for hit in response["hits"]["hits"]]
+        return both
 
     def _copy(self, index: str, query: Mapping[str, Any], target: str) -> list[str]:
         """Index the matching events of ``index`` into ``target`` whole, under their ids

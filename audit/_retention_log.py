@@ -1,10 +1,11 @@
 """Signed retention records: what retention deleted or minimised, under which rule and run.
 
 The retention job hands each store change to :meth:`RetentionRecorder.apply`. Before the
-change, the recorder lists the events the change selects and writes signed records of kind
-``retention`` to the digest store (write-ahead: a record whose change then did not happen
-explains nothing that ``verify`` looks for, while a change without a record would look like
-tampering):
+change, the recorder lists the events the change selects (a deletion: ids and timestamps
+alone, ``AuditStore.ids``, no document read; a minimisation: whole events, to hash each one's
+minimised form) and writes signed records of kind ``retention`` to the digest store
+(write-ahead: a record whose change then did not happen explains nothing that ``verify``
+looks for, while a change without a record would look like tampering):
 
 * ``delete``: the ids of the events about to go;
 * ``minimise``: each event's id and the hash it will have once minimised (source IP
@@ -20,8 +21,9 @@ raises before anything is deleted.
 the scope; an event arriving in between (a late replay of an old spool matches the cutoff)
 would be changed without a record, and ``verify`` would call it missing or altered. So:
 
-* deletions on OpenSearch go a day at a time. Under a write block of the day's index the
-  recorder lists the day again and asks the store whether it would drop that index whole
+* deletions on OpenSearch go a day at a time (``OpenSearchStore.days``: one aggregation
+  names the days). Under a write block of the day's index the recorder lists the day (its
+  only listing) and asks the store whether it would drop that index whole
   (every event selected, or so many that the store moves the few it spares to the day's
   ``-kept`` index under the same ids and drops the rest with the index: see
   ``OpenSearchStore.delete``). If so, it records and deletes by the day's scope while the
@@ -54,7 +56,7 @@ from audit._digests import DigestStore
 from audit._opensearch import OpenSearchStore, translated_errors
 from audit._store import AuditStore, Guard, Page, Record, Scope, truncate_ip
 from audit.errors import StoreError
-from audit.events import index_name, new_event_id, parse_timestamp
+from audit.events import index_name, new_event_id
 
 __all__ = ["DEFAULT_CHUNK", "RETENTION_INSTANCE", "RetentionRecorder"]
 
@@ -79,15 +81,6 @@ def minimised_form(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _by_day(docs: Sequence[Mapping[str, Any]]) -> list[datetime]:
-    """The UTC days (daily indices) of the events' ``@timestamp``, oldest first."""
-    days = set()
-    for doc in docs:
-        moment = parse_timestamp(str(doc["@timestamp"])).astimezone(UTC)
-        days.add(moment.replace(hour=0, minute=0, second=0, microsecond=0))
-    return sorted(days)
 
 
 @contextlib.contextmanager
@@ -158,14 +151,14 @@ class RetentionRecorder:
         action = getattr(change, "__name__", "")
         if action not in ("delete", "minimise"):
             raise ValueError(f"cannot record {action!r}: only delete and minimise")
-        selected = self._selected(scope, exclude)
         if action == "delete" and isinstance(self._events, OpenSearchStore):
-            done = 0
-            for day in _by_day(selected):
+            done = 0  # each day is listed under its block; here only which days there are
+            for day in self._events.days(scope, exclude=exclude):
                 if guard is not None and not guard():
                     break
                 done += self._opensearch_day(change, scope, exclude, day, guard=guard)
             return done
+        selected = self._selected(scope, exclude, ids_only=action == "delete")
         return self._in_chunks(change, action, scope, exclude, selected, guard=guard)
 
     def _in_chunks(
@@ -210,12 +203,12 @@ class RetentionRecorder:
         if store.has_index(index):
             with _write_blocked(store, index):
                 store.refresh()
-                docs = self._selected(day_scope, exclude)
+                docs = self._selected(day_scope, exclude, ids_only=True)
                 if docs and store.drops_whole(index, day_scope, exclude):
                     self._record("delete", scope, docs)
                     return int(change(day_scope, exclude=exclude, guard=guard))
         else:  # only the day's ``-kept`` index is left: nothing writes there but retention
-            docs = self._selected(day_scope, exclude)
+            docs = self._selected(day_scope, exclude, ids_only=True)
         return self._in_chunks(change, "delete", scope, exclude, docs, guard=guard)
 
     def _record(
@@ -232,7 +225,17 @@ class RetentionRecorder:
             self._write(action, category, scope, entries[at : at + self._chunk])
         return entries
 
-    def _selected(self, scope: Scope, exclude: Sequence[Scope]) -> list[dict[str, Any]]:
+    def _selected(
+        self, scope: Scope, exclude: Sequence[Scope], *, ids_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """The selected events, oldest first: with ``ids_only`` (a deletion records ids
+        alone) just ``event.id`` and ``@timestamp`` from the store's cheap listing, else whole
+        (a minimisation records the hash of each event's minimised form)."""
+        if ids_only:
+            return [
+                {"event.id": event_id, "@timestamp": stamp}
+                for event_id, stamp in self._events.ids(scope, exclude=exclude)
+            ]
         found: list[dict[str, Any]] = []
         after: Page | None = None
         while True:

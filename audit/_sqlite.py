@@ -358,6 +358,15 @@ class SQLiteStore:
             ).fetchall()
         return [_from_row(row) for row in rows]
 
+    def ids(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> Iterator[tuple[str, str]]:
+        """Two columns of the matching rows, read at once (no document is decoded)."""
+        where, params = _where(scope, exclude)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT event_id, ts FROM {TABLE} WHERE {where} ORDER BY ts, event_id", params
+            ).fetchall()
+        return iter([(str(r[0]), str(r[1])) for r in rows])
+
     def count(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
         where, params = _where(scope, exclude)
         with self._lock:

@@ -12,7 +12,7 @@ refuse a scope without an upper time bound (``until``): nobody deletes audit eve
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, Protocol
@@ -194,6 +194,11 @@ class AuditStore(Protocol):
     ) -> list[dict[str, Any]]:
         """Matching events as flat dicts, oldest first (by @timestamp, then event id) or
         newest first. For the next page pass ``after=Page.of(last_event_of_this_page)``."""
+
+    def ids(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> Iterator[tuple[str, str]]:
+        """Every matching event's id and ``@timestamp`` (as the store keeps it: OpenSearch to
+        the millisecond), oldest first, without reading the documents: what retention records
+        of a deletion. Lazily paged; consume it before changing what it selects."""
 
     def count(self, scope: Scope, *, exclude: Sequence[Scope] = ()) -> int:
         """How many events match."""

@@ -59,6 +59,7 @@ from audit import (
     Keyring,
     MemorySink,
     OpenSearchStore,
+    Page,
     Record,
     RetentionRecorder,
     Scope,
@@ -335,6 +336,33 @@ def recorder(events: AuditStore) -> RetentionRecorder:
     )
 
 
+def listing_line(events: AuditStore, rounds: int = 2) -> str:
+    """What the recorder reads to record one expired day's deletion: every document in full
+    (``search``, pages of 1,000, as it did before ``ids``) against ids and timestamps only
+    (``ids``); alternating rounds, the best of each."""
+    start = FIRST_EXPIRED.replace(hour=0, minute=0, second=0, microsecond=0)
+    day = Scope(since=start, until=start + timedelta(days=1))
+    best = {"full": float("inf"), "ids": float("inf")}
+    count = 0
+    for _ in range(rounds):
+        began = time.perf_counter()
+        after: Page | None = None
+        count = 0
+        while page := events.search(day, size=1000, after=after):
+            count += len(page)
+            after = Page.of(page[-1])
+        best["full"] = min(best["full"], time.perf_counter() - began)
+        began = time.perf_counter()
+        listed = sum(1 for _ in events.ids(day))
+        best["ids"] = min(best["ids"], time.perf_counter() - began)
+        if listed != count:
+            raise SystemExit(f"ids listed {listed} events, search {count}")
+    return (
+        f"listing one day for records ({count:,} events): full documents {best['full']:.2f} s,"
+        f" ids only {best['ids']:.2f} s ({best['full'] / max(best['ids'], 1e-9):.1f}x)"
+    )
+
+
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", choices=["opensearch", "sqlite"], default="opensearch")
@@ -386,6 +414,7 @@ def main() -> int:
         dry = job.run(now=NOW, dry_run=True)
         dry_s = time.perf_counter() - began
         timer.steps.clear()
+        listing = listing_line(events) if args.record else ""
         before = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
         began = time.perf_counter()
         report = job.run(now=NOW)
@@ -401,6 +430,8 @@ def main() -> int:
         )
         print(f"{how} in {loaded:.1f} s ({total / loaded:,.0f} events/s; not part of the run)")
         print(f"dry run (plan only) {dry_s:.2f} s")
+        if listing:
+            print(listing)
         print(f"run {run_s:.2f} s (goal < 60 s)")
         after = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
         print(f"load average (1, 5, 15 min) before the run {before}, after {after}")

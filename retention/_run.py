@@ -12,7 +12,11 @@ overlap), then **plans** and executes the plan's **steps**:
   as an ``exclude`` scope, so the stores themselves skip held events (the OpenSearch store
   drops a daily index whole when the scope, holds excluded, selects every event in it, or
   most of them after copying the few it spares, held or not yet due, to the day's ``-kept``
-  index under their ids, where search, export and ``verify`` find them as before).
+  index under their ids, where search, export and ``verify`` find them as before). A run
+  killed between that copy and the drop leaves the spared events twice, and the day's index
+  write-blocked: the next run, under the lock and before planning, undoes such a move
+  (``OpenSearchStore.undo_interrupted_moves``: the copies removed, the block lifted; its
+  report lists the day under ``unblocked``) and its plan moves the day again if still due.
 
 **A hold placed while a run is in progress**: right before each step, and inside each step
 right before every change the store makes (each bulk request of deletions or minimisations,
@@ -46,7 +50,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from audit import AuditSink, AuditStore, RetentionRecorder, Scope
+from audit import AuditSink, AuditStore, OpenSearchStore, RetentionRecorder, Scope
 from audit.errors import StoreError
 from audit.events import Action, Category, index_name
 from retention._holds import Hold
@@ -492,7 +496,13 @@ class RetentionJob:
         self._runs.start_run(RunRecord(run_id, self._owner, self._clock(), "started"))
         if self._recorder is not None:
             self._recorder.begin(now, run_id=run_id)
-        unblocked = tuple(self._runs.clear_stale_blocks())
+        # a move to ``-kept`` killed before its drop: undone first (copies gone, block lifted)
+        undone = (
+            self._events.undo_interrupted_moves()
+            if isinstance(self._events, OpenSearchStore)
+            else []
+        )
+        unblocked = tuple(sorted({*undone, *self._runs.clear_stale_blocks()}))
         self._events.refresh()
         plan = self.plan(now)
         changed: dict[tuple[str, str, str], int] = {}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from opensearchpy import OpenSearch
@@ -42,6 +44,30 @@ def in_index(client: OpenSearch, index: str) -> list[str]:
     client.indices.refresh(index=index)
     hits = client.search(index=index, body={"size": 100})["hits"]["hits"]
     return sorted(h["_id"] for h in hits)
+
+
+KILLED = 37  # the exit status of a child killed at the crash point
+
+
+def killed_after_copy(url: str, prefix: str, scope: Scope, exclude: Sequence[Scope]) -> None:
+    """``delete`` in a forked child that dies (``os._exit``: no clean-up, no unblocking)
+    right after copying a day's spared events to ``-kept``, before the day's drop."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; it always leaves through os._exit
+        try:
+            store = OpenSearchStore(url=url, index_prefix=prefix, replicas=0, batch=2)
+            copy = store._copy
+
+            def crash(index: str, query: Mapping[str, Any], target: str) -> list[str]:
+                copy(index, query, target)
+                os._exit(KILLED)
+
+            store._copy = crash  # type: ignore[method-assign]
+            store.delete(scope, exclude=exclude)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == KILLED
 
 
 def setting(client: OpenSearch, index: str, *path: str) -> object:
@@ -118,6 +144,53 @@ class TestKeptMove:
         assert small.delete(Scope(until=UNTIL), exclude=[Scope(user_ids=("held",))]) == 3
         small.refresh()
         assert [d["event.id"] for d in small.search(Scope())] == [ids[3]]
+
+
+class TestDays:
+    def test_days_with_selected_events(self, small: OpenSearchStore) -> None:
+        """``days`` names each UTC day holding a selected event, oldest first; a day whose
+        only events are held is not named."""
+        minutes = [0, 5, 24 * 60, 2 * 24 * 60]  # 03-10 twice, 03-11, 03-12 (held)
+        users = ["a", "b", "c", "held"]
+        written = [record(m, **{"user.id": u}) for m, u in zip(minutes, users, strict=True)]
+        assert {r.status for r in small.write(written)} == {"stored"}
+        small.refresh()
+        found = small.days(
+            Scope(until=BASE + timedelta(days=5)), exclude=[Scope(user_ids=("held",))]
+        )
+        midnight = BASE.replace(hour=0)
+        assert found == [midnight, midnight + timedelta(days=1)]
+
+
+class TestInterruptedMove:
+    def test_killed_between_copy_and_drop_is_undone(
+        self, small: OpenSearchStore, opensearch: OpenSearch, opensearch_node: Node
+    ) -> None:
+        """A run killed after the copy leaves the spared event twice and the day blocked;
+        ``undo_interrupted_moves`` removes the copy and the block, and a later move works."""
+        ids = load(small, ["a", "b", "c", "held"])
+        held = [Scope(user_ids=("held",))]
+        killed_after_copy(opensearch_node.url, small.index_prefix, Scope(until=UNTIL), held)
+        small.refresh()
+        assert small.count(Scope()) == 5  # the held event in the day and in ``-kept``
+        assert setting(opensearch, day(small), "blocks", "write") == "true"
+        assert small.undo_interrupted_moves() == [day(small)]
+        assert sorted(d["event.id"] for d in small.search(Scope())) == sorted(ids)
+        assert in_index(opensearch, day(small) + "-kept") == []
+        assert setting(opensearch, day(small), "blocks", "write") in (None, "false")
+        assert small.delete(Scope(until=UNTIL), exclude=held) == 3
+        assert [d["event.id"] for d in small.search(Scope())] == [ids[3]]
+
+    def test_finished_move_and_writable_day_left_alone(
+        self, small: OpenSearchStore, opensearch: OpenSearch
+    ) -> None:
+        """Without a write block nothing is undone: a finished move's ``-kept`` events and a
+        new event of the same day (a late one, a new daily index) stay."""
+        ids = load(small, ["a", "b", "c", "held"])
+        small.delete(Scope(until=UNTIL), exclude=[Scope(user_ids=("held",))])
+        late = load(small, ["late"])
+        assert small.undo_interrupted_moves() == []
+        assert sorted(d["event.id"] for d in small.search(Scope())) == sorted([ids[3], *late])
 
 
 class TestGuard:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,36 @@ def statuses(report: VerifyReport) -> list[str]:
     return [interval.status for interval in report.intervals]
 
 
+def hold_a_few(log: Log, holds: HoldStore) -> Sequence[str]:
+    """Hold the second interval's two events (a window in ms) among six more unsigned
+    events of the same day (no digest lists them): the held are a small share of the day,
+    so OpenSearch moves them to ``-kept`` and drops the day whole. Returns the held ids."""
+    held = log.ids[1]
+    stamps = [
+        parse_timestamp(str(d["@timestamp"])) for d in log.events.search(Scope(event_ids=held))
+    ]
+    since = min(stamps).replace(microsecond=min(stamps).microsecond // 1000 * 1000)
+    until = max(stamps).replace(microsecond=max(stamps).microsecond // 1000 * 1000)
+    # unsigned events of the same day (no digest lists them): the held are a small share
+    [template] = log.events.search(Scope(event_ids=log.ids[0][:1]))
+    extra = [{**template, "event.id": new_event_id()} for _ in range(6)]
+    log.events.write([Record(e["event.id"], e["@timestamp"], orjson.dumps(e)) for e in extra])
+    log.events.refresh()
+    holds.add(
+        new_hold(
+            incident_id="INC-2",
+            reason="investigation",
+            scope=HoldScope(since=since, until=until + timedelta(milliseconds=1)),
+            placed_by="iss|responder",
+            placed_at=datetime.now(UTC) - timedelta(days=1),
+        )
+    )
+    return held
+
+
+KILLED = 37  # the exit status of a run killed at the crash point
+
+
 class TestRetentionExplained:
     def test_minimisation_is_no_finding(self, log_and_holds: tuple[Log, HoldStore]) -> None:
         """After retention minimised every event, verify names the run and finds nothing."""
@@ -125,26 +156,7 @@ class TestRetentionExplained:
         index and drops the day whole; verify finds them intact there and nothing missing,
         and deleting one there by hand is still a finding."""
         log, holds = log_and_holds
-        held = log.ids[1]  # the second interval's two events, held by a window in ms
-        stamps = [
-            parse_timestamp(str(d["@timestamp"])) for d in log.events.search(Scope(event_ids=held))
-        ]
-        since = min(stamps).replace(microsecond=min(stamps).microsecond // 1000 * 1000)
-        until = max(stamps).replace(microsecond=max(stamps).microsecond // 1000 * 1000)
-        # unsigned events of the same day (no digest lists them): the held are a small share
-        [template] = log.events.search(Scope(event_ids=log.ids[0][:1]))
-        extra = [{**template, "event.id": new_event_id()} for _ in range(6)]
-        log.events.write([Record(e["event.id"], e["@timestamp"], orjson.dumps(e)) for e in extra])
-        log.events.refresh()
-        holds.add(
-            new_hold(
-                incident_id="INC-2",
-                reason="investigation",
-                scope=HoldScope(since=since, until=until + timedelta(milliseconds=1)),
-                placed_by="iss|responder",
-                placed_at=datetime.now(UTC) - timedelta(days=1),
-            )
-        )
+        held = hold_a_few(log, holds)
         run(log, holds, days=400)
         report = log.verify()
         assert report.ok, [i.text() for i in report.intervals]
@@ -158,6 +170,40 @@ class TestRetentionExplained:
                 assert index.endswith("-kept")
         log.admin.delete_event(held[0])
         assert statuses(log.verify())[1] == "events_missing"
+
+    @pytest.mark.parametrize("log_and_holds", ["opensearch"], indirect=True)
+    def test_run_killed_mid_move_completed_by_the_next(
+        self, log_and_holds: tuple[Log, HoldStore]
+    ) -> None:
+        """A run killed (no clean-up) between copying the held events to ``-kept`` and
+        dropping their day leaves them twice; the next run undoes the move, does it again,
+        and verify finds each event once and nothing missing."""
+        log, holds = log_and_holds
+        held = hold_a_few(log, holds)
+        before = log.events.count(Scope())
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child; it always leaves through os._exit
+            try:
+                copy = OpenSearchStore._copy
+
+                def crash(
+                    store: OpenSearchStore, index: str, query: Mapping[str, Any], target: str
+                ) -> list[str]:
+                    copy(store, index, query, target)
+                    os._exit(KILLED)
+
+                setattr(OpenSearchStore, "_copy", crash)  # noqa: B010 - in the child only
+                run(log, holds, days=400)
+            finally:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == KILLED
+        log.events.refresh()
+        assert log.events.count(Scope()) == before + len(held)  # the crash point was reached
+        run(log, holds, days=400)
+        report = log.verify()
+        assert report.ok, [i.text() for i in report.intervals]
+        assert sorted(d["event.id"] for d in log.events.search(Scope())) == sorted(held)
 
     def test_edit_after_minimisation_is_a_finding(
         self, log_and_holds: tuple[Log, HoldStore]
@@ -218,14 +264,27 @@ class LateArrival:
         )
         listing = self.recorder._selected
 
-        def selected(scope: Scope, exclude: Sequence[Scope]) -> list[dict[str, Any]]:
-            found = listing(scope, exclude)
+        def selected(
+            scope: Scope, exclude: Sequence[Scope], *, ids_only: bool = False
+        ) -> list[dict[str, Any]]:
+            found = listing(scope, exclude, ids_only=ids_only)
             if not self.answers:
                 self.answers.append(log.events.write([self.late])[0].status)
                 log.events.refresh()
             return found
 
         self.recorder._selected = selected  # type: ignore[method-assign]
+        if isinstance(log.events, OpenSearchStore):  # a deletion first asks which days
+            days = log.events.days
+
+            def which_days(scope: Scope, *, exclude: Sequence[Scope] = ()) -> list[datetime]:
+                found = days(scope, exclude=exclude)
+                if not self.answers:
+                    self.answers.append(log.events.write([self.late])[0].status)
+                    log.events.refresh()
+                return found
+
+            setattr(log.events, "days", which_days)  # noqa: B010 - this store only
         self.recorder.begin(datetime.now(UTC))
 
     def apply(self, action: str, exclude: Sequence[Scope] = ()) -> int:

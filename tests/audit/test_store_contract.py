@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from audit import AuditStore, OpenSearchStore, Page, Record, Scope, SQLiteStore
+from audit.events import parse_timestamp
 from audit.processors import EMITTED_NS, audit_processors, render_json, run_chain
 
 BASE = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -172,6 +173,19 @@ class TestSearch:
         """Events matching an exclude scope (a hold) are left out."""
         held = Scope(user_ids=["a"], categories=["authentication"])
         assert [d["user.id"] for d in loaded.search(Scope(user_ids=["a"]), exclude=[held])] == ["a"]
+
+    def test_ids_list_what_search_finds(
+        self, loaded: AuditStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``ids`` lists the ids and (millisecond) timestamps of what search selects, in its
+        order, across pages (OpenSearch: two ids a page here), holds left out."""
+        monkeypatch.setattr("audit._opensearch.IDS_PAGE", 2)
+        held = [Scope(organization_ids=["school-b"])]
+        found = loaded.search(Scope(until=BASE + timedelta(days=1)), exclude=held)
+        listed = list(loaded.ids(Scope(until=BASE + timedelta(days=1)), exclude=held))
+        assert [i for i, _ in listed] == [d["event.id"] for d in found] and len(listed) == 3
+        for (_, stamp), doc in zip(listed, found, strict=True):
+            assert parse_timestamp(stamp) == parse_timestamp(doc["@timestamp"])
 
 
 class TestDeleteAndMinimise:
