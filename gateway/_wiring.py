@@ -106,15 +106,9 @@ def audit_store(settings: AuditSettings) -> AuditStore:
     if settings.store == "sqlite":
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         return sqlite_store(path=settings.sqlite_path)
-    password = settings.opensearch_password.reveal() if settings.opensearch_password else None
     return opensearch_store(
-        url=list(settings.opensearch_urls),
-        index_prefix=settings.index_prefix,
-        username=settings.opensearch_username,
-        password=password,
-        ca_certs=str(settings.opensearch_ca_file) if settings.opensearch_ca_file else None,
+        **settings.opensearch_access(),
         shards=settings.shards,
-        replicas=settings.replicas,
     )
 
 

@@ -234,6 +234,18 @@ class AuditSettings:
     #: Statistics hide counts below this many events (small-cell suppression), at least 2.
     stats_min_group_size: int = 10
 
+    def opensearch_access(self) -> dict[str, Any]:
+        """The cluster access every OpenSearch-backed store takes as keyword arguments
+        (nodes, index prefix, credentials, CA, replicas); the password revealed only here."""
+        return {
+            "url": list(self.opensearch_urls),
+            "index_prefix": self.index_prefix,
+            "username": self.opensearch_username,
+            "password": self.opensearch_password.reveal() if self.opensearch_password else None,
+            "ca_certs": str(self.opensearch_ca_file) if self.opensearch_ca_file else None,
+            "replicas": self.replicas,
+        }
+
     def full_policy(self) -> dict[str, str]:
         """The per-category overrides as a mapping (validated at load)."""
         return dict(item.split("=", 1) for item in self.spool_full_policy)

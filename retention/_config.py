@@ -18,14 +18,8 @@ def hold_store(settings: AuditSettings) -> HoldStore:
     if settings.store == "sqlite":
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         return SQLiteHoldStore(path=settings.sqlite_path)
-    password = settings.opensearch_password.reveal() if settings.opensearch_password else None
     return OpenSearchHoldStore(
-        url=list(settings.opensearch_urls),
-        index_prefix=settings.index_prefix,
-        username=settings.opensearch_username,
-        password=password,
-        ca_certs=str(settings.opensearch_ca_file) if settings.opensearch_ca_file else None,
-        replicas=settings.replicas,
+        **settings.opensearch_access(),
     )
 
 
@@ -34,12 +28,6 @@ def run_store(settings: AuditSettings) -> RunStore:
     if settings.store == "sqlite":
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         return SQLiteRunStore(path=settings.sqlite_path)
-    password = settings.opensearch_password.reveal() if settings.opensearch_password else None
     return OpenSearchRunStore(
-        url=list(settings.opensearch_urls),
-        index_prefix=settings.index_prefix,
-        username=settings.opensearch_username,
-        password=password,
-        ca_certs=str(settings.opensearch_ca_file) if settings.opensearch_ca_file else None,
-        replicas=settings.replicas,
+        **settings.opensearch_access(),
     )

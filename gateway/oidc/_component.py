@@ -161,14 +161,8 @@ def shared_state(settings: Settings, *, clock: Callable[[], float] = time.time) 
     audit = settings.audit
     if audit.store == "sqlite":
         return SQLiteState(path=audit.sqlite_path, clock=clock)
-    password = audit.opensearch_password.reveal() if audit.opensearch_password else None
     return OpenSearchState(
-        url=list(audit.opensearch_urls),
-        index_prefix=audit.index_prefix,
-        username=audit.opensearch_username,
-        password=password,
-        ca_certs=str(audit.opensearch_ca_file) if audit.opensearch_ca_file else None,
-        replicas=audit.replicas,
+        **audit.opensearch_access(),
         clock=clock,
     )
 
@@ -186,14 +180,8 @@ def revocation_store(
         return MemoryRevocations(clock=clock)
     if audit.store == "sqlite":
         return SQLiteRevocations(path=audit.sqlite_path, clock=clock)
-    password = audit.opensearch_password.reveal() if audit.opensearch_password else None
     return OpenSearchRevocations(
-        url=list(audit.opensearch_urls),
-        index_prefix=audit.index_prefix,
-        username=audit.opensearch_username,
-        password=password,
-        ca_certs=str(audit.opensearch_ca_file) if audit.opensearch_ca_file else None,
-        replicas=audit.replicas,
+        **audit.opensearch_access(),
         poll_interval=float(session.revocation_poll_interval),
         max_staleness=float(session.revocation_max_staleness),
         clock=clock,
