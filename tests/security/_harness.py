@@ -262,7 +262,10 @@ def deployed(
     ``idp_up``/``upstream_up`` False leave that port bound but not listening (connections
     are refused), for fail-closed tests."""
     idp_sock, upstream_sock = _listening_socket(), _listening_socket()
-    https_port, http_port = _free_port(), _free_port()
+    # The gateway's own ports are bound here and handed to uvicorn, not picked and released:
+    # another test's server could take a released port before uvicorn binds it.
+    https_sock, http_sock = _listening_socket(), _listening_socket()
+    https_port, http_port = https_sock.getsockname()[1], http_sock.getsockname()[1]
     settings = demo_settings(
         None,
         environ={
@@ -299,7 +302,7 @@ def deployed(
         _serve(_plain(echo_upstream), upstream_sock)
         if upstream_up
         else contextlib.closing(upstream_sock),
-        _serve(https),
-        _serve(redirect),
+        _serve(https, https_sock),
+        _serve(redirect, http_sock),
     ):
         yield Deployment(settings, https_port, http_port, idp_url, context, idp.hits)
