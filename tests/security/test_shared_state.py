@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from opensearchpy import OpenSearch
+from opensearchpy import OpenSearch, TransportError
 
 from tests._opensearch import delete_prefixed, new_prefix
 from tests.security._harness import Deployment, deployed, person
@@ -67,22 +67,30 @@ def _events(opensearch: OpenSearch, prefix: str, reason: str) -> list[dict[str, 
     """Login failures with ``reason`` in the audit store, waited for (shipping is async)."""
     deadline = time.monotonic() + EVENT_WAIT
     while True:
-        opensearch.indices.refresh(index=f"{prefix}audit-events-*", ignore_unavailable=True)
-        found = opensearch.search(
-            index=f"{prefix}audit-events-*",
-            body={
-                "query": {
-                    "bool": {
-                        "filter": [
-                            {"term": {"event.action": "login_failure"}},
-                            {"term": {"event.reason": reason}},
-                        ]
+        try:
+            opensearch.indices.refresh(index=f"{prefix}audit-events-*", ignore_unavailable=True)
+            found = opensearch.search(
+                index=f"{prefix}audit-events-*",
+                body={
+                    "query": {
+                        "bool": {
+                            "filter": [
+                                {"term": {"event.action": "login_failure"}},
+                                {"term": {"event.reason": reason}},
+                            ]
+                        }
                     }
-                }
-            },
-            ignore_unavailable=True,
-            allow_no_indices=True,
-        )
+                },
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+        except TransportError as error:
+            # A day's index created a moment ago answers 503 until its shard has started
+            # (seen under load); that is "not yet", not a failure.
+            if error.status_code != 503 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            continue
         hits = [hit["_source"] for hit in found["hits"]["hits"]]
         if hits or time.monotonic() > deadline:
             return hits
