@@ -35,7 +35,11 @@ from gateway.oidc._claims import Grants, load_claims
 from gateway.oidc._login import LOGIN_PATH, Login
 from gateway.oidc._provider import Provider
 from gateway.oidc._revocation import MemoryRevocations, RevocationStore, SQLiteRevocations
-from gateway.oidc._revocation_journal import JOURNAL_DIRECTORY, RevocationJournal
+from gateway.oidc._revocation_journal import (
+    JOURNAL_DIRECTORY,
+    RevocationJournal,
+    adopt_orphans,
+)
 from gateway.oidc._revocation_opensearch import OpenSearchRevocations
 from gateway.oidc._session import Sealer, SessionCodec, decode_key
 from gateway.oidc._sessions_authn import SessionAuthenticator, SessionCookieStage
@@ -190,6 +194,7 @@ def revocation_store(
     # Revocations the cluster has not taken yet survive a crash in a journal beside this
     # process's audit spool (one per process: each worker has its own spool directory).
     journal = RevocationJournal(directory=audit.spool_dir / JOURNAL_DIRECTORY)
+    adopt_orphans(journal, spool_dir=audit.spool_dir, workers=settings.server.workers)
     return OpenSearchRevocations(
         **audit.opensearch_access(),
         poll_interval=float(session.revocation_poll_interval),

@@ -19,7 +19,9 @@ of ``server.workers`` has its own spool directory and so its own journal)::
 
 - One process per journal: the directory lock is taken without waiting, and a second process
   on the same directory is refused at start (``RevocationJournalLocked``), as the audit spool
-  is; two processes sharing one journal would compact away each other's entries.
+  is; two processes sharing one journal would compact away each other's entries. With
+  ``server.workers`` lowered, the journals of the workers that no longer run are taken over at
+  start by the first worker (:func:`adopt_orphans`), so their entries are replayed too.
 - What is stored: the record's id and document as the cluster gets them; session and user ids
   only as their SHA-256 hashes (never a raw id on disk).
 - A line that is cut off (a crash mid-write) or fails its checksum is skipped with a warning;
@@ -51,7 +53,7 @@ import orjson
 
 from gateway.oidc.errors import RevocationJournalError, RevocationJournalLocked
 
-__all__ = ["JOURNAL_DIRECTORY", "RevocationJournal"]
+__all__ = ["JOURNAL_DIRECTORY", "RevocationJournal", "adopt_orphans"]
 
 logger = logging.getLogger(__name__)
 
@@ -217,12 +219,47 @@ class RevocationJournal:
         old, self._fd = self._fd, _open_append(self.path)
         os.close(old)
 
+    def adopt(self, directory: Path) -> int:
+        """Take over another process's journal (an orphan): its entries are appended here
+        and made durable, then cut from it, and join :attr:`entries` for replay. Raises
+        RevocationJournalLocked when a process still owns it. The number taken over."""
+        other = RevocationJournal(directory=directory, fsync=self._fsync)
+        try:
+            for record, doc in other.entries:
+                self.append(record, doc)
+                self.entries.append((record, doc))
+            other.rewrite([])
+        finally:
+            other.close()
+        return len(other.entries)
+
     def close(self) -> None:
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 os.close(self._lock_fd)  # releases the directory lock
                 self._fd = -1
+
+
+def adopt_orphans(journal: RevocationJournal, *, spool_dir: Path, workers: int) -> int:
+    """Journals of workers beyond ``server.workers`` (their number was lowered since) are
+    taken over by ``journal`` (the first worker's, whose spool directory holds the others'),
+    so the revocations they hold are replayed, not forgotten. One still owned by a running
+    process is left to it (a warning). The number of entries taken over."""
+    taken = 0
+    for path in sorted(spool_dir.glob(f"worker-*/{JOURNAL_DIRECTORY}")):
+        index = path.parent.name.removeprefix("worker-")
+        if not index.isdigit() or int(index) < workers:
+            continue
+        try:
+            count = journal.adopt(path)
+        except RevocationJournalError as exc:
+            logger.warning("orphaned revocation journal not taken over: %s", exc)
+            continue
+        if count:
+            logger.warning("revocation journal %s: %d entries taken over", path, count)
+        taken += count
+    return taken
 
 
 def _open_append(path: Path) -> int:

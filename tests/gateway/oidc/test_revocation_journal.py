@@ -14,7 +14,12 @@ from typing import Any
 
 import pytest
 
-from gateway.oidc._revocation_journal import JOURNAL_FILE, RevocationJournal, encode
+from gateway.oidc._revocation_journal import (
+    JOURNAL_FILE,
+    RevocationJournal,
+    adopt_orphans,
+    encode,
+)
 from gateway.oidc.errors import RevocationJournalError, RevocationJournalLocked
 
 NOBODY = 65534
@@ -175,3 +180,33 @@ class TestUnwritable:
 
         assert _in_child(child) == 0
         assert not (parent / "revocations").exists()
+
+
+class TestOrphans:
+    def test_journals_of_workers_no_longer_run_taken_over(self, tmp_path: Path) -> None:
+        """With ``server.workers`` lowered to 2, worker 3's journal is taken over by the first
+        worker's (replayed from there, emptied there); worker 1's is left to worker 1."""
+        for index, name in ((1, "one"), (3, "three")):
+            orphan = RevocationJournal(directory=tmp_path / f"worker-{index}" / "revocations")
+            orphan.append(f"session-{name}", _doc(name))
+            orphan.close()
+        journal = RevocationJournal(directory=tmp_path / "revocations")
+        assert adopt_orphans(journal, spool_dir=tmp_path, workers=2) == 1
+        assert journal.entries == [("session-three", _doc("three"))]
+        journal.close()
+        assert RevocationJournal(directory=tmp_path / "revocations").entries == [
+            ("session-three", _doc("three"))
+        ]
+        assert (tmp_path / "worker-3" / "revocations" / "journal").stat().st_size == 0
+        assert (tmp_path / "worker-1" / "revocations" / "journal").stat().st_size > 0
+
+    def test_journal_still_owned_left_alone(self, tmp_path: Path) -> None:
+        """A journal a running process still owns is not taken over (nothing is lost)."""
+        running = RevocationJournal(directory=tmp_path / "worker-5" / "revocations")
+        running.append("session-a", _doc("a"))
+        journal = RevocationJournal(directory=tmp_path / "revocations")
+        assert adopt_orphans(journal, spool_dir=tmp_path, workers=1) == 0
+        assert journal.entries == []
+        assert running.path.stat().st_size > 0
+        running.close()
+        journal.close()
