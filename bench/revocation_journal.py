@@ -27,6 +27,8 @@ from gateway.oidc._revocation_journal import RevocationJournal
 
 N = 2000
 ROUNDS = 3
+#: The cluster cases' request timeout (a loaded machine's node answers slowly).
+CLUSTER_TIMEOUT = 30.0
 #: Where "disk" and "tmpfs" journals go: the repository's file system, and /dev/shm.
 DISK_DIR = Path(__file__).resolve().parents[1]
 TMPFS_DIR = Path("/dev/shm")  # noqa: S108 - a private mkdtemp directory is made in it
@@ -108,6 +110,7 @@ def _cluster_bench(url: str, n: int, rounds: int) -> None:
                 url=url,
                 index_prefix=prefix,
                 replicas=0,
+                timeout=CLUSTER_TIMEOUT,
                 start=False,
                 journal=RevocationJournal(directory=directory) if journal else None,
             )
@@ -135,7 +138,9 @@ def _cluster_bench(url: str, n: int, rounds: int) -> None:
             _rounds(cases, rounds),
         )
     finally:
-        store = OpenSearchRevocations(url=url, index_prefix=prefix, start=False)
+        store = OpenSearchRevocations(
+            url=url, index_prefix=prefix, timeout=CLUSTER_TIMEOUT, start=False
+        )
         store._client.indices.delete(index=store.index, ignore_unavailable=True)
         store.close()
 

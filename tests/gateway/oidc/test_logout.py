@@ -379,3 +379,20 @@ class TestJournalUnwritable:
         replay.cookies.set("__Host-gw_session", old or "", domain=HOST)
         assert (await replay.get("/home")).status_code == 303
         await replay.aclose()
+
+    async def test_backchannel_logout_asks_for_redelivery(
+        self, no_disk: tuple[Gateway, OpenSearchRevocations], idp: FakeIdP
+    ) -> None:
+        """A back-channel logout kept in memory only answers 503 (the provider sends it
+        again), audited as a failure saying it is not durable."""
+        gw, _store = no_disk
+        await gw.login(idp)
+        idp.clock.advance(1)
+        other = gw.client()
+        response = await other.post(
+            "/_gateway/backchannel-logout", data={"logout_token": _logout_token(idp)}
+        )
+        assert response.status_code == 503
+        event = next(e for e in gw.sink.events if _backchannel(e))
+        assert event["event.reason"] == "revocation_not_durable"
+        await other.aclose()
