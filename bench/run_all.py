@@ -69,6 +69,7 @@ BENCHMARKS = (
     Benchmark("audit", ("--events", "5000", "--rounds", "3")),
     Benchmark("audit_chain", ("--events", "5000", "--rounds", "3")),
     Benchmark("shared_state", ("-n", "200")),
+    Benchmark("revocation_journal", ("-n", "1000"), opensearch_flag=True),
     Benchmark("search", ("--events", "50000", "--repeats", "10")),
     Benchmark("retention", ("--days", "5", "--per-day", "10000", "--holds", "3")),
 )

@@ -323,6 +323,7 @@ def build(settings: Settings) -> Gateway:
     oidc = OIDC(settings=settings, sink=pipeline) if settings.oidc.issuers else None
     if oidc is not None:
         lifecycle.shutdown.append(oidc.aclose)
+        metrics.export(oidc.samples)
     holds = holds_api(settings.audit, sink=pipeline)
     persons = (
         PersonMapFile(path=settings.audit.person_map_file)

@@ -35,6 +35,11 @@ from gateway.oidc._claims import Grants, load_claims
 from gateway.oidc._login import LOGIN_PATH, Login
 from gateway.oidc._provider import Provider
 from gateway.oidc._revocation import MemoryRevocations, RevocationStore, SQLiteRevocations
+from gateway.oidc._revocation_journal import (
+    JOURNAL_DIRECTORY,
+    RevocationJournal,
+    adopt_orphans,
+)
 from gateway.oidc._revocation_opensearch import OpenSearchRevocations
 from gateway.oidc._session import Sealer, SessionCodec, decode_key
 from gateway.oidc._sessions_authn import SessionAuthenticator, SessionCookieStage
@@ -145,6 +150,12 @@ class OIDC:
             Middleware(BearerThrottleStage, throttle=self.throttle, sink=self._sink),
         ]
 
+    def samples(self) -> list[tuple[str, dict[str, str], float]]:
+        """The revocation store's figures for the metrics listener (journal failures and
+        revocations still queued, with the ``audit`` store on OpenSearch; none otherwise)."""
+        source: Any = getattr(self.revocations, "samples", None)
+        return list(source()) if callable(source) else []
+
     async def aclose(self) -> None:
         await self.client.aclose()
         await self.shared.aclose()
@@ -180,9 +191,14 @@ def revocation_store(
         return MemoryRevocations(clock=clock)
     if audit.store == "sqlite":
         return SQLiteRevocations(path=audit.sqlite_path, clock=clock)
+    # Revocations the cluster has not taken yet survive a crash in a journal beside this
+    # process's audit spool (one per process: each worker has its own spool directory).
+    journal = RevocationJournal(directory=audit.spool_dir / JOURNAL_DIRECTORY)
+    adopt_orphans(journal, spool_dir=audit.spool_dir, workers=settings.server.workers)
     return OpenSearchRevocations(
         **audit.opensearch_access(),
         poll_interval=float(session.revocation_poll_interval),
         max_staleness=float(session.revocation_max_staleness),
+        journal=journal,
         clock=clock,
     )

@@ -64,6 +64,7 @@ from gateway.oidc.errors import (
     LoginUnavailable,
     OIDCError,
     ProviderUnavailable,
+    RevocationNotDurable,
     RevocationsUnavailable,
     StateMismatch,
     StateUnavailable,
@@ -451,10 +452,16 @@ class Login:
         response_target = "/"
         if who is not None and who.method == "session" and who.session_id is not None:
             labels = {"logout_kind": "user"}
-            if not await self._revoke_session(who.session_id):
+            failed = await self._revoke_session(who.session_id)
+            if failed is not None:
                 # Refused here at once and queued for the others: the browser's cookie is
-                # cleared either way; the event says the other instances may lag.
-                labels["revocation"] = "pending"
+                # cleared either way; the event says the other instances may lag ("pending":
+                # in the local journal, it survives a restart) or that the revocation is in
+                # this process's memory only ("not_durable": the journal could not be written
+                # either; logged as an error and counted too).
+                labels["revocation"] = (
+                    "not_durable" if failed == RevocationNotDurable.reason else "pending"
+                )
             self._emit(
                 request,
                 action="logout",
@@ -550,13 +557,14 @@ class Login:
             )
             return JSONResponse({"error": "invalid_request"}, status_code=400)
         user_id = f"{claims['iss']}|{claims['sub']}"
-        if not await self._revoke_subject(user_id):
+        failed = await self._revoke_subject(user_id)
+        if failed is not None:
             # Refused here already; 503 so the provider may deliver the token again.
             self._emit(
                 request,
                 action="logout",
                 outcome="failure",
-                reason=RevocationsUnavailable.reason,
+                reason=failed,
                 idp=idp,
                 user_id=user_id,
                 status=503,
@@ -590,12 +598,13 @@ class Login:
         target = body.get("user_id") if isinstance(body, dict) else None
         if not isinstance(target, str) or "|" not in target or len(target) > 1024:
             return self._error(request, BadRequest("expected_user_id"))
-        if not await self._revoke_subject(target):
+        failed = await self._revoke_subject(target)
+        if failed is not None:
             event = login_event(
                 request.scope,
                 action="sessions_revoked",
                 outcome="failure",
-                reason=RevocationsUnavailable.reason,
+                reason=failed,
                 status=503,
             )
             event["event.category"] = ["authentication", "session", "iam"]
@@ -615,27 +624,29 @@ class Login:
         """Record one login, logout or revocation event about ``request`` (see ``login_event``)."""
         self._sink.emit(login_event(request.scope, **fields))
 
-    async def _revoke_session(self, session_id: str) -> bool:
-        """Revoke one session (in a thread: the store may be a network call); False when it
-        is recorded on this instance only so far (queued for the shared store)."""
+    async def _revoke_session(self, session_id: str) -> str | None:
+        """Revoke one session (in a thread: the store may be a network call and an fsync);
+        None when done, else the reason it is recorded on this instance only so far (queued
+        for the shared store: ``revocation_store_unavailable``, or ``revocation_not_durable``
+        when the local journal could not take it either)."""
         until = self._clock() + self._codec.absolute_timeout
         try:
             await asyncio.to_thread(self._revocations.revoke_session, session_id, until=until)
-        except RevocationsUnavailable:
-            return False
-        return True
+        except RevocationsUnavailable as exc:
+            return exc.reason
+        return None
 
-    async def _revoke_subject(self, user_id: str) -> bool:
-        """Revoke every session of ``user_id`` issued until now; False as above."""
+    async def _revoke_subject(self, user_id: str) -> str | None:
+        """Revoke every session of ``user_id`` issued until now; None or a reason as above."""
         now = self._clock()
         until = now + self._codec.absolute_timeout
         try:
             await asyncio.to_thread(
                 self._revocations.revoke_subject, user_id, before=now, until=until
             )
-        except RevocationsUnavailable:
-            return False
-        return True
+        except RevocationsUnavailable as exc:
+            return exc.reason
+        return None
 
     def _redirect_uri(self, request: Request) -> str:
         gateway = state(request.scope)

@@ -73,12 +73,21 @@ CREATE TABLE IF NOT EXISTS revoked_subjects (
 
 
 class SQLiteRevocations:
-    """Revocations in a SQLite file that all instances share (WAL mode)."""
+    """Revocations in a SQLite file that all instances share (WAL mode).
+
+    Durable as it is: every revocation is its own transaction (autocommit), committed before
+    :meth:`revoke_session`/:meth:`revoke_subject` return, and ``synchronous=FULL`` (set here,
+    not left to the build's default) fsyncs the WAL at each commit, so neither a crash nor a
+    power loss after the revoking request was answered loses it. It needs no journal of its
+    own (unlike :class:`~gateway.oidc._revocation_opensearch.OpenSearchRevocations`, whose
+    cluster may be away).
+    """
 
     def __init__(self, *, path: Path, clock: Clock = time.time) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=2000")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()

@@ -7,9 +7,20 @@ the request path; ``bench/oidc_authn.py`` measures it against the SQLite store).
 
 - A write (logout, a replaced session, back-channel logout, an incident responder's "revoke
   all sessions") goes into the local copy first, so this instance refuses the session at once,
-  then into the index with ``refresh=true``: when the write returns, every other instance's
-  next poll finds it. A write the cluster refuses stays queued in this process and is retried
-  at every poll until it lands; the caller is told (:class:`RevocationsUnavailable`).
+  then into the local journal (fsync'd, :mod:`gateway.oidc._revocation_journal`), then into
+  the index with ``refresh=true``: when the write returns, every other instance's next poll
+  finds it. A write the cluster refuses stays queued in this process and in the journal and is
+  retried at every poll until it lands; the caller is told (:class:`RevocationsUnavailable`).
+  The journal is compacted at the poll after the cluster took its entries, and replayed at
+  start (before the instance serves requests): into the copy at once, into the cluster at the
+  first poll. A process that died before the cluster came back loses no revocation.
+- The journal cannot be written (disk full, I/O error): the revocation is still in the copy
+  and queued, logged as an error and counted (``gateway_revocation_journal_failures_total``).
+  If the cluster takes the write at once it is durable there and the caller sees success;
+  if not, the revocation lives in this process's memory only and the caller is told so
+  (:class:`~gateway.oidc.errors.RevocationNotDurable`): the revoke API and back-channel
+  logout answer 503 with a failure event (fail closed: the caller retries), logout clears the
+  cookie anyway and labels its event ``revocation: not_durable``.
 - A poll asks for the documents whose ``_seq_no`` is above what this instance has seen (one
   shard, so ``_seq_no`` orders every write), re-reading ``SEQ_OVERLAP`` seconds' worth in
   case a write with a lower number became visible after one with a higher number; every
@@ -40,9 +51,10 @@ from opensearchpy.exceptions import OpenSearchException
 
 from audit._opensearch import connect, translated_errors
 from audit.errors import StoreError
+from gateway.oidc._revocation_journal import RevocationJournal
 from gateway.oidc._session import Clock
 from gateway.oidc._shared import PRUNE_INTERVAL, delete_expired
-from gateway.oidc.errors import RevocationsUnavailable
+from gateway.oidc.errors import RevocationJournalError, RevocationNotDurable, RevocationsUnavailable
 
 __all__ = ["REVOCATION_INDEX", "OpenSearchRevocations"]
 
@@ -90,7 +102,8 @@ def _unavailable() -> Iterator[None]:
 class OpenSearchRevocations:
     """The revocation record in ``{prefix}gateway-revocations``, with a local copy per instance.
 
-    ``start=False`` runs no thread: the owner calls :meth:`sync` itself (tests).
+    ``journal`` makes revocations not yet in the cluster survive a crash (replayed here, at
+    construction). ``start=False`` runs no thread: the owner calls :meth:`sync` itself (tests).
     """
 
     def __init__(
@@ -106,6 +119,7 @@ class OpenSearchRevocations:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_staleness: float = DEFAULT_MAX_STALENESS,
         resync_interval: float = DEFAULT_RESYNC_INTERVAL,
+        journal: RevocationJournal | None = None,
         start: bool = True,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
@@ -140,6 +154,13 @@ class OpenSearchRevocations:
         self._base = -1
         self._marks: deque[tuple[float, int]] = deque()
         self._healthy = True
+        self._journal = journal
+        # Held across "append to the journal, add to the queue" and across a compaction's
+        # "read the queue, rewrite the journal": an entry is never compacted away unqueued.
+        self._journal_lock = threading.Lock()
+        self._journal_failures = 0
+        #: Revocations found in the journal at start and queued again (see :meth:`_replay`).
+        self.replayed = self._replay(journal) if journal is not None else 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if start:
@@ -176,11 +197,66 @@ class OpenSearchRevocations:
         self._record(f"subject-{key}-{int(before * 1000)}", doc)
 
     def _record(self, record: str, doc: dict[str, Any]) -> None:
-        """Into the local copy at once, then into the index (queued for retry on failure)."""
+        """Into the local copy at once, the journal, then the index (queued for retry on
+        failure). Raises RevocationsUnavailable when the index did not take it (then
+        RevocationNotDurable when the journal did not either)."""
         with self._lock:
             self._apply(doc)
-            self._pending[record] = doc
-        self._flush()
+        failed: RevocationJournalError | None = None
+        with self._journal_lock:
+            if self._journal is not None:
+                try:
+                    self._journal.append(record, doc)
+                except RevocationJournalError as exc:
+                    failed = exc
+                    self._journal_failures += 1
+                    logger.error("%s: the revocation is queued in memory only", exc)
+            with self._lock:
+                self._pending[record] = doc
+        try:
+            self._flush()
+        except RevocationsUnavailable as exc:
+            if failed is not None:
+                raise RevocationNotDurable(f"{failed}; {exc}") from exc
+            raise
+
+    def _replay(self, journal: RevocationJournal) -> int:
+        """Queue what the journal holds and merge it into the copy (expired entries dropped):
+        the copy refuses those sessions before any poll; the first poll writes them."""
+        now = self._clock()
+        live = [(r, doc) for r, doc in journal.entries if float(doc["until"]) > now]
+        with self._lock:
+            for record, doc in live:
+                self._apply(doc)
+                self._pending[record] = doc
+        if live:
+            logger.warning(
+                "revocation journal: %d revocation(s) not yet in the cluster replayed", len(live)
+            )
+        return len(live)
+
+    def _compact(self) -> None:
+        """Drop from the journal what the cluster has taken (at most one rewrite per poll)."""
+        journal = self._journal
+        if journal is None:
+            return
+        with self._journal_lock:
+            with self._lock:
+                remaining = list(self._pending.items())
+            if not journal.records - {record for record, _ in remaining}:
+                return
+            try:
+                journal.rewrite(remaining)
+            except RevocationJournalError as exc:
+                self._journal_failures += 1
+                logger.error("%s (the journal is replayed whole at the next start)", exc)
+
+    def samples(self) -> list[tuple[str, dict[str, str], float]]:
+        """For the metrics listener: journal failures and the revocations still queued."""
+        return [
+            ("gateway_revocation_journal_failures_total", {}, float(self._journal_failures)),
+            ("gateway_revocations_pending", {}, float(len(self._pending))),
+        ]
 
     def _flush(self) -> None:
         with self._lock:
@@ -244,6 +320,7 @@ class OpenSearchRevocations:
             started = self._monotonic()
             self._ensure_index()
             self._flush()
+            self._compact()
             if started - self._resynced_at >= self._resync_interval:
                 self._read(floor=None)
                 self._resynced_at = started
@@ -339,4 +416,8 @@ class OpenSearchRevocations:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(STOP_TIMEOUT)
+        if self._journal is not None:
+            self._compact()
+            self._journal.close()
+            self._journal = None
         self._client.close()

@@ -12,6 +12,10 @@
     ├── ProviderUnavailable       discovery or JWKS could not be fetched
     ├── StateUnavailable          the shared store of login states and counters is unreachable
     ├── RevocationsUnavailable    the revocation record cannot vouch for a session (fail closed)
+    │   └── RevocationNotDurable  a revocation is in this process's memory only: neither the
+    │                             local journal nor the cluster took it
+    ├── RevocationJournalError    the local revocation journal cannot be written or read
+    │   └── RevocationJournalLocked  another process owns the journal's directory
     └── ConfigError               a claims or grants file is invalid (raised at start-up/reload)
 
     LoginUnavailable (503)        a GatewayError: the page shown when login cannot work now
@@ -107,6 +111,25 @@ class RevocationsUnavailable(OIDCError):
     session that is not known revoked is refused once the local copy is too old."""
 
     reason = "revocation_store_unavailable"
+
+
+class RevocationNotDurable(RevocationsUnavailable):
+    """A revocation reached neither the local journal nor the cluster: it holds in this
+    process's memory only and would be lost if the process died (fail closed: reported)."""
+
+    reason = "revocation_not_durable"
+
+
+class RevocationJournalError(OIDCError):
+    """The local revocation journal cannot be written (disk full, I/O error) or opened."""
+
+    reason = "revocation_journal_unwritable"
+
+
+class RevocationJournalLocked(RevocationJournalError):
+    """Another process owns this journal directory (each process needs its own)."""
+
+    reason = "revocation_journal_locked"
 
 
 class LoginUnavailable(GatewayError):

@@ -12,9 +12,23 @@ from gateway.oidc import (
     SQLiteRevocations,
     revocation_store,
 )
-from gateway.settings import SettingsError
+from gateway.oidc.errors import RevocationJournalError
+from gateway.settings import Settings, SettingsError
 from tests.gateway.oidc._idp import settings
 from tools.opensearch_node import Node
+
+
+def _opensearch_settings(tmp_path: Path, node: Node, index_prefix: str) -> Settings:
+    return settings(
+        tmp_path,
+        SESSION__REVOCATION_STORE="audit",
+        SESSION__REVOCATION_POLL_INTERVAL="200ms",
+        AUDIT__STORE="opensearch",
+        AUDIT__OPENSEARCH_URLS=node.url,
+        AUDIT__INDEX_PREFIX=index_prefix,
+        AUDIT__REPLICAS="0",
+        AUDIT__SPOOL_DIR=str(tmp_path / "spool"),
+    )
 
 
 class TestRevocationStoreSelection:
@@ -39,20 +53,29 @@ class TestRevocationStoreSelection:
         self, tmp_path: Path, opensearch_node: Node, index_prefix: str
     ) -> None:
         """``audit`` with OpenSearch: the index of the audit cluster, polled as configured."""
-        found = revocation_store(
-            settings(
-                tmp_path,
-                SESSION__REVOCATION_STORE="audit",
-                SESSION__REVOCATION_POLL_INTERVAL="200ms",
-                AUDIT__STORE="opensearch",
-                AUDIT__OPENSEARCH_URLS=opensearch_node.url,
-                AUDIT__INDEX_PREFIX=index_prefix,
-                AUDIT__REPLICAS="0",
-            )
-        )
+        found = revocation_store(_opensearch_settings(tmp_path, opensearch_node, index_prefix))
         assert isinstance(found, OpenSearchRevocations)
         assert found.index == f"{index_prefix}gateway-revocations"
         found.close()
+
+    def test_opensearch_journal_beside_audit_spool(
+        self, tmp_path: Path, opensearch_node: Node, index_prefix: str
+    ) -> None:
+        """With OpenSearch, revocations the cluster has not taken are journaled in
+        ``revocations`` under this process's audit spool directory."""
+        found = revocation_store(_opensearch_settings(tmp_path, opensearch_node, index_prefix))
+        assert isinstance(found, OpenSearchRevocations)
+        assert (tmp_path / "spool" / "revocations" / "journal").exists()
+        found.close()
+
+    def test_unusable_journal_directory_refused_at_start(
+        self, tmp_path: Path, opensearch_node: Node, index_prefix: str
+    ) -> None:
+        """A spool directory the journal cannot be made in stops the start (no instance
+        runs whose revocations would be lost at its next crash)."""
+        (tmp_path / "spool").write_text("a file, not a directory")
+        with pytest.raises(RevocationJournalError, match="spool"):
+            revocation_store(_opensearch_settings(tmp_path, opensearch_node, index_prefix))
 
     def test_poll_interval_below_staleness(self, tmp_path: Path) -> None:
         """A poll interval not below the staleness limit is refused at start-up."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,7 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import respx
 
-from gateway.oidc import MemoryRevocations
+from gateway.oidc import MemoryRevocations, OpenSearchRevocations
+from gateway.oidc._revocation_journal import RevocationJournal
 from gateway.oidc.errors import RevocationsUnavailable
 from tests.gateway.oidc._idp import CLIENT_ID, HOST, ISSUER, FakeIdP, Gateway
 
@@ -310,3 +313,86 @@ class TestRevocationStoreAway:
         assert event["event.outcome"] == "failure"
         assert event["event.reason"] == "revocation_store_unavailable"
         assert event["user.target.id"] == target
+
+
+def _dead_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def no_disk(
+    tmp_path: Path, idp: FakeIdP
+) -> AsyncIterator[tuple[Gateway, OpenSearchRevocations]]:
+    """The audit-cluster record with its cluster away and its journal on a full disk (the
+    journal's file descriptor points at /dev/full, which answers ENOSPC); sessions it does not
+    know revoked are still vouched for (its copy never counts as stale here)."""
+    store = OpenSearchRevocations(
+        url=_dead_url(),
+        timeout=1.0,
+        start=False,
+        max_staleness=float("inf"),
+        journal=RevocationJournal(directory=tmp_path / "revocations"),
+    )
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, store._journal._fd)  # type: ignore[union-attr]
+    os.close(full)
+    gateway = Gateway(tmp_path, clock=idp.clock, revocations=store)
+    yield gateway, store
+    await gateway.aclose()
+
+
+class TestJournalUnwritable:
+    async def test_revoke_api_fails_closed(
+        self, no_disk: tuple[Gateway, OpenSearchRevocations], idp: FakeIdP
+    ) -> None:
+        """The revoke API answers 503 when the revocation reached neither the journal nor the
+        cluster, audited as a failure saying it is not durable."""
+        gw, _store = no_disk
+        idp.claims = {"roles": ["incident_responder"]}
+        await gw.login(idp)
+        idp.clock.advance(1)
+        target = f"{ISSUER}|someone"
+        response = await gw.browser.post("/_gateway/sessions/revoke", json={"user_id": target})
+        assert response.status_code == 503
+        event = next(e for e in gw.sink.events if e["event.action"] == "sessions_revoked")
+        assert event["event.outcome"] == "failure"
+        assert event["event.reason"] == "revocation_not_durable"
+
+    async def test_logout_clears_cookie_and_says_not_durable(
+        self, no_disk: tuple[Gateway, OpenSearchRevocations], idp: FakeIdP
+    ) -> None:
+        """Logout still clears the browser's cookie and refuses the old one here; its event
+        says the revocation is in memory only, and the failure is counted for the metrics."""
+        gw, store = no_disk
+        await gw.login(idp)
+        old = gw.browser.cookies.get("__Host-gw_session")
+        response = await gw.browser.post("/_gateway/logout")
+        assert response.status_code == 303
+        assert "Max-Age=0" in response.headers["set-cookie"]
+        event = next(e for e in gw.sink.events if e["event.action"] == "logout")
+        assert event["labels"] == {"logout_kind": "user", "revocation": "not_durable"}
+        assert ("gateway_revocation_journal_failures_total", {}, 1.0) in store.samples()
+        replay = gw.client()
+        replay.cookies.set("__Host-gw_session", old or "", domain=HOST)
+        assert (await replay.get("/home")).status_code == 303
+        await replay.aclose()
+
+    async def test_backchannel_logout_asks_for_redelivery(
+        self, no_disk: tuple[Gateway, OpenSearchRevocations], idp: FakeIdP
+    ) -> None:
+        """A back-channel logout kept in memory only answers 503 (the provider sends it
+        again), audited as a failure saying it is not durable."""
+        gw, _store = no_disk
+        await gw.login(idp)
+        idp.clock.advance(1)
+        other = gw.client()
+        response = await other.post(
+            "/_gateway/backchannel-logout", data={"logout_token": _logout_token(idp)}
+        )
+        assert response.status_code == 503
+        event = next(e for e in gw.sink.events if _backchannel(e))
+        assert event["event.reason"] == "revocation_not_durable"
+        await other.aclose()

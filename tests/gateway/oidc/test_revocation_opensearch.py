@@ -3,9 +3,11 @@ instances on other machines through their polled copies (against a real OpenSear
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +15,9 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 
 from gateway.oidc import OpenSearchRevocations
+from gateway.oidc._revocation_journal import RevocationJournal
 from gateway.oidc._revocation_opensearch import REVOCATION_INDEX, _hash
-from gateway.oidc.errors import RevocationsUnavailable
+from gateway.oidc.errors import RevocationNotDurable, RevocationsUnavailable
 from tests.gateway.oidc._support import Clock
 from tools.opensearch_node import Node
 
@@ -260,3 +263,148 @@ class TestPruning:
         assert opensearch.count(index=one.index)["count"] == 1
         assert not one.is_revoked(session_id="old", user_id="i|s", issued_at=0)
         assert one.is_revoked(session_id="live", user_id="i|s", issued_at=0)
+
+
+def _full_disk(store: OpenSearchRevocations) -> None:
+    """From now on the store's journal file answers writes as a full disk does (ENOSPC: its
+    descriptor now points at /dev/full)."""
+    journal = store._journal
+    assert journal is not None
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, journal._fd)
+    os.close(full)
+
+
+class TestJournal:
+    def test_revocation_survives_restart_while_cluster_away(
+        self, make: Factory, clocks: tuple[Clock, Clock], tmp_path: Path
+    ) -> None:
+        """A logout the cluster never took, then the instance ends: the next instance on the
+        same journal refuses the session before any poll, writes it at its first poll (where
+        another instance finds it) and empties the journal."""
+        wall, _ = clocks
+        down = make(url=_dead_url(), timeout=1.0, journal=RevocationJournal(directory=tmp_path))
+        with pytest.raises(RevocationsUnavailable):
+            down.revoke_session("sid-1", until=wall() + 3600)
+        down.close()
+        other = make()
+        other.sync()
+        restarted = make(journal=RevocationJournal(directory=tmp_path))
+        assert restarted.replayed == 1
+        assert restarted.is_revoked(session_id="sid-1", user_id="i|s", issued_at=wall())
+        assert not other.is_revoked(session_id="sid-1", user_id="i|s", issued_at=wall())
+        restarted.sync()
+        other.sync()
+        assert other.is_revoked(session_id="sid-1", user_id="i|s", issued_at=wall())
+        assert (tmp_path / "journal").stat().st_size == 0
+
+    def test_refused_before_cluster_reachable(
+        self, make: Factory, clocks: tuple[Clock, Clock], tmp_path: Path
+    ) -> None:
+        """Restarted with the cluster still away: the replayed session is refused (not 503:
+        refused), while a session it cannot vouch for is unavailable."""
+        wall, _ = clocks
+        down = make(url=_dead_url(), timeout=1.0, journal=RevocationJournal(directory=tmp_path))
+        with pytest.raises(RevocationsUnavailable):
+            down.revoke_subject("i|s", before=wall(), until=wall() + 3600)
+        down.close()
+        again = make(url=_dead_url(), timeout=1.0, journal=RevocationJournal(directory=tmp_path))
+        assert again.is_revoked(session_id="x", user_id="i|s", issued_at=wall() - 1)
+        with pytest.raises(RevocationsUnavailable):
+            again.is_revoked(session_id="x", user_id="i|other", issued_at=wall() - 1)
+
+    def test_replay_idempotent(
+        self, make: Factory, clocks: tuple[Clock, Clock], tmp_path: Path, opensearch: OpenSearch
+    ) -> None:
+        """The same journal replayed twice (a crash during replay) leaves one document per
+        revocation in the index and the same answers."""
+        wall, _ = clocks
+        down = make(url=_dead_url(), timeout=1.0, journal=RevocationJournal(directory=tmp_path))
+        for name in ("sid-1", "sid-2"):
+            with pytest.raises(RevocationsUnavailable):
+                down.revoke_session(name, until=wall() + 3600)
+        with pytest.raises(RevocationsUnavailable):
+            down.revoke_subject("i|s", before=wall(), until=wall() + 3600)
+        down.close()
+        saved = (tmp_path / "journal").read_bytes()
+        for _ in range(2):
+            (tmp_path / "journal").write_bytes(saved)
+            store = make(journal=RevocationJournal(directory=tmp_path))
+            assert store.replayed == 3
+            store.sync()
+            store.close()
+        opensearch.indices.refresh(index=store.index)
+        assert opensearch.count(index=store.index)["count"] == 3
+        fresh = make()
+        fresh.sync()
+        assert fresh.is_revoked(session_id="sid-2", user_id="i|t", issued_at=wall())
+        assert fresh.is_revoked(session_id="y", user_id="i|s", issued_at=wall())
+
+    def test_expired_entries_not_replayed(
+        self, make: Factory, clocks: tuple[Clock, Clock], tmp_path: Path
+    ) -> None:
+        """An entry past its keep-until time is dropped at replay (its session has expired)."""
+        wall, _ = clocks
+        down = make(url=_dead_url(), timeout=1.0, journal=RevocationJournal(directory=tmp_path))
+        with pytest.raises(RevocationsUnavailable):
+            down.revoke_session("short", until=wall() + 10)
+        down.close()
+        wall.advance(11)
+        assert make(journal=RevocationJournal(directory=tmp_path)).replayed == 0
+
+    def test_only_hashes_on_disk(
+        self, make: Factory, clocks: tuple[Clock, Clock], tmp_path: Path
+    ) -> None:
+        """The journal holds the SHA-256 hashes the index holds, never a session or user id."""
+        wall, _ = clocks
+        down = make(url=_dead_url(), timeout=1.0, journal=RevocationJournal(directory=tmp_path))
+        with pytest.raises(RevocationsUnavailable):
+            down.revoke_session("secret-session-id", until=wall() + 3600)
+        with pytest.raises(RevocationsUnavailable):
+            down.revoke_subject("https://idp|person-7", before=wall(), until=wall() + 3600)
+        data = (tmp_path / "journal").read_bytes()
+        assert b"secret-session-id" not in data
+        assert b"person-7" not in data
+        assert _hash("secret-session-id").encode() in data
+        assert _hash("https://idp|person-7").encode() in data
+
+    def test_compacted_once_cluster_has_it(
+        self, make: Factory, clocks: tuple[Clock, Clock], tmp_path: Path
+    ) -> None:
+        """With the cluster up, each revocation is journaled and dropped at the next poll."""
+        wall, _ = clocks
+        store = make(journal=RevocationJournal(directory=tmp_path))
+        store.revoke_session("sid-1", until=wall() + 3600)
+        assert (tmp_path / "journal").stat().st_size > 0
+        store.sync()
+        assert (tmp_path / "journal").stat().st_size == 0
+
+
+class TestJournalUnwritable:
+    def test_not_durable_when_cluster_away_too(
+        self, make: Factory, clocks: tuple[Clock, Clock], tmp_path: Path
+    ) -> None:
+        """Full disk and no cluster: refused here at once, queued, but the caller is told it
+        is in memory only (RevocationNotDurable), and the failure is counted."""
+        wall, _ = clocks
+        store = make(url=_dead_url(), timeout=1.0, journal=RevocationJournal(directory=tmp_path))
+        _full_disk(store)
+        with pytest.raises(RevocationNotDurable):
+            store.revoke_session("sid-1", until=wall() + 3600)
+        assert store.is_revoked(session_id="sid-1", user_id="i|s", issued_at=wall())
+        assert store.pending == 1
+        assert ("gateway_revocation_journal_failures_total", {}, 1.0) in store.samples()
+
+    def test_durable_in_cluster_succeeds_and_counts(
+        self, make: Factory, clocks: tuple[Clock, Clock], tmp_path: Path
+    ) -> None:
+        """Full disk but the cluster takes the write: the revocation is durable there, the
+        caller sees success, and the journal failure is counted."""
+        wall, _ = clocks
+        store = make(journal=RevocationJournal(directory=tmp_path))
+        _full_disk(store)
+        store.revoke_session("sid-1", until=wall() + 3600)
+        other = make()
+        other.sync()
+        assert other.is_revoked(session_id="sid-1", user_id="i|s", issued_at=wall())
+        assert ("gateway_revocation_journal_failures_total", {}, 1.0) in store.samples()
