@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from audit import AuditSink
+from gateway.authn import add_set_cookie
 from gateway.oidc._audit import session_event
 from gateway.oidc._claims import Grants
 from gateway.oidc._relogin import hint_cookie
@@ -13,7 +14,7 @@ from gateway.oidc._revocation import RevocationStore
 from gateway.oidc._session import Session, SessionCodec, cookie_in_header
 from gateway.oidc.errors import RevocationsUnavailable, SessionCheckUnavailable
 from gateway.pages import send_error
-from gateway.types import ASGIApp, Identity, Message, Receive, Scope, Send, state
+from gateway.types import ASGIApp, Identity, Receive, Scope, Send, state
 
 #: Identities kept for reuse, by (session id, roles); cleared when full.
 IDENTITY_CACHE_SIZE = 4096
@@ -21,13 +22,6 @@ IDENTITY_CACHE_SIZE = 4096
 COOKIE_HEADER_CACHE_SIZE = 4096
 #: Longer Cookie headers are parsed at every request (the cache stays a few MB).
 MAX_REMEMBERED_COOKIE_HEADER = 4096
-#: ``state(scope).extra`` key: ``Set-Cookie`` values to add to the response.
-SET_COOKIE_KEY = "oidc.set_cookie"
-
-
-def add_set_cookie(scope: Scope, value: bytes) -> None:
-    """Ask :class:`SessionCookieStage` to send ``Set-Cookie: value`` with the response."""
-    state(scope).extra.setdefault(SET_COOKIE_KEY, []).append(value)
 
 
 class SessionAuthenticator:
@@ -195,11 +189,14 @@ class SessionAuthenticator:
 
 
 class SessionCookieStage:
-    """Adds the ``Set-Cookie`` headers later stages asked for (see :func:`add_set_cookie`),
-    and answers 503 when the session authenticator cannot check a session against the
+    """Answers 503 when the session authenticator cannot check a session against the
     revocation record (:class:`RevocationsUnavailable`, raised before any response starts).
 
     Place it before the authenticate stage (after https, which creates the gateway state).
+    The ``Set-Cookie`` headers the session authenticator asks for (a refreshed or cleared
+    session) are added by the authenticate stage (:func:`gateway.authn.add_set_cookie`), which
+    wraps ``send`` only for the requests that have some: wrapping it here, for every request,
+    cost about a microsecond per request (``bench/PROFILE.md``).
     """
 
     name: ClassVar[str] = "session_cookie"
@@ -211,27 +208,8 @@ class SessionCookieStage:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-
-        async def send_with_cookies(message: Message) -> None:
-            cookies: list[Any] | None = None
-            if message["type"] == "http.response.start":
-                cookies = state(scope).extra.pop(SET_COOKIE_KEY, None)
-            if cookies:
-                headers = list(message.get("headers", ()))
-                # A cookie the response sets itself (a new login, a logout) wins over a
-                # refresh of the request's old session.
-                own = {
-                    bytes(value).split(b"=", 1)[0].strip()
-                    for name, value in headers
-                    if name.lower() == b"set-cookie"
-                }
-                extra = [value for value in cookies if value.split(b"=", 1)[0] not in own]
-                if extra:
-                    message["headers"] = [*headers, *((b"set-cookie", v) for v in extra)]
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_with_cookies)
+            await self.app(scope, receive, send)
         except RevocationsUnavailable:
             await send_error(
                 scope,

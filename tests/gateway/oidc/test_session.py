@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from audit import MemorySink
+from gateway.authn import AuthenticateStage
 from gateway.oidc import (
     MemoryRevocations,
     Sealer,
@@ -20,7 +21,7 @@ from gateway.oidc import (
 )
 from gateway.oidc import _sessions_authn as sessions_authn
 from gateway.oidc._session import MAX_COOKIE_BYTES, cookie_in_header, read_cookie
-from gateway.oidc.errors import SessionTooLarge
+from gateway.oidc.errors import RevocationsUnavailable, SessionTooLarge
 from gateway.types import Scope, state
 from tests.gateway._asgi import Recorder, call, http_scope, with_state
 from tests.gateway.oidc._support import Clock, codec, grants, key
@@ -537,24 +538,37 @@ class TestAuthenticatorCaches:
 
 
 class TestSessionCookieStage:
-    async def test_adds_requested_cookies(self) -> None:
-        """Set-Cookie values asked for during the request reach the response."""
+    async def test_unknown_revocation_state_is_503(self) -> None:
+        """A session the revocation record cannot vouch for is answered 503, not let in."""
 
         async def inner(scope, receive, send):  # type: ignore[no-untyped-def]
-            scope["gateway"].extra["oidc.set_cookie"] = [b"a=1"]
-            await Recorder()(scope, receive, send)
+            raise RevocationsUnavailable("revocation record not synchronised")
 
         result = await call(SessionCookieStage(inner), with_state(http_scope("/")))
+        assert result.status == 503
+
+    async def test_passes_the_request_on(self) -> None:
+        """Otherwise the request goes on, its response unchanged."""
+        inner = Recorder(headers=[(b"set-cookie", b"a=1")])
+        result = await call(SessionCookieStage(inner), with_state(http_scope("/")))
+        assert result.status == 200
         assert result.header_values("set-cookie") == ["a=1"]
 
-    async def test_response_cookie_wins(self) -> None:
-        """A refresh of the old session never overrides a cookie the response sets (login)."""
-
-        async def inner(scope, receive, send):  # type: ignore[no-untyped-def]
-            scope["gateway"].extra["oidc.set_cookie"] = [b"__Host-gw_session=old", b"b=2"]
-            await Recorder(headers=[(b"set-cookie", b"__Host-gw_session=new")])(
-                scope, receive, send
-            )
-
-        result = await call(SessionCookieStage(inner), with_state(http_scope("/")))
-        assert result.header_values("set-cookie") == ["__Host-gw_session=new", "b=2"]
+    async def test_refreshed_cookie_reaches_the_response(self, tmp_path: Path) -> None:
+        """With the authenticate stage after it, a re-issued session cookie is on the response."""
+        clock = Clock()
+        c = codec(clock)
+        auth = SessionAuthenticator(
+            codec=c,
+            revocations=MemoryRevocations(clock=clock),
+            grants=grants(tmp_path),
+            sink=MemorySink(),
+        )
+        value = c.encode(_new(c))
+        clock.advance(400)
+        stage = SessionCookieStage(
+            AuthenticateStage(Recorder(), authenticators=[auth], sink=MemorySink())
+        )
+        result = await call(stage, _scope(value))
+        (cookie,) = result.header_values("set-cookie")
+        assert cookie.startswith("__Host-gw_session=v1.")
