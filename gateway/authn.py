@@ -6,6 +6,12 @@ kind of credential), or raises :class:`AuthenticationFailed` to reject (a creden
 that is invalid). The first identity wins; when every authenticator declines, the request is
 anonymous and the authorize stage decides whether that is enough. A rejection is a 401 and an
 audit event; it never falls back to anonymous.
+
+An authenticator may ask for ``Set-Cookie`` headers on the response (:func:`add_set_cookie`: the
+session authenticator re-issues a session after its refresh interval and clears a refused one).
+The stage adds them to whatever answers the request, the 401 included; a cookie of the same
+name that the response sets itself (a new login, a logout) wins. Only requests with such
+cookies pay for the ``send`` wrapper: the others go on with the server's ``send`` itself.
 """
 
 from __future__ import annotations
@@ -17,7 +23,36 @@ from audit import AuditSink
 from gateway._audit import request_event
 from gateway.errors import AuthenticationRequired
 from gateway.pages import send_error
-from gateway.types import ANONYMOUS, ASGIApp, Identity, Receive, Scope, Send, state
+from gateway.types import ANONYMOUS, ASGIApp, Identity, Message, Receive, Scope, Send, state
+
+#: ``state(scope).extra`` key: ``Set-Cookie`` values to add to the response.
+SET_COOKIE_KEY = "oidc.set_cookie"
+
+
+def add_set_cookie(scope: Scope, value: bytes) -> None:
+    """Ask the authenticate stage to send ``Set-Cookie: value`` with the response (call it
+    from an authenticator: the stage takes the values when the authenticators are done)."""
+    state(scope).extra.setdefault(SET_COOKIE_KEY, []).append(value)
+
+
+def with_cookies(send: Send, cookies: list[bytes]) -> Send:
+    """``send`` adding ``Set-Cookie: value`` for each of ``cookies`` to the response start,
+    except those naming a cookie the response sets itself."""
+
+    async def send_with_cookies(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            own = {
+                bytes(value).split(b"=", 1)[0].strip()
+                for name, value in headers
+                if name.lower() == b"set-cookie"
+            }
+            extra = [value for value in cookies if value.split(b"=", 1)[0] not in own]
+            if extra:
+                message["headers"] = [*headers, *((b"set-cookie", v) for v in extra)]
+        await send(message)
+
+    return send_with_cookies
 
 
 class AuthenticationFailed(AuthenticationRequired):
@@ -63,6 +98,9 @@ class AuthenticateStage:
                 if found is not None:
                     break
         except AuthenticationFailed as exc:
+            cookies = gateway.extra.pop(SET_COOKIE_KEY, None)
+            if cookies and scope["type"] == "http":
+                send = with_cookies(send, cookies)
             if not exc.audited:
                 self._emit_rejection(scope, exc)
             if scope["type"] == "websocket":
@@ -77,6 +115,10 @@ class AuthenticateStage:
             )
             return
         gateway.identity = found or ANONYMOUS
+        if gateway.extra:
+            cookies = gateway.extra.pop(SET_COOKIE_KEY, None)
+            if cookies and scope["type"] == "http":
+                send = with_cookies(send, cookies)
         await self.app(scope, receive, send)
 
     def _emit_rejection(self, scope: Scope, exc: AuthenticationFailed) -> None:

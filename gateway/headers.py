@@ -252,7 +252,7 @@ _BANNER = 1
 _SET_COOKIE = 2
 #: Names remembered per stage (cleared when full: ever new names only cost the folding).
 _ACTION_CACHE_LIMIT = 2048
-#: Header values remembered (client addresses and hosts as forwarded).
+#: X-Forwarded-* header sets remembered, by (client address, scheme, host).
 _VALUE_CACHE_LIMIT = 4096
 #: Cookie headers remembered with the gateway's cookies taken out (only those up to this
 #: long, so the memory stays a few MB whatever clients send).
@@ -316,12 +316,17 @@ class MutateHeaders:
         self._drop_response = frozenset(
             normalise_name(h.encode()) for h in dropped_response_headers
         )
-        # Identity headers with their assertion, rebuilt whenever the signer issues a new one.
-        self._identity_cache: dict[Identity, tuple[str, list[tuple[bytes, bytes]]]] = {}
+        # Identity headers with their assertion, rebuilt whenever the signer issues a new one;
+        # by id(identity) (hashing a frozen dataclass runs Python code), the entry holding the
+        # object so its id is not reused while the entry lives.
+        self._identity_cache: dict[int, tuple[Identity, str, list[tuple[bytes, bytes]]]] = {}
+        # (client address, scheme, host) -> the X-Forwarded-* headers for them.
+        self._forwarded: dict[
+            tuple[str | None, str, str | None], tuple[tuple[bytes, bytes], ...]
+        ] = {}
         # Per header name as sent: what to do with it (see _request_action/_response_action).
         self._request_actions: dict[bytes, int] = {}
         self._response_actions: dict[bytes, int] = {}
-        self._values: dict[str, bytes] = {}
         self._cookies: dict[bytes, bytes] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -394,15 +399,6 @@ class MutateHeaders:
                 self._cookies[bytes(value)] = found
         return found
 
-    def _value(self, text: str) -> bytes:
-        found = self._values.get(text)
-        if found is None:
-            found = _header_value(text)
-            if len(self._values) >= _VALUE_CACHE_LIMIT:
-                self._values.clear()
-            self._values[text] = found
-        return found
-
     def rewrite(self, scope: Scope) -> list[tuple[bytes, bytes]]:
         """The header list to forward for ``scope`` (public for tests and the benchmark).
 
@@ -433,20 +429,38 @@ class MutateHeaders:
                 if not n.startswith(_PROTECTED_REQUEST_PREFIXES)
             }
             kept = [(name, value) for name, value in kept if _folded(name) not in named]
-        if gw.client_ip:
-            kept.append((b"x-forwarded-for", self._value(gw.client_ip)))
-        kept.append((b"x-forwarded-proto", self._value(gw.scheme)))
-        if gw.host:
-            kept.append((b"x-forwarded-host", self._value(gw.host)))
+        key = (gw.client_ip, gw.scheme, gw.host)
+        forwarded = self._forwarded.get(key)
+        if forwarded is None:
+            forwarded = self._forwarded_headers(key)
+        kept.extend(forwarded)
         kept.append((b"x-request-id", gw.request_id.encode("ascii")))
         kept.extend(self._identity_headers(who))
         return kept
 
+    def _forwarded_headers(
+        self, key: tuple[str | None, str, str | None]
+    ) -> tuple[tuple[bytes, bytes], ...]:
+        """The X-Forwarded-For/-Proto/-Host headers of (client address, scheme, host),
+        remembered (bounded: cleared when full)."""
+        client_ip, scheme, host = key
+        headers: list[tuple[bytes, bytes]] = []
+        if client_ip:
+            headers.append((b"x-forwarded-for", _header_value(client_ip)))
+        headers.append((b"x-forwarded-proto", _header_value(scheme)))
+        if host:
+            headers.append((b"x-forwarded-host", _header_value(host)))
+        found = tuple(headers)
+        if len(self._forwarded) >= _VALUE_CACHE_LIMIT:
+            self._forwarded.clear()
+        self._forwarded[key] = found
+        return found
+
     def _identity_headers(self, who: Identity) -> list[tuple[bytes, bytes]]:
         token = self._signer.sign(who)
-        cached = self._identity_cache.get(who)
-        if cached is not None and cached[0] is token:
-            return cached[1]
+        cached = self._identity_cache.get(id(who))
+        if cached is not None and cached[0] is who and cached[1] is token:
+            return cached[2]
         added = [
             (b"x-gateway-auth", who.method.encode()),
             (b"x-gateway-roles", _header_value(",".join(sorted(who.roles)))),
@@ -460,5 +474,5 @@ class MutateHeaders:
         added.append((b"x-gateway-assertion", token.encode("ascii")))
         if len(self._identity_cache) >= _IDENTITY_CACHE_LIMIT:
             self._identity_cache.clear()
-        self._identity_cache[who] = (token, added)
+        self._identity_cache[id(who)] = (who, token, added)
         return added

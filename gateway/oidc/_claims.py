@@ -42,6 +42,8 @@ from gateway.oidc.errors import ConfigError, NoRoleMapping
 TENANT_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 ROLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 GRANTS_CHECK_INTERVAL = 1.0
+#: What :meth:`Grants.roles_for` answers for a subject without grants (one shared object).
+_NO_ROLES: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +171,18 @@ class Grants:
         self._stamp = self._file_stamp()
         self._grants = load_grants(path)  # a broken file at start-up is fatal
         self._index = _index(self._grants)
+        self._roles = _roles(self._index)
         self._checked = clock()
 
     def roles_for(self, issuer: str, subject: str, tenant: str | None) -> frozenset[str]:
+        """The roles granted to the subject in ``tenant`` (and everywhere): the same frozenset
+        object at every call until the grants change (the session authenticator relies on
+        ``is`` to reuse what it built from them)."""
         self._maybe_reload()
-        found = self._index.get((issuer, subject), {})
-        return frozenset(found.get(None, frozenset()) | found.get(tenant, frozenset()))
+        found = self._roles.get((issuer, subject))
+        if found is None:
+            return _NO_ROLES
+        return found[1].get(tenant, found[0])
 
     def tenants_for(self, issuer: str, subject: str) -> frozenset[str]:
         self._maybe_reload()
@@ -216,7 +224,9 @@ class Grants:
             return
         self._emit_changes(new - self._grants, "role_granted", "creation")
         self._emit_changes(self._grants - new, "role_revoked", "deletion")
-        self._grants, self._index, self._stamp = new, _index(new), stamp or self._file_stamp()
+        index = _index(new)
+        self._grants, self._index, self._roles = new, index, _roles(index)
+        self._stamp = stamp or self._file_stamp()
 
     def _emit_changes(
         self, changes: Iterable[tuple[str, str, str | None, str]], action: str, kind: str
@@ -247,6 +257,21 @@ def _index(
         key: {tenant: frozenset(roles) for tenant, roles in by_tenant.items()}
         for key, by_tenant in index.items()
     }
+
+
+def _roles(
+    index: dict[tuple[str, str], dict[str | None, frozenset[str]]],
+) -> dict[tuple[str, str], tuple[frozenset[str], dict[str | None, frozenset[str]]]]:
+    """Per (issuer, subject): the roles granted everywhere, and per tenant those plus the
+    tenant's own (what :meth:`Grants.roles_for` answers, built once per grants file)."""
+    merged: dict[tuple[str, str], tuple[frozenset[str], dict[str | None, frozenset[str]]]] = {}
+    for key, by_tenant in index.items():
+        everywhere = by_tenant.get(None, _NO_ROLES)
+        merged[key] = (
+            everywhere,
+            {tenant: everywhere | roles for tenant, roles in by_tenant.items()},
+        )
+    return merged
 
 
 def resolve_roles(

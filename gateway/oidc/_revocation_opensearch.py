@@ -39,6 +39,7 @@ the request path; ``bench/oidc_authn.py`` measures it against the SQLite store).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import threading
@@ -88,6 +89,19 @@ _MAPPINGS: Final = {
 
 def _hash(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()
+
+
+#: Session ids and user ids whose hash the request path remembers (a few MB at most).
+LOOKUP_HASH_CACHE = 8192
+
+
+@functools.lru_cache(maxsize=LOOKUP_HASH_CACHE)
+def _lookup_hash(value: str) -> str:
+    """:func:`_hash` for :meth:`OpenSearchRevocations.is_revoked`, remembered: a session
+    sends the same ids with every request, and two SHA-256 digests were about 0.9 µs of
+    each request (0.1 µs remembered). The hash is a pure function of the value, so a
+    remembered one is never stale; the revocation record itself is read at every request."""
+    return _hash(value)
 
 
 @contextlib.contextmanager
@@ -172,9 +186,9 @@ class OpenSearchRevocations:
     def is_revoked(self, *, session_id: str, user_id: str, issued_at: float) -> bool:
         """True when the session is revoked; raises RevocationsUnavailable when the copy is
         too old to say it is not."""
-        if _hash(session_id) in self._sessions:
+        if _lookup_hash(session_id) in self._sessions:
             return True
-        found = self._subjects.get(_hash(user_id))
+        found = self._subjects.get(_lookup_hash(user_id))
         if found is not None and issued_at <= found[0]:
             return True
         age = self._monotonic() - self._synced_at

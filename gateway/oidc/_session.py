@@ -240,10 +240,11 @@ class SessionCodec:
             raise SessionTooLarge(f"session cookie of {len(value)} bytes")
         return value
 
-    def decode(self, value: str) -> tuple[Session | None, str]:
+    def decode(self, value: str, *, now: float | None = None) -> tuple[Session | None, str]:
         """(session, "ok") or (None, reason): ``session_invalid``/``_expired``/``_idle``/
-        ``_roles_stale``."""
-        now = self.clock()
+        ``_roles_stale``. ``now`` is the codec's clock unless given (read once per request)."""
+        if now is None:
+            now = self.clock()
         cached = self._opened.get(value)
         if cached is not None and 0 <= now - cached[0] < self._cache_ttl:
             session = cached[1]
@@ -283,8 +284,10 @@ class SessionCodec:
                 break
         opened[value] = (now, session)
 
-    def needs_refresh(self, session: Session) -> bool:
-        return self.clock() - session.refreshed_at >= self.refresh_interval
+    def needs_refresh(self, session: Session, *, now: float | None = None) -> bool:
+        if now is None:
+            now = self.clock()
+        return now - session.refreshed_at >= self.refresh_interval
 
     def refreshed(self, session: Session) -> Session:
         return replace(session, refreshed_at=self.clock())
@@ -307,8 +310,16 @@ def read_cookie(headers: Sequence[tuple[bytes, bytes]], name: str) -> str | None
     for key, value in headers:
         if key != b"cookie":
             continue
-        for part in value.split(b";"):
-            cookie_name, sep, cookie_value = part.strip().partition(b"=")
-            if sep and cookie_name == wanted:
-                return cookie_value.decode("latin-1")
+        found = cookie_in_header(value, wanted)
+        if found is not None:
+            return found
+    return None
+
+
+def cookie_in_header(value: bytes, wanted: bytes) -> str | None:
+    """The value of cookie ``wanted`` in one ``Cookie`` header's value (first one wins)."""
+    for part in value.split(b";"):
+        cookie_name, sep, cookie_value = part.strip().partition(b"=")
+        if sep and cookie_name == wanted:
+            return cookie_value.decode("latin-1")
     return None

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
+from gateway import assertion as assertion_module
 from gateway.assertion import (
     DEFAULT_LIFETIME,
     AssertionSigner,
@@ -161,6 +162,50 @@ class TestReuse:
             method="session",
         )
         assert signer.sign(TEACHER) != signer.sign(other)
+
+
+class TestReuseByObject:
+    def test_equal_identity_gets_the_reused_assertion(self) -> None:
+        """An identity equal to one signed a moment ago gets that assertion, not a new one."""
+        signer = _signer()
+        twin = Identity(
+            issuer=TEACHER.issuer,
+            subject=TEACHER.subject,
+            roles=frozenset(TEACHER.roles),
+            tenant=TEACHER.tenant,
+            method=TEACHER.method,
+        )
+        assert signer.sign(twin) == signer.sign(TEACHER)
+
+    def test_reused_token_keeps_its_times(self) -> None:
+        """A reused assertion keeps the iat and exp it was issued with (within its lifetime)."""
+        clock = [float(NOW)]
+        signer = AssertionSigner(
+            keys=[generate_key()], issuer=ISS, audience=AUD, clock=lambda: clock[0]
+        )
+        first = signer.sign(TEACHER)
+        clock[0] += 9
+        token = signer.sign(TEACHER)
+        assert token == first
+        claims = verify_assertion(token, signer.jwks(), issuer=ISS, audience=AUD, now=NOW + 9)
+        assert (claims["iat"], claims["exp"]) == (NOW, NOW + 60)
+
+    def test_remembered_objects_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Many identities never make the remembered objects exceed the cache limit."""
+        monkeypatch.setattr(assertion_module, "_CACHE_LIMIT", 3)
+        signer = _signer()
+        for n in range(10):
+            signer.sign(
+                Identity(
+                    issuer="https://idp.example",
+                    subject=f"s-{n}",
+                    roles=frozenset({"student"}),
+                    tenant=None,
+                    method="session",
+                )
+            )
+        assert 0 < len(signer._by_object) <= 3
+        assert 0 < len(signer._cache) <= 3
 
 
 class TestKeys:

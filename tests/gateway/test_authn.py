@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from audit import MemorySink
-from gateway.authn import AuthenticateStage, AuthenticationFailed
+from gateway.authn import AuthenticateStage, AuthenticationFailed, add_set_cookie
 from gateway.types import ANONYMOUS, Identity, Scope
 from tests.gateway._asgi import Recorder, call, http_scope, with_state
 
@@ -100,3 +100,61 @@ class TestAuditedRejection:
         result = await call(stage, with_state(http_scope()))
         assert result.status == 401
         assert sink.events == []
+
+
+class SetsCookies:
+    """Asks for Set-Cookie values, then declines (a refused session) or accepts."""
+
+    name: ClassVar[str] = "sets_cookies"
+
+    def __init__(self, *values: bytes, accept: bool = False) -> None:
+        self.values = values
+        self.accept = accept
+
+    async def authenticate(self, scope: Scope) -> Identity | None:
+        for value in self.values:
+            add_set_cookie(scope, value)
+        return TEACHER if self.accept else None
+
+
+class TestSetCookies:
+    async def test_requested_cookies_reach_the_response(self) -> None:
+        """Set-Cookie values an authenticator asked for are on the response."""
+        stage = AuthenticateStage(
+            Recorder(), authenticators=[SetsCookies(b"a=1", accept=True)], sink=MemorySink()
+        )
+        result = await call(stage, with_state(http_scope("/")))
+        assert result.header_values("set-cookie") == ["a=1"]
+
+    async def test_response_cookie_wins(self) -> None:
+        """A refresh of the old session never overrides a cookie the response sets (login)."""
+        inner = Recorder(headers=[(b"set-cookie", b"__Host-gw_session=new")])
+        asks = SetsCookies(b"__Host-gw_session=old", b"b=2", accept=True)
+        stage = AuthenticateStage(inner, authenticators=[asks], sink=MemorySink())
+        result = await call(stage, with_state(http_scope("/")))
+        assert result.header_values("set-cookie") == ["__Host-gw_session=new", "b=2"]
+
+    async def test_cookies_on_the_rejection(self) -> None:
+        """A cookie asked for before another authenticator rejects is on the 401."""
+        clears = SetsCookies(b"__Host-gw_session=; Max-Age=0")
+        stage = AuthenticateStage(Recorder(), authenticators=[clears, Rejects()], sink=MemorySink())
+        result = await call(stage, with_state(http_scope("/")))
+        assert result.status == 401
+        assert result.header_values("set-cookie") == ["__Host-gw_session=; Max-Age=0"]
+
+    async def test_send_not_wrapped_without_cookies(self) -> None:
+        """Without requested cookies the next stage gets the server's send itself."""
+        seen: list[object] = []
+
+        async def inner(scope: Scope, receive: object, send: object) -> None:
+            seen.append(send)
+
+        async def server_send(message: object) -> None:
+            return None
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request"}
+
+        stage = AuthenticateStage(inner, authenticators=[Accepts()], sink=MemorySink())
+        await stage(with_state(http_scope("/")), receive, server_send)
+        assert seen == [server_send]

@@ -12,6 +12,7 @@ import pytest
 import websockets.sync.client
 
 from audit import MemorySink
+from gateway import headers as headers_module
 from gateway.assertion import AssertionSigner, generate_key, verify_assertion
 from gateway.headers import (
     DEFAULT_SESSION_COOKIE,
@@ -406,3 +407,63 @@ class TestGatewayCookiesNeverForwarded:
         scope["headers"] = [(b"cookie", long_value)]
         assert dict(stage.rewrite(scope))[b"cookie"] == b"theme=dark; pad=" + b"x" * 5000
         assert long_value not in stage._cookies
+
+
+class TestRememberedHeaders:
+    """What the mutate stage remembers between requests, and that it stays correct."""
+
+    def test_identity_headers_built_once_per_assertion(self) -> None:
+        """The same identity object with the same assertion gets the headers built before."""
+        stage = MutateHeaders(
+            _noop, signer=AssertionSigner(keys=[generate_key()], issuer=ISS, audience=AUD)
+        )
+        assert stage._identity_headers(TEACHER) is stage._identity_headers(TEACHER)
+
+    def test_equal_identity_object_gets_its_own_headers_right(self) -> None:
+        """Another object equal to a remembered identity gets the same values."""
+        stage = MutateHeaders(_noop, signer=SIGNER)
+        twin = Identity(
+            issuer=TEACHER.issuer,
+            subject=TEACHER.subject,
+            roles=frozenset(TEACHER.roles),
+            tenant=TEACHER.tenant,
+            method=TEACHER.method,
+        )
+        assert dict(stage.rewrite(_scope(twin))) == dict(stage.rewrite(_scope(TEACHER)))
+
+    def test_remembered_identities_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Many identities never make the remembered identity headers exceed their bound."""
+        monkeypatch.setattr(headers_module, "_IDENTITY_CACHE_LIMIT", 3)
+        stage = MutateHeaders(_noop, signer=SIGNER)
+        for n in range(10):
+            who = Identity(
+                issuer="https://idp.example",
+                subject=f"s-{n}",
+                roles=frozenset({"student"}),
+                tenant="school-a",
+                method="session",
+            )
+            assert dict(stage.rewrite(_scope(who)))[b"x-gateway-subject"] == f"s-{n}".encode()
+        assert 0 < len(stage._identity_cache) <= 3
+
+    def test_forwarded_headers_follow_the_request(self) -> None:
+        """Remembered X-Forwarded-* headers are those of each request's address and host."""
+        stage = MutateHeaders(_noop, signer=SIGNER)
+        for ip, host in [("192.0.2.1", "gw.example"), ("192.0.2.2", "other.example")] * 2:
+            scope = _scope(TEACHER)
+            scope[SCOPE_KEY].client_ip = ip
+            scope[SCOPE_KEY].host = host
+            headers = dict(stage.rewrite(scope))
+            assert headers[b"x-forwarded-for"] == ip.encode()
+            assert headers[b"x-forwarded-host"] == host.encode()
+            assert headers[b"x-forwarded-proto"] == b"https"
+
+    def test_forwarded_headers_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Ever new client addresses never make the remembered sets exceed their bound."""
+        monkeypatch.setattr(headers_module, "_VALUE_CACHE_LIMIT", 4)
+        stage = MutateHeaders(_noop, signer=SIGNER)
+        for n in range(20):
+            scope = _scope(TEACHER)
+            scope[SCOPE_KEY].client_ip = f"198.51.100.{n}"
+            stage.rewrite(scope)
+        assert 0 < len(stage._forwarded) <= 4

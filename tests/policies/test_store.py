@@ -15,10 +15,13 @@ import pytest
 from audit import MemorySink
 from gateway.authz import AuthorizeStage
 from gateway.types import Identity
+from policies._reference import ReferenceAuthorizer
 from policies._store import PolicyStore
+from policies._table import load_table
 from policies.errors import PolicyError
 from tests.gateway._asgi import Recorder, call, http_scope, with_state
 from tests.policies.conftest import MODEL, RESOURCES
+from tests.policies.conftest import TABLE as SHIPPED_TABLE
 
 POLICY = """\
 p, everyone, all, /, GET, allow
@@ -73,6 +76,39 @@ def store(files: dict[str, Path], sink: MemorySink) -> PolicyStore:
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class TestMemoisedDecisions:
+    def test_every_table_row_equals_pycasbin(self, reference: ReferenceAuthorizer) -> None:
+        """For every row of the shipped policy table, the store's remembered decision (asked
+        a second time) is pycasbin's: allowed, reason and deciding rule."""
+        store = PolicyStore.from_files()
+        cases = load_table(SHIPPED_TABLE)
+        for case in cases:
+            request: dict[str, Any] = {
+                "roles": case.roles,
+                "tenant": case.tenant,
+                "method": case.method,
+                "path": case.path,
+            }
+            first = store.decide(**request)
+            remembered = store.decide(**request)
+            assert remembered == reference.decide(**request), case.describe()
+            assert remembered == first, case.describe()
+        assert len(store.state.evaluator._cache) > len(cases) // 2
+
+    def test_reload_replaces_remembered_decisions(
+        self, store: PolicyStore, files: dict[str, Path]
+    ) -> None:
+        """A decision remembered before a reload that changes it is not answered after."""
+        before = store.decide(**REPORTS, path=REPORTS_PATH)
+        assert store.decide(**REPORTS, path=REPORTS_PATH) is before
+        assert not before.allowed
+        files["policy"].write_text(POLICY + GRANT, encoding="utf-8")
+        assert store.reload() is True
+        after = store.decide(**REPORTS, path=REPORTS_PATH)
+        assert after.allowed
+        assert after.rule == GRANT.strip()
 
 
 class TestStart:

@@ -129,6 +129,18 @@ class TestGrants:
         assert granted["user.target.roles"] == ["school_admin"]
         assert granted["organization.id"] == "school-a"
 
+    def test_same_answer_object_until_the_grants_change(self, tmp_path: Path) -> None:
+        """roles_for answers with the same object until a reload, then with the new roles."""
+        sink, clock = MemorySink(), Clock()
+        g = _grants(tmp_path, GRANT.format(role="lob_coordinator"), sink, clock)
+        first = g.roles_for("surf", "s1", "school-a")
+        assert g.roles_for("surf", "s1", "school-a") is first
+        path = tmp_path / "grants.toml"
+        path.write_text(GRANT.format(role="school_admin"))
+        os.utime(path, ns=(1, 1))
+        clock.advance(2)
+        assert g.roles_for("surf", "s1", "school-a") == {"school_admin"}
+
     def test_broken_reload_keeps_previous(self, tmp_path: Path) -> None:
         """A file broken while running keeps the old grants and is reported."""
         sink, clock = MemorySink(), Clock()

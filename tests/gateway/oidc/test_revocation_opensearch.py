@@ -16,7 +16,12 @@ from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 
 from gateway.oidc import OpenSearchRevocations
 from gateway.oidc._revocation_journal import RevocationJournal
-from gateway.oidc._revocation_opensearch import REVOCATION_INDEX, _hash
+from gateway.oidc._revocation_opensearch import (
+    LOOKUP_HASH_CACHE,
+    REVOCATION_INDEX,
+    _hash,
+    _lookup_hash,
+)
 from gateway.oidc.errors import RevocationNotDurable, RevocationsUnavailable
 from tests.gateway.oidc._support import Clock
 from tools.opensearch_node import Node
@@ -87,6 +92,17 @@ class TestAcrossInstances:
         one = make()
         one.revoke_session("sid-1", until=wall() + 3600)
         assert one.is_revoked(session_id="sid-1", user_id="i|s", issued_at=wall())
+
+    def test_session_checked_before_is_refused_at_once(
+        self, make: Factory, clocks: tuple[Clock, Clock]
+    ) -> None:
+        """A session whose ids were looked up (and remembered) is refused once revoked."""
+        wall, _ = clocks
+        one = make()
+        one.sync()
+        assert not one.is_revoked(session_id="sid-9", user_id="i|s9", issued_at=wall())
+        one.revoke_session("sid-9", until=wall() + 3600)
+        assert one.is_revoked(session_id="sid-9", user_id="i|s9", issued_at=wall())
 
     def test_other_instance_refuses_after_its_next_poll(
         self, make: Factory, clocks: tuple[Clock, Clock]
@@ -408,3 +424,27 @@ class TestJournalUnwritable:
         other.sync()
         assert other.is_revoked(session_id="sid-1", user_id="i|s", issued_at=wall())
         assert ("gateway_revocation_journal_failures_total", {}, 1.0) in store.samples()
+
+
+class TestLookupHash:
+    """The request path's remembered hashes of session and user ids (no node needed)."""
+
+    def test_same_digest_as_the_record(self) -> None:
+        """A remembered hash is the one the record is keyed on."""
+        for value in ("sid-1", "https://idp.example|s1", "é|ß"):
+            assert _lookup_hash(value) == _hash(value)
+
+    def test_second_lookup_is_remembered(self) -> None:
+        """The same id looked up again is not hashed again."""
+        _lookup_hash("remembered-sid")
+        hits = _lookup_hash.cache_info().hits
+        _lookup_hash("remembered-sid")
+        assert _lookup_hash.cache_info().hits == hits + 1
+
+    def test_bounded(self) -> None:
+        """The remembered hashes never exceed LOOKUP_HASH_CACHE."""
+        for n in range(LOOKUP_HASH_CACHE + 10):
+            _lookup_hash(f"flood-{n}")
+        info = _lookup_hash.cache_info()
+        assert info.maxsize == LOOKUP_HASH_CACHE
+        assert info.currsize <= LOOKUP_HASH_CACHE

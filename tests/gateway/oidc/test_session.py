@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from audit import MemorySink
+from gateway.authn import AuthenticateStage
 from gateway.oidc import (
     MemoryRevocations,
     Sealer,
@@ -18,8 +19,9 @@ from gateway.oidc import (
     decode_key,
     new_key,
 )
-from gateway.oidc._session import MAX_COOKIE_BYTES, read_cookie
-from gateway.oidc.errors import SessionTooLarge
+from gateway.oidc import _sessions_authn as sessions_authn
+from gateway.oidc._session import MAX_COOKIE_BYTES, cookie_in_header, read_cookie
+from gateway.oidc.errors import RevocationsUnavailable, SessionTooLarge
 from gateway.types import Scope, state
 from tests.gateway._asgi import Recorder, call, http_scope, with_state
 from tests.gateway.oidc._support import Clock, codec, grants, key
@@ -419,25 +421,154 @@ class TestSessionAuthenticator:
         assert sink.events[0]["organization.id"] == "school-a"
 
 
+class TestAuthenticatorCaches:
+    """What the session authenticator remembers between requests, and what it never does."""
+
+    def _auth(self, tmp_path: Path, clock: Clock, text: str = ""):  # type: ignore[no-untyped-def]
+        sink = MemorySink()
+        c = codec(clock)
+        revocations = MemoryRevocations(clock=clock)
+        auth = SessionAuthenticator(
+            codec=c, revocations=revocations, grants=grants(tmp_path, text), sink=sink
+        )
+        return auth, c, revocations, sink
+
+    async def test_cookie_header_parsed_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The same Cookie header sent again is not split again."""
+        calls: list[bytes] = []
+
+        def counting(value: bytes, wanted: bytes) -> str | None:
+            calls.append(value)
+            return cookie_in_header(value, wanted)
+
+        monkeypatch.setattr(sessions_authn, "cookie_in_header", counting)
+        auth, c, _, _ = self._auth(tmp_path, Clock())
+        value = c.encode(_new(c))
+        assert await auth.authenticate(_scope(value)) is not None
+        assert await auth.authenticate(_scope(value)) is not None
+        assert len(calls) == 1
+
+    async def test_cookie_header_cache_bounded(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ever new Cookie headers never make the cache hold more than its size."""
+        monkeypatch.setattr(sessions_authn, "COOKIE_HEADER_CACHE_SIZE", 4)
+        auth, *_ = self._auth(tmp_path, Clock())
+        for n in range(20):
+            scope = with_state(http_scope("/", headers=[("cookie", f"other={n}")]))
+            assert await auth.authenticate(scope) is None
+        assert 0 < len(auth._cookie_headers) <= 4
+
+    async def test_long_cookie_header_not_remembered(self, tmp_path: Path) -> None:
+        """A Cookie header above the size limit is parsed, found and not kept."""
+        auth, c, _, _ = self._auth(tmp_path, Clock())
+        value = c.encode(_new(c))
+        padding = "x" * sessions_authn.MAX_REMEMBERED_COOKIE_HEADER
+        headers = [("cookie", f"pad={padding}; __Host-gw_session={value}")]
+        assert await auth.authenticate(with_state(http_scope("/", headers=headers))) is not None
+        assert auth._cookie_headers == {}
+
+    async def test_first_cookie_header_with_the_cookie_wins(self, tmp_path: Path) -> None:
+        """Across several Cookie headers the first one holding the session cookie counts."""
+        auth, c, _, _ = self._auth(tmp_path, Clock())
+        value = c.encode(_new(c))
+        headers = [("cookie", "a=1"), ("cookie", f"__Host-gw_session={value}")]
+        for _ in range(2):  # parsed, then remembered
+            who = await auth.authenticate(with_state(http_scope("/", headers=headers)))
+            assert who is not None
+
+    async def test_idle_session_refused_after_being_remembered(self, tmp_path: Path) -> None:
+        """A session authenticated a moment ago is refused once its idle timeout passed."""
+        clock = Clock()
+        auth, c, _, sink = self._auth(tmp_path, clock)
+        value = c.encode(_new(c))
+        assert await auth.authenticate(_scope(value)) is not None
+        clock.advance(1800)
+        assert await auth.authenticate(_scope(value)) is None
+        assert sink.events[-1]["event.reason"] == "session_idle_timeout"
+
+    async def test_expired_session_refused_after_being_remembered(self, tmp_path: Path) -> None:
+        """A session authenticated a moment ago is refused once its absolute expiry passed."""
+        clock = Clock()
+        auth, c, _, sink = self._auth(tmp_path, clock)
+        session = _new(c)
+        value = c.encode(session)
+        assert await auth.authenticate(_scope(value)) is not None
+        clock.now = session.expires_at
+        assert await auth.authenticate(_scope(value)) is None
+        assert sink.events[-1]["event.reason"] == "session_expired"
+
+    async def test_subject_revocation_seen_at_once(self, tmp_path: Path) -> None:
+        """Revoking the subject refuses its remembered session at the next request."""
+        clock = Clock()
+        auth, c, revocations, sink = self._auth(tmp_path, clock)
+        session = _new(c)
+        value = c.encode(session)
+        assert await auth.authenticate(_scope(value)) is not None
+        revocations.revoke_subject(session.user_id, before=clock(), until=clock() + 99999)
+        assert await auth.authenticate(_scope(value)) is None
+        assert sink.events[-1]["event.reason"] == "session_revoked"
+
+    async def test_new_grant_seen_at_once(self, tmp_path: Path) -> None:
+        """A grant added after the session was remembered is in its next identity."""
+        auth, c, _, _ = self._auth(tmp_path, Clock())
+        value = c.encode(_new(c))
+        first = await auth.authenticate(_scope(value))
+        assert first is not None and first.roles == {"teacher"}
+        (tmp_path / "grants.toml").write_text(
+            '[[grants]]\nissuer = "surf"\nsubject = "s1"\ntenant = "school-a"\n'
+            'roles = ["lob_coordinator"]\n'
+        )
+        auth._grants.reload()
+        later = await auth.authenticate(_scope(value))
+        assert later is not None and later.roles == {"teacher", "lob_coordinator"}
+
+    async def test_remembered_identities_bounded(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Many sessions never make the remembered identities exceed their size."""
+        monkeypatch.setattr(sessions_authn, "IDENTITY_CACHE_SIZE", 3)
+        auth, c, _, _ = self._auth(tmp_path, Clock())
+        for _ in range(10):
+            assert await auth.authenticate(_scope(c.encode(_new(c)))) is not None
+        assert 0 < len(auth._seen) <= 3
+        assert 0 < len(auth._identities) <= 3
+
+
 class TestSessionCookieStage:
-    async def test_adds_requested_cookies(self) -> None:
-        """Set-Cookie values asked for during the request reach the response."""
+    async def test_unknown_revocation_state_is_503(self) -> None:
+        """A session the revocation record cannot vouch for is answered 503, not let in."""
 
         async def inner(scope, receive, send):  # type: ignore[no-untyped-def]
-            scope["gateway"].extra["oidc.set_cookie"] = [b"a=1"]
-            await Recorder()(scope, receive, send)
+            raise RevocationsUnavailable("revocation record not synchronised")
 
         result = await call(SessionCookieStage(inner), with_state(http_scope("/")))
+        assert result.status == 503
+
+    async def test_passes_the_request_on(self) -> None:
+        """Otherwise the request goes on, its response unchanged."""
+        inner = Recorder(headers=[(b"set-cookie", b"a=1")])
+        result = await call(SessionCookieStage(inner), with_state(http_scope("/")))
+        assert result.status == 200
         assert result.header_values("set-cookie") == ["a=1"]
 
-    async def test_response_cookie_wins(self) -> None:
-        """A refresh of the old session never overrides a cookie the response sets (login)."""
-
-        async def inner(scope, receive, send):  # type: ignore[no-untyped-def]
-            scope["gateway"].extra["oidc.set_cookie"] = [b"__Host-gw_session=old", b"b=2"]
-            await Recorder(headers=[(b"set-cookie", b"__Host-gw_session=new")])(
-                scope, receive, send
-            )
-
-        result = await call(SessionCookieStage(inner), with_state(http_scope("/")))
-        assert result.header_values("set-cookie") == ["__Host-gw_session=new", "b=2"]
+    async def test_refreshed_cookie_reaches_the_response(self, tmp_path: Path) -> None:
+        """With the authenticate stage after it, a re-issued session cookie is on the response."""
+        clock = Clock()
+        c = codec(clock)
+        auth = SessionAuthenticator(
+            codec=c,
+            revocations=MemoryRevocations(clock=clock),
+            grants=grants(tmp_path),
+            sink=MemorySink(),
+        )
+        value = c.encode(_new(c))
+        clock.advance(400)
+        stage = SessionCookieStage(
+            AuthenticateStage(Recorder(), authenticators=[auth], sink=MemorySink())
+        )
+        result = await call(stage, _scope(value))
+        (cookie,) = result.header_values("set-cookie")
+        assert cookie.startswith("__Host-gw_session=v1.")
