@@ -133,7 +133,9 @@ JSON_BODY = (
     ':"org-zorg","title":"Gastles: werken in de zorg","kind":"guest_lesson","date":"2027-02-20"'
     ',"places":30}]}'
 )
-START_TIMEOUT = 20.0
+#: Seconds a gateway may take to start: the full one builds its policy, starts its audit worker
+#: process and freezes its heap, which took over 20 s on the shared machine at load 20.
+START_TIMEOUT = 60.0
 INSTALL_HINT = "apt-get update && apt-get install -y wrk nginx-light"
 BENCH_IDENTITY = Identity(
     issuer="https://idp.example",
