@@ -51,7 +51,9 @@ def serve_thread(
     """Serve ``app`` with uvicorn in a background thread; yields its base URL.
 
     ``server_header=False`` serves as ``gateway.server`` does: without uvicorn's own
-    ``Server`` header, so a test sees only what the app sends.
+    ``Server`` header, so a test sees only what the app sends. uvicorn's forwarded-header
+    handling is off, as in ``gateway.server``: with it on, uvicorn trusts 127.0.0.1 and a test
+    client's ``X-Forwarded-For`` would rewrite ``scope["client"]`` before the app sees it.
     """
     sock = _socket()
     port = sock.getsockname()[1]
@@ -62,6 +64,7 @@ def serve_thread(
         ws="websockets-sansio",
         loop="asyncio",
         server_header=server_header,
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
