@@ -1,6 +1,7 @@
 """Audit events for the Onderwijs & Regio gateway and their shipping to OpenSearch.
 
-The request path calls ``sink.emit({...})`` (see ``audit/_sink.py``). The gateway builds one
+The request path calls ``sink.emit({...})`` (see ``audit/_sink.py``; the personal-data
+access event also has a compact form, :data:`PersonalDataAccess`). The gateway builds one
 :class:`AuditPipeline` at start-up (``await start()`` / ``await aclose()`` in its lifespan,
 ``await ready()`` for health, ``metrics()`` for Prometheus) over a store from
 :func:`opensearch_store` or :func:`sqlite_store`, or an :class:`AuditWorker` that runs that
@@ -11,6 +12,7 @@ digest per interval with a :class:`Keyring` into the :func:`digest_store_beside`
 :class:`RetentionRecorder`; the CLIs sign their own events through a :class:`ChainedStoreSink`.
 """
 
+from audit._access import PersonalDataAccess, personal_data_access_event
 from audit._chain import Keyring
 from audit._clisink import ChainedStoreSink
 from audit._digests import DigestStore, digest_store_beside
@@ -29,7 +31,7 @@ from audit._search import (
     parse_filters,
     scope_for,
 )
-from audit._sink import AuditSink, Event, MemorySink
+from audit._sink import AuditSink, Event, MemorySink, PersonalDataSink
 from audit._sqlite import SQLiteStore
 from audit._stats import Statistics
 from audit._store import COUNT_KEYS, AuditStore, ItemResult, Page, Record, Scope
@@ -68,6 +70,8 @@ __all__ = [
     "PersonDirectory",
     "PersonMap",
     "PersonMapFile",
+    "PersonalDataAccess",
+    "PersonalDataSink",
     "PlatformId",
     "Record",
     "Requester",
@@ -83,6 +87,7 @@ __all__ = [
     "digest_store_beside",
     "opensearch_store",
     "parse_filters",
+    "personal_data_access_event",
     "scope_for",
     "sqlite_store",
 ]

@@ -24,6 +24,13 @@ neutralises control characters; callers never pass tokens, cookies or codes (ref
 its hash). ``emit`` only enqueues: no I/O, no await, microseconds. It raises
 :class:`audit.errors.AuditUnavailable` only when the event can be neither shipped nor spooled
 and its category's policy is ``block``; the caller then refuses the request with 503.
+
+One event has a faster way in: a sink may also have ``emit_personal_data(fields)``
+(:class:`PersonalDataSink`), which records the ``personal_data_access`` event
+``audit.personal_data_access_event(fields)`` from its compact form (:mod:`audit._access`)
+with the same guarantees as ``emit``; :class:`audit.AuditWorker` has it (the event is then built
+in its worker process). Callers use ``gateway._audit.emit_personal_data``, which falls back to
+``emit`` for sinks without it (this module's :class:`MemorySink`, the in-process pipeline).
 """
 
 from __future__ import annotations
@@ -31,12 +38,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from audit._access import PersonalDataAccess
+
 Event = Mapping[str, Any]
 
 
 class AuditSink(Protocol):
     def emit(self, event: Event) -> None:
         """Record one event (enqueue only; see the module docstring)."""
+
+
+class PersonalDataSink(AuditSink, Protocol):
+    def emit_personal_data(self, fields: PersonalDataAccess) -> None:
+        """Record ``personal_data_access_event(fields)``, as :meth:`emit` would. The fields
+        may be read after the call (by another thread): the caller does not change them."""
 
 
 class MemorySink:

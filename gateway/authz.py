@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode
 
 from audit import AuditSink
-from gateway._audit import personal_data_event, request_event
+from gateway._audit import emit_personal_data, request_event
 from gateway.errors import AccessDenied, AuthenticationRequired
 from gateway.pages import send_error, wants_json
 from gateway.paths import encode_path
@@ -85,7 +85,7 @@ class AuthorizeStage:
             return
         exposed = self._personal_data(method, path)
         if exposed:
-            self._sink.emit(personal_data_event(scope, exposed))
+            emit_personal_data(self._sink, scope, exposed)
 
     async def _deny(self, scope: Scope, send: Send, verdict: Decision) -> None:
         gateway = state(scope)

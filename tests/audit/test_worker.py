@@ -8,17 +8,25 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
 import orjson
 import pytest
 import structlog
 
-from audit import AuditUnavailable, Scope, SQLiteStore
+from audit import (
+    AuditPipeline,
+    AuditUnavailable,
+    PersonalDataAccess,
+    Scope,
+    SQLiteStore,
+    personal_data_access_event,
+)
 from audit._pipeline import Metrics
-from audit._worker import AuditWorker, WorkerSpec, _add, _jsonable, restart_backoff
+from audit._worker import AuditWorker, WorkerSpec, _add, _jsonable, _take, restart_backoff
 from tests.audit.conftest import event
 
 REPO = Path(__file__).resolve().parents[2]
@@ -268,6 +276,150 @@ class TestLines:
             {},
             {"event.action": "z", "labels": {"serialise_error": "true"}},
         ]
+
+
+def _access(seq: int, exposed: Mapping[str, Any] | None = None) -> PersonalDataAccess:
+    """A compact personal-data access whose exposed labels carry ``seq``."""
+    return (
+        "GET",
+        "Mözilla ☃",
+        f"req-{seq}",
+        "192.0.2.10",
+        "/api/schools/school-a/students",
+        "https://idp.example|t1",
+        ("mentor", "teacher"),
+        "school-a",
+        "p, teacher",
+        {"audit.data_categories": ["contact"], "labels": {"seq": seq}}
+        if exposed is None
+        else exposed,
+    )
+
+
+class _Taken:
+    """Stands in for the worker's pipeline in :func:`_take`: keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.taken: list[tuple[dict[str, Any], int, dict[str, Any]]] = []
+
+    def emit_at(
+        self, event: Mapping[str, Any], *, emitted_ns: int, context: Mapping[str, Any]
+    ) -> None:
+        self.taken.append((dict(event), emitted_ns, dict(context)))
+
+
+class TestPersonalDataAccess:
+    """emit_personal_data: the compact form, queued, written and stored as emit would."""
+
+    def test_line_is_the_compact_array_with_time_and_context(self, tmp_path: Path) -> None:
+        """The flusher writes [emitted_ns, context, [fields]]: the time taken at the call."""
+        worker = AuditWorker(spec=_spec(tmp_path))
+        before = time.time_ns()
+        with structlog.contextvars.bound_contextvars(session="s-1"):
+            worker.emit_personal_data(_access(1))
+        after = time.time_ns()
+        emitted_ns, context, fields = orjson.loads(worker._lines(worker._queue))
+        assert before <= emitted_ns <= after
+        assert context == {"session": "s-1"}
+        assert fields == orjson.loads(orjson.dumps(_access(1)))
+
+    def test_the_worker_stores_the_expanded_event(
+        self, worker: AuditWorker, tmp_path: Path
+    ) -> None:
+        """What is stored is the expanded event, as if it had been emitted whole."""
+        worker.emit_personal_data(_access(7))
+        worker.emit(personal_data_access_event(_access(8)))
+        assert worker.wait_idle(30)
+        compact, whole = sorted(_stored(tmp_path), key=lambda doc: doc["labels"]["seq"])
+        for doc in (compact, whole):
+            del doc["@timestamp"], doc["event.id"], doc["labels"]["seq"]
+        assert compact.pop("trace.id") == "req-7"
+        assert whole.pop("trace.id") == "req-8"
+        assert compact == whole
+        assert list(compact) == list(whole)
+        assert compact["user_agent.original"] == "Mözilla ☃"
+
+    def test_a_mapping_that_is_not_a_dict_is_written_as_one(self, tmp_path: Path) -> None:
+        """Exposed fields in any mapping arrive as the same object (not as its text)."""
+        worker = AuditWorker(spec=_spec(tmp_path))
+        exposed = MappingProxyType({"labels": {"seq": 3}})
+        worker.emit_personal_data(_access(3, exposed))
+        _, _, fields = orjson.loads(worker._lines(worker._queue))
+        assert fields[9] == {"labels": {"seq": 3}}
+
+    def test_unwritable_exposed_value_keeps_the_action(self, tmp_path: Path) -> None:
+        """A value orjson cannot write: the sets and text fallback, or else the action."""
+        worker = AuditWorker(spec=_spec(tmp_path))
+        worker.emit_personal_data(_access(1, {"roles": {"b", "a"}, "thing": _Opaque()}))
+        worker.emit_personal_data(_access(2, {"bad": _Unwritable()}))
+        first, second = worker._lines(worker._queue).splitlines()
+        assert orjson.loads(first)[2][9] == {"roles": ["a", "b"], "thing": "opaque"}
+        assert orjson.loads(second)[2] == {
+            "event.action": "personal_data_access",
+            "labels": {"serialise_error": "true"},
+        }
+
+    def test_refused_by_the_personal_data_policy(self, tmp_path: Path) -> None:
+        """Queue full, spool full or closed: the personal-data category's policy (block)."""
+        worker = AuditWorker(spec=_spec(tmp_path), max_queue=1)
+        worker.emit_personal_data(_access(1))
+        with pytest.raises(AuditUnavailable):
+            worker.emit_personal_data(_access(2))
+        assert worker.metrics().refused == {"personal_data_access": 1}
+        dropping = AuditWorker(spec=_spec(tmp_path), full_policy={"personal_data_access": "drop"})
+        dropping._reported = Metrics(0, 0, 0, 0, 0, 0, 0, 0, spool_full=True)
+        dropping.emit_personal_data(_access(3))
+        assert dropping.metrics().drops == {"personal_data_access": 1}
+        worker.close()
+        with pytest.raises(AuditUnavailable):
+            worker.emit_personal_data(_access(4))
+
+    def test_events_in_the_pipe_reach_the_replacement(
+        self, worker: AuditWorker, tmp_path: Path
+    ) -> None:
+        """Compact events written while the worker is dead are stored by its replacement."""
+        worker.emit_personal_data(_access(0))
+        assert worker.wait_idle(30)
+        process = worker._process
+        assert process is not None
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        for seq in range(1, 100):
+            worker.emit_personal_data(_access(seq))
+        assert worker.wait_idle(60)
+        assert worker.restarts == 1
+        assert _seqs(tmp_path) == list(range(100))
+
+    def test_close_drains_compact_events(self, tmp_path: Path) -> None:
+        """Compact events emitted right before close are flushed, spooled and shipped."""
+        worker = AuditWorker(spec=_spec(tmp_path))
+        worker.open()
+        for seq in range(300):
+            worker.emit_personal_data(_access(seq))
+        worker.close()
+        assert _seqs(tmp_path) == list(range(300))
+
+
+class TestTake:
+    """The worker's reading of one line."""
+
+    def test_compact_line_is_expanded(self) -> None:
+        """A compact line reaches the pipeline as the expanded event, time and context."""
+        pipeline = _Taken()
+        line = orjson.dumps([5, {"session": "s"}, _access(1)])
+        _take(cast(AuditPipeline, pipeline), line)
+        assert pipeline.taken == [(personal_data_access_event(_access(1)), 5, {"session": "s"})]
+
+    @pytest.mark.parametrize(
+        "line",
+        [b"[5, {}, [1, 2]]", b'[5, {}, "text"]', b"5", b'"ns", {}, {}]', b"[5, {}"],
+        ids=["short compact", "event text", "number", "cut", "truncated"],
+    )
+    def test_unreadable_line_is_skipped(self, line: bytes) -> None:
+        """A line that is neither an event nor a compact access is skipped, not fatal."""
+        pipeline = _Taken()
+        _take(cast(AuditPipeline, pipeline), line)
+        assert pipeline.taken == []
 
 
 class TestStart:
