@@ -5,19 +5,25 @@ id, each routed to the daily index of the event's own ``@timestamp``: a retried 
 duplicates (409 means already stored). The client's own retries are off (``max_retries=0``);
 the pipeline runs the retry loop (PITFALLS.md: the bulk helpers retry too little).
 
-Deletion and minimisation select ids with ``search`` (``search_after`` paging) and then send
-``_bulk`` ``delete`` actions, or ``index`` actions that put the whole document back minimised
-(``if_seq_no``/``if_primary_term``: only if unchanged since read): core APIs only. We do not use
-``delete_by_query``/``update_by_query``: they need the reindex module (absent from the
-integration-test distribution the tests run against) and, for minimisation, painless; and
-PITFALLS.md notes ``delete_by_query`` only marks documents and costs merges. Dropping whole
-daily indices is the cheap path: ``delete`` drops an index whole when the scope selects every
-event in it (after blocking writes to it and counting again).
+Deletion selects ids with ``search`` (``search_after`` paging) and then sends ``_bulk``
+``delete`` actions (PITFALLS.md notes ``delete_by_query`` only marks documents and costs
+merges). Dropping whole daily indices is the cheap path: ``delete`` drops an index whole when
+the scope selects every event in it (after blocking writes to it and counting again).
+
+Minimisation runs on the node when it has the ``lang-painless`` and ``reindex`` modules (every
+full distribution; ``tools/opensearch_node.py`` adds them to the test node): the selected ids
+are listed (no document read), then ``_update_by_query`` with the painless script of
+``audit/_minimise.py`` minimises them ``batch`` at a time, so no document travels to the
+client and back. Without those modules (or with ``minimise_on_node=False``) each selected
+document is read and put back whole, minimised, with ``_bulk`` ``index`` actions
+(``if_seq_no``/``if_primary_term``: only if unchanged since read). Both leave the same
+documents (``tests/audit/test_minimise.py`` compares them field by field).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
@@ -30,6 +36,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import NotFoundError, TransportError
 
+from audit._minimise import MINIMISE_SCRIPT, MODULES
 from audit._store import (
     COUNT_KEYS,
     PLATFORM_ID_CATEGORY,
@@ -67,6 +74,14 @@ IDS_PAGE: Final = 10_000
 MAINTENANCE_BATCH: Final = 5000
 #: Bulk requests of a minimisation in flight at once (the node indexes them in parallel).
 MAINTENANCE_WORKERS: Final = 2
+#: How long one ``_update_by_query`` of a minimisation (one ``batch`` of events) may run before
+#: it is cancelled and the minimisation fails (StoreUnavailable; the next run resumes).
+MINIMISE_TASK_TIMEOUT: Final = 600.0
+#: How often a minimisation re-runs a batch whose events changed while it ran (version
+#: conflicts: a concurrent writer) before it fails with a StoreError naming them.
+MINIMISE_CONFLICT_RERUNS: Final = 3
+#: The first and the longest pause between two looks at a running minimisation task.
+_TASK_POLL: Final = (0.05, 1.0)
 #: A daily index whose selected events outnumber the rest this many to one is dropped whole
 #: after the rest is copied to ``{index}-kept``: copying one event costs about what deleting
 #: two by id does (bench/retention.py).
@@ -177,12 +192,19 @@ class OpenSearchStore:
         pool_size: int = DEFAULT_POOL_SIZE,
         batch: int = MAINTENANCE_BATCH,
         workers: int = MAINTENANCE_WORKERS,
+        minimise_on_node: bool | None = None,
+        minimise_task_timeout: float = MINIMISE_TASK_TIMEOUT,
     ) -> None:
         if shards < 1 or replicas < 0:
             raise ValueError("shards must be >= 1 and replicas >= 0")
         if batch < 1 or workers < 1:
             raise ValueError("batch and workers must be >= 1")
+        if minimise_task_timeout <= 0:
+            raise ValueError("minimise_task_timeout must be > 0")
         self._batch, self._workers = batch, workers
+        #: None: on the node when every node has the modules (asked once, at the first use).
+        self._on_node = minimise_on_node
+        self._task_timeout = minimise_task_timeout
         if index_prefix and not index_prefix.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"index prefix may hold letters, digits, - and _: {index_prefix!r}")
         self.index_prefix = index_prefix.lower()
@@ -739,24 +761,137 @@ class OpenSearchStore:
     def minimise(
         self, scope: Scope, *, exclude: Sequence[Scope] = (), guard: Guard | None = None
     ) -> int:
-        """Per index of the scope's days: each selected document put back whole, minimised,
-        if unchanged since read (``if_seq_no``; a partial update cannot remove a key, and
-        scripts need painless, absent from the test node). Refresh is off on the index while
-        it runs (the reads page through one unchanging view; fewer, larger segments) and
-        ``workers`` bulk requests are in flight at once; ``guard`` is asked before each."""
+        """Per index of the scope's days, minimise the selected events not yet minimised
+        (see the module docstring: on the node by ``_update_by_query``, else put back whole
+        from the client). Refresh is off on the index while it runs (one unchanging view to
+        list or page through; fewer, larger segments); ``guard`` is asked before each request
+        that changes events (at most ``batch`` of them). A document is always either as it
+        was or minimised whole: a run that fails or is stopped leaves the rest for the next.
+
+        Raises StoreError when the node refuses a change (e.g. a write-blocked index; the
+        events changed before it stay minimised) or events kept changing under it;
+        StoreUnavailable when a batch outlives ``minimise_task_timeout`` (it is cancelled)."""
         require_until(scope)
         self.refresh()
         query = _query(_replace_minimised(scope), exclude)
+        step = self._minimise_on_node if self.minimises_on_node() else self._minimise_in
         done = 0
         for index in self._indices_within(scope.since, scope.until):
             if self._count_in(index, query) == 0:
                 continue
-            changed, stopped = self._minimise_in(index, query, guard)
+            changed, stopped = step(index, query, guard)
             done += changed
             if stopped:
                 break
         self.refresh()
         return done
+
+    def minimises_on_node(self) -> bool:
+        """Whether :meth:`minimise` runs on the node: as configured, else whether every node
+        has the ``lang-painless`` and ``reindex`` modules (asked once)."""
+        if self._on_node is None:
+            with translated_errors():
+                found = self._client.nodes.info(
+                    metric="plugins", filter_path="nodes.*.modules.name"
+                )
+            nodes = (found.get("nodes") or {}).values()
+            self._on_node = bool(nodes) and all(
+                {m.get("name") for m in node.get("modules") or []} >= MODULES for node in nodes
+            )
+        return self._on_node
+
+    def _minimise_on_node(
+        self, index: str, query: Mapping[str, Any], guard: Guard | None
+    ) -> tuple[int, bool]:
+        """List the selected ids (no document read), then per ``batch`` of them ask the
+        guard and run the script on the node, ``workers`` batches at once (one shard's
+        ``_update_by_query`` reads and writes in turn on one thread); (how many changed,
+        stopped by the guard)."""
+        with translated_errors():
+            self._client.indices.put_settings(
+                index=index, body={"index.refresh_interval": REFRESH_OFF}
+            )
+        pending: list[Future[int]] = []
+        stopped = False
+        try:
+            ids = [hit["_id"] for hit in self._hits(query, False, index, size=IDS_PAGE)]
+            with ThreadPoolExecutor(self._workers, thread_name_prefix="minimise") as pool:
+                for at in range(0, len(ids), self._batch):
+                    pending = _bounded(pending, self._workers)
+                    if guard is not None and not guard():
+                        stopped = True
+                        break
+                    chunk = ids[at : at + self._batch]
+                    pending.append(pool.submit(self._minimise_ids, index, query, chunk))
+                done = sum(f.result() for f in pending)
+        finally:
+            with translated_errors():
+                self._client.indices.put_settings(
+                    index=index, body={"index.refresh_interval": None}
+                )
+                self._client.indices.refresh(index=index)
+        return done, stopped
+
+    def _minimise_ids(self, index: str, query: Mapping[str, Any], ids: Sequence[str]) -> int:
+        """One ``_update_by_query`` over these ids (still selected by ``query``: a held or
+        already minimised event is left alone). Events that changed between the node's
+        search and its write (version conflicts) are skipped by it; the index is refreshed
+        and the batch run again for them, at most ``MINIMISE_CONFLICT_RERUNS`` times."""
+        body = {
+            "query": {"bool": {"filter": [query, {"ids": {"values": list(ids)}}]}},
+            "script": MINIMISE_SCRIPT,
+        }
+        done = 0
+        for _ in range(1 + MINIMISE_CONFLICT_RERUNS):
+            answer = self._update_task(index, body)
+            done += int(answer.get("updated", 0))
+            failures = answer.get("failures") or []
+            if failures:
+                raise StoreError(f"minimisation of {index} refused: {_failure_text(failures[0])}")
+            conflicts = int(answer.get("version_conflicts", 0))
+            if conflicts == 0:
+                return done
+            with translated_errors():
+                self._client.indices.refresh(index=index)
+        raise StoreError(
+            f"minimisation of {index}: {conflicts} events kept changing during the run"
+            f" ({1 + MINIMISE_CONFLICT_RERUNS} attempts); they stay as they are"
+        )
+
+    def _update_task(self, index: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Start ``_update_by_query`` as a task and wait for its answer, at most
+        ``minimise_task_timeout`` seconds (then it is cancelled: what it changed stays
+        minimised, the rest as it was)."""
+        with translated_errors():
+            started = self._client.update_by_query(
+                index=index,
+                body=body,
+                params={
+                    "conflicts": "proceed",
+                    "slices": "auto",
+                    "scroll_size": str(self._batch),
+                    "wait_for_completion": "false",
+                },
+            )
+        task = str(started["task"])
+        deadline = time.monotonic() + self._task_timeout
+        pause = _TASK_POLL[0]
+        while True:
+            with translated_errors():
+                state = self._client.tasks.get(task_id=task)
+            if state.get("completed"):
+                if state.get("error"):
+                    raise StoreError(f"minimisation of {index} failed: {state['error']}")
+                return dict(state.get("response") or {})
+            if time.monotonic() >= deadline:
+                with translated_errors(), contextlib.suppress(NotFoundError):
+                    self._client.tasks.cancel(task_id=task)
+                raise StoreUnavailable(
+                    f"minimisation of {index} did not finish within {self._task_timeout:g} s;"
+                    " cancelled (the next run resumes it)"
+                )
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, _TASK_POLL[1])
 
     def _minimise_in(
         self, index: str, query: Mapping[str, Any], guard: Guard | None
@@ -853,6 +988,14 @@ def _item_result(item: Mapping[str, Any]) -> ItemResult:
     if status in _REJECT_STATUSES:
         return ItemResult("rejected", reason, str(error.get("type", "")))
     return ItemResult("retry", reason, str(error.get("type", "")))
+
+
+def _failure_text(failure: Mapping[str, Any]) -> str:
+    """One failure of ``_update_by_query`` in words: status, error type and reason."""
+    cause = failure.get("cause") or {}
+    if isinstance(cause, Mapping):
+        return f"{failure.get('status', '')} {cause.get('type', '')}: {cause.get('reason', '')}"
+    return str(failure)[:500]
 
 
 def _replace_minimised(scope: Scope) -> Scope:

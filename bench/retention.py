@@ -2,6 +2,7 @@
 
     python -m bench.retention [--store opensearch|sqlite] [--days N] [--aged-days N]
                               [--per-day N] [--holds N] [--keep] [--record]
+                              [--compare-days N]
 
 Issue #8 asks for 30 daily indices of 100,000 events and 5 holds in the local node, with the
 run's wall time (goal: under 60 s) and the counts it reports. The data set:
@@ -12,7 +13,17 @@ run's wall time (goal: under 60 s) and the counts it reports. The data set:
   by id); the other days' indices are dropped whole at once;
 * ``--aged-days`` daily indices past the 30 days of full detail but within retention: their
   events are minimised (each document re-indexed with the address truncated, the user agent
-  removed), except what a hold keeps.
+  removed), except what a hold keeps. On OpenSearch the run minimises on the node
+  (``_update_by_query`` with a painless script, audit/_minimise.py).
+
+Minimisation paths (OpenSearch, ``--compare-days``, default 1): before the run, the first aged
+days are cloned twice (under side prefixes the run does not touch); after it, one copy is
+minimised the way it was before (every document read and put back whole from the client) and
+the other on the node, alternating which goes first per day. Printed per path: events,
+seconds, microseconds per event, and CPU microseconds per event of this process (the client)
+and of the node (its process CPU from ``_nodes/stats``), with the ratio of each to the client
+path. On a shared machine the CPU figures are the steadier ones: wall time includes waiting
+for a core.
 
 Printed, all from the same run: the load time (not part of the run); the dry run (planning
 only); the real run; then per kind of step (whole-index deletes, days with held events,
@@ -326,6 +337,85 @@ def kept_count(made: Stores) -> str:
     return str(sum(int(i["docs.count"]) for i in indices))
 
 
+def clone_aged(made: Stores, aged: list[tuple[datetime, int]], side: str) -> OpenSearchStore:
+    """A store under ``{prefix}{side}`` holding clones of the ``aged`` days as loaded."""
+    client, events = made.client, made.events
+    assert client is not None and isinstance(events, OpenSearchStore)
+    store = OpenSearchStore(
+        url=_url(client),
+        index_prefix=f"{events.index_prefix}{side}",
+        replicas=0,
+        timeout=600,
+        minimise_on_node=side.startswith("node"),
+    )
+    store.ensure_schema()
+    for source, target in zip(
+        day_indices(events.index_prefix, aged), day_indices(store.index_prefix, aged), strict=True
+    ):
+        client.indices.put_settings(index=source, body={"index.blocks.write": True})
+        client.indices.clone(
+            index=source,
+            target=target,
+            body={"settings": {"index.blocks.write": None, "index.number_of_replicas": 0}},
+        )
+        client.indices.put_settings(index=source, body={"index.blocks.write": None})
+    client.cluster.health(index=f"{store.index_prefix}*", wait_for_status="green")
+    return store
+
+
+def node_cpu(client: OpenSearch) -> float:
+    """The node processes' CPU seconds so far."""
+    found = client.nodes.stats(metric="process")["nodes"].values()
+    return float(sum(n["process"]["cpu"]["total_in_millis"] for n in found)) / 1000
+
+
+def compare_minimise(
+    client: OpenSearch, paths: dict[str, OpenSearchStore], aged: list[tuple[datetime, int]]
+) -> list[str]:
+    """Minimise each cloned day with each path, alternating the order per day; the table."""
+    totals = {name: [0, 0.0, 0.0, 0.0] for name in paths}  # events, wall, client, node CPU
+    for turn, (first, day) in enumerate(aged):
+        start = (first + timedelta(days=day)).replace(hour=0, minute=0, second=0)
+        scope = Scope(since=start, until=start + timedelta(days=1))
+        names = list(paths) if turn % 2 == 0 else list(reversed(paths))
+        for name in names:
+            wall, cpu, node = time.perf_counter(), time.process_time(), node_cpu(client)
+            changed = paths[name].minimise(scope)
+            total = totals[name]
+            total[0] += changed
+            total[1] += time.perf_counter() - wall
+            total[2] += time.process_time() - cpu
+            total[3] += node_cpu(client) - node
+    lines = [
+        f"{'minimisation path':<34} {'events':>9} {'seconds':>8} {'us/event':>9}"
+        f" {'client CPU us':>13} {'node CPU us':>11} {'ratio wall/CPU':>15}"
+    ]
+    base = totals["client-"]
+    for name, (events, wall, cpu, node) in totals.items():
+        per = [x / max(events, 1) * 1e6 for x in (wall, cpu, node)]
+        base_per = [x / max(base[0], 1) * 1e6 for x in base[1:]]
+        ratio = f"{per[0] / base_per[0]:.2f}x / {(per[1] + per[2]) / sum(base_per[1:]):.2f}x"
+        label = {"client-": "client (read, put back whole)", "node-": "node (_update_by_query)"}
+        lines.append(
+            f"{label[name]:<34} {events:>9,} {wall:>8.2f} {per[0]:>9.1f}"
+            f" {per[1]:>13.1f} {per[2]:>11.1f} {ratio:>15}"
+        )
+    return lines
+
+
+def print_comparison(
+    made: Stores, paths: dict[str, OpenSearchStore], compared: list[tuple[datetime, int]]
+) -> None:
+    if not paths or made.client is None:
+        return
+    print()
+    lines = compare_minimise(made.client, paths, compared)
+    print("\n".join(lines))
+    print("(load average after the comparison {:.2f} {:.2f} {:.2f})".format(*os.getloadavg()))
+    for store in paths.values():
+        store.close()
+
+
 def recorder(events: AuditStore) -> RetentionRecorder:
     """Tamper evidence for the run: records signed with a fresh key into the digest store."""
     return RetentionRecorder(
@@ -374,6 +464,12 @@ def arguments() -> argparse.Namespace:
         "--keep", action="store_true", help="reuse the loaded data set (OPENSEARCH_URL node)"
     )
     parser.add_argument("--record", action="store_true", help="sign retention records (#12)")
+    parser.add_argument(
+        "--compare-days",
+        type=int,
+        default=1,
+        help="aged days minimised by both paths after the run (OpenSearch)",
+    )
     args = parser.parse_args()
     if args.holds > args.days:
         parser.error("--holds: at most one hold per expired day")
@@ -397,6 +493,10 @@ def main() -> int:
         else:
             load(events, days, args.per_day, made.client)
         loaded = time.perf_counter() - began
+        compared = [(FIRST_AGED, d) for d in range(min(args.compare_days, args.aged_days))]
+        paths: dict[str, OpenSearchStore] = {}
+        if compared and made.client is not None:
+            paths = {side: clone_aged(made, compared, side) for side in ("client-", "node-")}
         scopes = place_holds(holds, args.holds)
         held = sum(events.count(scope) for scope in scopes)
         timer = StepTimer()
@@ -441,6 +541,7 @@ def main() -> int:
         print(f"held events {held}, after the run {survived}; in -kept indices {kept}")
         print(f"dry run would delete {dry.deleted:,} and minimise {dry.minimised:,}")
         print(report.text())
+        print_comparison(made, paths, compared)
         ok = survived == held and kept in ("-", str(held)) and dry.deleted == report.deleted
         return 0 if ok and dry.minimised == report.minimised else 1
 

@@ -11,7 +11,10 @@ Usage::
 started. Otherwise the integration-test distribution of OpenSearch
 (``org.opensearch.distribution.integ-test-zip:opensearch``, zip, no bundled JDK, no security
 plugin) is fetched from Maven Central with ``mvn dependency:copy`` into a cache outside the
-repository (reused on later runs), unpacked, and started with the machine's Java:
+repository (reused on later runs), unpacked, given the two modules of the full distribution
+that retention needs and that distribution lacks (``lang-painless`` and ``reindex``: painless
+scripts and ``_update_by_query``, their jars resolved from Maven Central with ``mvn
+dependency:copy-dependencies``; see ``EXTRA_MODULES``), and started with the machine's Java:
 single-node discovery, loopback only, free ports, a small heap, and a temporary directory for
 config, data and logs that is removed afterwards. The node is stopped when COMMAND ends, fails
 or is interrupted, and dies with this process even on SIGKILL (parent-death signal).
@@ -60,6 +63,33 @@ LOG_TAIL_LINES = 60
 PR_SET_PDEATHSIG = 1
 WORKDIR_PREFIX = "opensearch-test-"
 OWNER_FILE = "owner.pid"
+
+
+#: Modules of the full distribution that the integration-test one lacks: name, the Maven
+#: artifact whose jar (and runtime dependencies not already in ``lib/``) make the module, the
+#: plugin class, and the security policy the full distribution ships with the module.
+EXTRA_MODULES: dict[str, tuple[str, str, str]] = {
+    "lang-painless": (
+        "org.opensearch.plugin:lang-painless",
+        "org.opensearch.painless.PainlessPlugin",
+        'grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n'
+        '  permission java.lang.RuntimePermission "getClassLoader";\n};\n',
+    ),
+    "reindex": (
+        "org.opensearch.plugin:reindex-client",
+        "org.opensearch.index.reindex.ReindexPlugin",
+        'grant {\n  permission java.net.SocketPermission "*", "connect";\n};\n',
+    ),
+}
+MODULES_MARKER = ".modules"
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local</groupId><artifactId>module-jars</artifactId><version>1</version>
+  <dependencies><dependency>
+    <groupId>{group}</groupId><artifactId>{artifact}</artifactId><version>{version}</version>
+  </dependency></dependencies>
+</project>
+"""
 
 
 class NodeError(RuntimeError):
@@ -160,6 +190,73 @@ def fetch(version: str, cache_dir: Path) -> Path:
     return home
 
 
+def with_modules(home: Path, version: str, cache_dir: Path) -> Path:
+    """The distribution at ``home`` plus ``EXTRA_MODULES``, built once beside it in the cache
+    (``opensearch-VERSION-modules``; the plain unpacked one stays as it was)."""
+    target = cache_dir / f"opensearch-{version}-modules"
+    if (target / MODULES_MARKER).exists():
+        return target
+    if shutil.which("mvn") is None:
+        raise NodeError("Maven (mvn) is needed to fetch OpenSearch modules and is not on PATH")
+    log(f"adding the modules {', '.join(EXTRA_MODULES)} from Maven Central")
+    staging = Path(tempfile.mkdtemp(prefix="modules-", dir=cache_dir))
+    try:
+        copy = staging / "home"
+        shutil.copytree(home, copy, symlinks=True)
+        shipped = {jar.name for jar in (copy / "lib").glob("*.jar")}
+        for name, (artifact, classname, policy) in EXTRA_MODULES.items():
+            module = copy / "modules" / name
+            module.mkdir()
+            for jar in _resolve(f"{artifact}:{version}", staging / f"jars-{name}"):
+                if jar.name not in shipped:
+                    shutil.copy2(jar, module / jar.name)
+            (module / "plugin-descriptor.properties").write_text(
+                f"description={name} (added by tools/opensearch_node.py)\nversion={version}\n"
+                f"name={name}\nclassname={classname}\njava.version=11\n"
+                f"opensearch.version={version}\nextended.plugins=\nhas.native.controller=false\n"
+            )
+            (module / "plugin-security.policy").write_text(policy)
+        (copy / MODULES_MARKER).touch()
+        for path in [copy, *copy.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
+        try:
+            copy.rename(target)
+        except OSError:  # another run built it meanwhile
+            if not (target / MODULES_MARKER).exists():
+                shutil.rmtree(target, ignore_errors=True)
+                copy.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _resolve(coordinates: str, out: Path) -> list[Path]:
+    """The jar of ``group:artifact:version`` and its runtime dependencies, from Maven."""
+    group, artifact, version = coordinates.split(":")
+    out.mkdir(parents=True)
+    (out / "pom.xml").write_text(_POM.format(group=group, artifact=artifact, version=version))
+    result = subprocess.run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(out / "pom.xml"),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={out / 'jars'}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    jars = sorted((out / "jars").glob("*.jar"))
+    if result.returncode != 0 or not jars:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-20:]
+        raise NodeError(f"could not fetch {coordinates}:\n" + "\n".join(tail))
+    return jars
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -238,7 +335,7 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 @contextlib.contextmanager
 def started_node(version: str, cache_dir: Path, heap: str, timeout: float) -> Iterator[Node]:
-    home = fetch(version, cache_dir)
+    home = with_modules(fetch(version, cache_dir), version, cache_dir)
     account = node_account()
     _remove_stale_workdirs()
     workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
@@ -427,7 +524,11 @@ def main(argv: list[str] | None = None) -> int:
             return run(command)
         if args.action == "serve":
             return serve()
-        fetch(os.environ.get("OPENSEARCH_VERSION", DEFAULT_VERSION), default_cache_dir())
+        version, cache_dir = (
+            os.environ.get("OPENSEARCH_VERSION", DEFAULT_VERSION),
+            default_cache_dir(),
+        )
+        with_modules(fetch(version, cache_dir), version, cache_dir)
         return 0
     except NodeError as exc:
         log(f"error: {exc}")

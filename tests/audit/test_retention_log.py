@@ -13,7 +13,15 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import MemorySink, OpenSearchStore, Record, RetentionRecorder, Scope, SQLiteStore
+from audit import (
+    MemorySink,
+    OpenSearchStore,
+    Record,
+    RetentionRecorder,
+    Scope,
+    SQLiteStore,
+    digest_store_beside,
+)
 from audit._chain import Keyring
 from audit._verify import VerifyReport
 from audit.events import new_event_id, parse_timestamp
@@ -340,3 +348,44 @@ class TestLateArrival:
         [kept] = log.events.search(Scope(event_ids=(late.late.event_id,)))
         assert kept["source.ip"] == "192.0.2.200"
         assert log.verify().ok
+
+
+class CountingDigests:
+    """A digest store that counts its writes (records in each) and refreshes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.writes: list[int] = []
+        self.refreshes = 0
+
+    def ensure_schema(self) -> None:
+        self.inner.ensure_schema()
+
+    def write(self, records: Sequence[Record]) -> Any:
+        self.writes.append(len(records))
+        return self.inner.write(records)
+
+    def refresh(self) -> None:
+        self.refreshes += 1
+        self.inner.refresh()
+
+
+class TestRecordWrites:
+    def test_records_of_one_change_written_and_refreshed_once(self, tmp_path: Path) -> None:
+        """A change listed in several records (chunks) costs one digest write and one refresh."""
+        store = SQLiteStore(path=tmp_path / "audit.db")
+        counted = CountingDigests(digest_store_beside(store))
+        recorder = RetentionRecorder(
+            events=store,
+            digests=counted,  # type: ignore[arg-type]
+            keyring=Keyring(private=[Ed25519PrivateKey.generate()]),
+            rules=RULES,
+            chunk=2,
+        )
+        recorder.begin(datetime(2026, 1, 1, tzinfo=UTC))
+        scope = Scope(categories=["access_denied"], until=datetime(2026, 1, 1, tzinfo=UTC))
+        docs = [{"event.id": new_event_id()} for _ in range(5)]
+        entries = recorder._record("delete", scope, docs)
+        assert [e[0] for e in entries] == [d["event.id"] for d in docs]
+        assert (counted.writes, counted.refreshes) == ([3], 1)
+        store.close()

@@ -115,6 +115,18 @@ class TestCacheDir:
         monkeypatch.setattr("subprocess.run", _must_not_start)
         assert opensearch_node.fetch("9.9.9", tmp_path) == home
 
+    def test_distribution_with_modules_is_not_built_again(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """The copy with the added modules, once built, is used without calling Maven."""
+        built = tmp_path / "opensearch-9.9.9-modules"
+        built.mkdir()
+        (built / opensearch_node.MODULES_MARKER).touch()
+        monkeypatch.setattr("subprocess.run", _must_not_start)
+        assert (
+            opensearch_node.with_modules(tmp_path / "opensearch-9.9.9", "9.9.9", tmp_path) == built
+        )
+
 
 class TestLifecycle:
     """A node started by ``run`` never outlives it (these start a second, small node)."""
