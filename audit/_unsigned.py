@@ -27,14 +27,16 @@ What is left is classified by one rule (README, "Tamper evidence"):
 * **keyless** (not a finding): a ``backbone`` event whose writer marked it as written without
   a key (``labels.audit_signing = "off"``: only a CLI run without ``--signing-key`` does, and
   the CLIs write nothing but backbone events), before ``signed_since``. A forger can copy the
-  mark onto a forged backbone event; never onto a login or access event;
+  mark onto a forged backbone event; on a login or access event it excuses nothing;
 * **uncovered** (not a finding): any other, written when no chain was signing and before
   ``signed_since``: a writer without a key, or an event injected into an unsigned period.
   Verify cannot tell those apart, so it lists them without calling them tampering.
 
-Events a retention move copied to a ``-kept`` index keep their ids (listed: nothing to
-report; during a move both copies are there, also listed). Retention's deletions leave
-nothing behind; ``python -m audit migrate`` writes each event back under its own id.
+An entry of any digest read counts as listed, also of one whose signature fails (that digest
+is a finding of its own). Events a retention move copied to a ``-kept`` index keep their ids
+(listed: nothing to report; during a move both copies are there, also listed). Retention's
+deletions leave nothing behind; ``python -m audit migrate`` writes each event back under its
+own id.
 
 Limits: verify per ``--instance`` does not run this (an event names no chain, so another
 instance's events would all look unsigned). A spool replayed within the last digest interval
