@@ -9,7 +9,7 @@
     stats   [--row KEY ...] [--column KEY] [--min-group-size N]
     migrate (OpenSearch: bring daily indices made under an older template up to date)
     verify  --keys JWKS_FILE [--from TIME] [--to TIME] [--instance ID] [--format text|json]
-            [--anchor FILE]
+            [--anchor FILE] [--signed-since TIME]
 
 The same scoping as the HTTP API applies to the ``--role``/``--tenant`` given (the CLI runs
 with the store's credentials, so whoever runs it already holds them: the roles state on whose
@@ -35,6 +35,11 @@ interval; exit status 1 when anything is found, so a scheduled job can alert. ``
 names a file (outside the store) where verify keeps the chain heads it saw: a later run
 reports a digest seen before that is gone or changed (deleting the newest digests). Each run is an
 ``audit_verify`` event. Only the security, incident, compliance and platform-admin roles run it.
+verify also reports events in the store that no digest lists (``events_unsigned``: injected,
+or copied under a new id; ``audit/_unsigned.py`` has the rule), and says without calling them
+findings how many are pending (newer than the last digests), written by a CLI without a key,
+or from a time no chain was signing; ``--signed-since`` (every writer has had a key since
+then) makes the last two findings as well. The last line on stderr sums it up.
 """
 
 from __future__ import annotations
@@ -123,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--instance", help="only this shipper instance's chain")
     verify.add_argument("--format", choices=["text", "json"], default="text")
     verify.add_argument("--anchor", type=Path, help="file keeping the chain heads between runs")
+    verify.add_argument(
+        "--signed-since",
+        help="ISO-8601 time from which every writer had a signing key: any event no digest"
+        " lists from then on is a finding",
+    )
     return parser
 
 
@@ -163,8 +173,9 @@ def _verify(
     try:
         since = parse_timestamp(args.since) if args.since else None
         until = parse_timestamp(args.until) if args.until else None
+        signed_since = parse_timestamp(args.signed_since) if args.signed_since else None
     except ValueError as exc:
-        raise BadFilter(f"--from/--to: {exc}") from exc
+        raise BadFilter(f"--from/--to/--signed-since: {exc}") from exc
     try:
         with open(args.keys, "rb") as handle:
             keyring = Keyring.from_jwks(handle.read())
@@ -173,7 +184,7 @@ def _verify(
     anchor = _read_anchor(args.anchor)
     digests = digest_store_beside(store)
     report = Verifier(events=store, digests=digests, keyring=keyring).verify(
-        since=since, until=until, instance=args.instance, anchor=anchor
+        since=since, until=until, instance=args.instance, anchor=anchor, signed_since=signed_since
     )
     if args.anchor is not None and report.ok:
         heads = {**anchor, **report.heads}
@@ -185,11 +196,21 @@ def _verify(
             sys.stdout.write(orjson.dumps(interval.to_json()).decode() + "\n")
         else:
             sys.stdout.write(interval.text() + "\n")
-    for finding in report.other:
-        sys.stdout.write(f"{finding.kind}: {finding.detail}\n")
-    summary = f"{len(report.intervals)} interval(s), {report.findings} finding(s)"
-    sys.stderr.write(summary + "\n")
-    labels |= {"intervals": str(len(report.intervals)), "findings": str(report.findings)}
+    for finding, prefix in [
+        *((f, "") for f in report.other),
+        *((n, "note: ") for n in report.notes),
+    ]:
+        if args.format == "json":
+            line = {"kind": finding.kind, "detail": finding.detail, "finding": not prefix}
+            sys.stdout.write(orjson.dumps(line | {"event_ids": finding.event_ids}).decode() + "\n")
+        else:
+            sys.stdout.write(f"{prefix}{finding.kind}: {finding.detail}\n")
+    sys.stderr.write(report.summary() + "\n")
+    labels |= {
+        "intervals": str(len(report.intervals)),
+        "findings": str(report.findings),
+        "unsigned": str(report.unsigned_events),
+    }
     outcome = "success" if report.ok else "failure"
     sink.emit(backbone_event(Action.AUDIT_VERIFY, who, outcome=outcome, labels=labels))
     return 0 if report.ok else 1

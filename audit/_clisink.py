@@ -25,7 +25,11 @@ run, while the CLI's contract is "stored before the command returns". The remain
 process killed between storing the event and the writer's journal append leaves that one
 event in no digest (verify then cannot notice its deletion; it reports nothing false).
 
-Without a keyring the sink only stores (the gateway does not sign without a key either).
+Without a keyring the sink only stores (the gateway does not sign without a key either), and
+marks each event so: ``labels.audit_signing = "off"`` (:data:`audit._inventory.UNSIGNED_LABEL`).
+``verify`` then says such a backbone event is unsigned because its writer had no key, instead
+of calling it injected (``audit/_unsigned.py``); a scheduled ``verify`` run without a key
+would otherwise make the next run fail on its own event.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from typing import Final
 from audit._chain import Keyring
 from audit._digests import DigestStore, digest_store_beside
 from audit._digestwriter import DEFAULT_DIGEST_INTERVAL, STATE_FILE, DigestWriter
+from audit._inventory import UNSIGNED_LABEL
 from audit._sink import Event
 from audit._store import AuditStore, Record
 from audit.errors import StoreError
@@ -108,6 +113,10 @@ class ChainedStoreSink:
         return self._keyring is not None
 
     def emit(self, event: Event) -> None:
+        if self._keyring is None:
+            labels = event.get("labels")
+            marked = {**(labels if isinstance(labels, dict) else {}), UNSIGNED_LABEL: "off"}
+            event = {**event, "labels": marked}
         doc = run_chain(self._chain, event)
         record = Record(str(doc["event.id"]), str(doc["@timestamp"]), render_json(None, "", doc))
         [result] = self._store.write([record])

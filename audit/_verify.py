@@ -15,6 +15,13 @@ For each instance the digests are walked in sequence order:
   which run did it under which rule;
 * ``intact``: everything the digest lists is there, unchanged.
 
+The reverse, events in the store that no digest lists (injected by someone who can write to
+the store, or copied under a new id), is ``audit/_unsigned.py``: per hour, the store's count
+against the listed events found there, read id by id only where they differ. It reports
+``events_unsigned`` (a finding, outside any interval) and, as notes that are not findings,
+events of the open tail (``pending``), events marked by a writer without a key
+(``unsigned_keyless``) and events of a time no chain was signing (``unsigned_uncovered``).
+
 Retention records are read first; one that does not verify is itself reported
 (``signature_invalid``) and explains nothing.
 
@@ -33,6 +40,7 @@ checked), and the retention records from the earliest interval start on.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,11 +49,13 @@ from typing import Any, Final
 from audit._chain import Keyring, event_hash, events_hash, record_hash, verify_record
 from audit._digests import DigestStore
 from audit._digestwriter import digest_record_id
+from audit._inventory import Inventory, StoredEvent, hour_of, inventory_of
 from audit._opensearch import OpenSearchStore
 from audit._store import AuditStore, Scope
+from audit._unsigned import UnsignedCheck, UnsignedReport
 from audit.events import INDEX_BASE, parse_timestamp
 
-__all__ = ["FINDINGS", "Finding", "IntervalReport", "Verifier", "VerifyReport"]
+__all__ = ["FINDINGS", "NOTES", "Finding", "IntervalReport", "Verifier", "VerifyReport"]
 
 #: Every status that is a finding (``intact`` and ``removed_by_retention`` are not).
 FINDINGS: Final = (
@@ -54,8 +64,15 @@ FINDINGS: Final = (
     "chain_broken",
     "events_missing",
     "events_altered",
+    "events_unsigned",
 )
+#: Notes: said, but not findings (see ``audit/_unsigned.py``).
+NOTES: Final = ("unsigned_pending", "unsigned_keyless", "unsigned_uncovered")
 FETCH_CHUNK: Final = 500
+#: Room for this many stored copies per id in one fetch (a retention move stores two for a
+#: moment); a fuller answer is asked for again in halves, one id alone with MAX_COPIES room.
+COPIES: Final = 3
+MAX_COPIES: Final = 10_000
 SHOWN_IDS: Final = 20
 #: A chain whose newest digest (not a shutdown one) ended this many intervals ago is stale.
 STALE_INTERVALS: Final = 2
@@ -117,10 +134,33 @@ class VerifyReport:
     other: tuple[Finding, ...] = field(default=())  # findings outside any interval
     #: The newest digest of each instance: (sequence number, record hash), for the anchor.
     heads: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    #: What is said but is no finding (kinds of :data:`NOTES`).
+    notes: tuple[Finding, ...] = field(default=())
+    #: The look for events no digest lists (None: not run, e.g. per ``--instance``).
+    unsigned: UnsignedReport | None = None
 
     @property
     def findings(self) -> int:
         return sum(len(i.findings) for i in self.intervals) + len(self.other)
+
+    @property
+    def unsigned_events(self) -> int:
+        """How many stored events no digest lists where one should (``events_unsigned``)."""
+        return len(self.unsigned.unsigned) if self.unsigned is not None else 0
+
+    def summary(self) -> str:
+        """The one line a scheduled job logs."""
+        line = f"{len(self.intervals)} interval(s), {self.findings} finding(s)"
+        if self.unsigned is None:
+            return line + "; events no digest lists: not looked for"
+        line += f", {self.unsigned_events} unsigned event(s)"
+        quiet = [
+            (len(self.unsigned.keyless), "written without a key"),
+            (len(self.unsigned.uncovered), "from a time nothing signed"),
+            (self.unsigned.pending, "pending (newer than the last digests)"),
+        ]
+        said = [f"{n} {what}" for n, what in quiet if n]
+        return line + (f"; not findings: {', '.join(said)}" if said else "")
 
     @property
     def ok(self) -> bool:
@@ -143,10 +183,18 @@ def _shown(ids: Sequence[str]) -> str:
 class Verifier:
     """Checks ``digests`` (signed with keys of ``keyring``) against ``events``."""
 
-    def __init__(self, *, events: AuditStore, digests: DigestStore, keyring: Keyring) -> None:
+    def __init__(
+        self,
+        *,
+        events: AuditStore,
+        digests: DigestStore,
+        keyring: Keyring,
+        inventory: Inventory | None = None,
+    ) -> None:
         self._events = events
         self._digests = digests
         self._keyring = keyring
+        self._inventory = inventory
 
     def verify(
         self,
@@ -156,13 +204,19 @@ class Verifier:
         instance: str | None = None,
         anchor: Mapping[str, tuple[int, str]] | None = None,
         now: datetime | None = None,
+        signed_since: datetime | None = None,
+        unsigned: bool = True,
     ) -> VerifyReport:
-        """``anchor``: the heads an earlier run saw (:attr:`VerifyReport.heads`)."""
+        """``anchor``: the heads an earlier run saw (:attr:`VerifyReport.heads`);
+        ``signed_since``: from then on every writer had a signing key, so an event no digest
+        lists is a finding even where no chain was signing; ``unsigned=False`` skips the look
+        for events no digest lists (it is skipped per ``instance`` anyway)."""
         now = now or datetime.now(UTC)
         self._events.refresh()
         self._digests.refresh()
         by_instance: dict[str, list[dict[str, Any]]] = {}
-        for record in self._window(since, until, instance):
+        loaded = self._window(since, until, instance)
+        for record in loaded:
             by_instance.setdefault(str(record.get("record.instance")), []).append(record)
         explained: dict[str, _Explained] = {}
         other: list[Finding] = []
@@ -171,10 +225,12 @@ class Verifier:
         elif by_instance:
             explained, other = self._retention(_earliest_start(by_instance.values()))
         reports: list[IntervalReport] = []
+        present: Counter[str] = Counter()  # per hour: listed events found stored there
         for name, chain in sorted(by_instance.items()):
-            reports += self._walk(name, chain, explained)
+            reports += self._walk(name, chain, explained, present)
         heads: dict[str, tuple[int, str]] = {}
-        for newest in self._digests.heads(kind="digest", instance=instance):
+        newest_records = self._digests.heads(kind="digest", instance=instance)
+        for newest in newest_records:
             name = str(newest.get("record.instance"))
             heads[name] = (int(newest["record.seq"]), record_hash(newest))
             if until is None:
@@ -182,7 +238,24 @@ class Verifier:
         for name, (seq, digest) in sorted((anchor or {}).items()):
             if instance is None or name == instance:
                 other += self._anchored(name, seq, digest)
-        return VerifyReport(tuple(reports), tuple(other), heads)
+        found: UnsignedReport | None = None
+        notes: list[Finding] = []
+        if unsigned and instance is None:
+            check = UnsignedCheck(
+                inventory=self._inventory or inventory_of(self._events), digests=self._digests
+            )
+            found = check.run(
+                loaded=loaded,
+                present=present,
+                heads=newest_records,
+                since=since,
+                until=until,
+                now=now,
+                signed_since=signed_since,
+            )
+            other += _unsigned_findings(found)
+            notes += _unsigned_notes(found)
+        return VerifyReport(tuple(reports), tuple(other), heads, tuple(notes), found)
 
     def _window(
         self, since: datetime | None, until: datetime | None, instance: str | None
@@ -267,6 +340,7 @@ class Verifier:
         instance: str,
         inside: list[dict[str, Any]],
         explained: Mapping[str, _Explained],
+        present: Counter[str],
     ) -> list[IntervalReport]:
         """Walk one instance's digests of the window; the one before the window's first is
         read by id, so the link into the window is checked too."""
@@ -297,7 +371,7 @@ class Verifier:
                 why = "does not verify under" if known else "is by an unknown"
                 findings.append(Finding("signature_invalid", f"signature {why} key {kid}"))
             else:
-                findings += self._events_of(record, explained, retention)
+                findings += self._events_of(record, explained, retention, present)
             reports.append(
                 IntervalReport(
                     instance=instance,
@@ -327,16 +401,32 @@ class Verifier:
 
     # --- the events of one digest ----------------------------------------------------------
 
-    def _fetch(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
+    def _fetch(self, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every stored document of each id: an id can be stored more than once (a
+        retention move between its copy and its drop; a copy someone made), and every copy
+        must hash as signed."""
+        found: dict[str, list[dict[str, Any]]] = {}
         for at in range(0, len(ids), FETCH_CHUNK):
-            chunk = ids[at : at + FETCH_CHUNK]
-            for doc in self._events.search(Scope(event_ids=chunk), size=len(chunk)):
-                found[str(doc["event.id"])] = doc
+            self._fetch_chunk(ids[at : at + FETCH_CHUNK], found)
         return found
 
+    def _fetch_chunk(self, ids: Sequence[str], found: dict[str, list[dict[str, Any]]]) -> None:
+        size = len(ids) * COPIES if len(ids) > 1 else MAX_COPIES
+        docs = self._events.search(Scope(event_ids=ids), size=size)
+        if len(docs) >= size and len(ids) > 1:  # more copies than room: halve and ask again
+            half = len(ids) // 2
+            self._fetch_chunk(ids[:half], found)
+            self._fetch_chunk(ids[half:], found)
+            return
+        for doc in docs:
+            found.setdefault(str(doc["event.id"]), []).append(doc)
+
     def _events_of(
-        self, record: Mapping[str, Any], explained: Mapping[str, _Explained], retention: list[str]
+        self,
+        record: Mapping[str, Any],
+        explained: Mapping[str, _Explained],
+        retention: list[str],
+        present: Counter[str],
     ) -> list[Finding]:
         entries = [(str(e[0]), str(e[1]), str(e[2])) for e in record.get("events.entries") or []]
         listed = {event_id: digest for event_id, digest, _ts in entries}
@@ -346,22 +436,23 @@ class Verifier:
         ):
             findings.append(Finding("chain_broken", "the digest's count or hash disagrees"))
         stored = self._fetch(list(listed))
+        _tally(present, (copies[0] for copies in stored.values()))
         missing: list[tuple[str, str]] = []
         altered: list[str] = []
         by_run: dict[tuple[str, str], list[int]] = {}
         for event_id, digest, ts in entries:
-            doc = stored.get(event_id)
+            docs = stored.get(event_id)
             why = explained.get(event_id)
-            if doc is None:
+            if not docs:
                 if why is not None and why.action == "delete":
                     by_run.setdefault((why.run, why.rule), [0, 0])[0] += 1
                 else:
                     missing.append((event_id, ts))
                 continue
-            now = event_hash(doc)
-            if now == digest:
+            changed = {event_hash(doc) for doc in docs} - {digest}
+            if not changed:
                 continue
-            if why is not None and why.action == "minimise" and why.hash == now:
+            if why is not None and why.action == "minimise" and changed == {why.hash}:
                 by_run.setdefault((why.run, why.rule), [0, 0])[1] += 1
             else:
                 altered.append(event_id)
@@ -402,6 +493,75 @@ class Verifier:
                 continue
         present = set(self._events._indices())
         return sorted(wanted - present)
+
+
+def _tally(present: Counter[str], docs: Iterable[Mapping[str, Any]]) -> None:
+    """Count stored events per hour of their stored ``@timestamp``."""
+    for doc in docs:
+        try:
+            present[hour_of(str(doc.get("@timestamp")))] += 1
+        except ValueError:
+            continue  # an unreadable time: its hour disagrees and is read id by id
+
+
+def _listing(events: Sequence[StoredEvent]) -> str:
+    shown = [
+        f"{e.event_id} at {e.timestamp} ({e.action or '?'})" if e.event_id else e.where
+        for e in events[:SHOWN_IDS]
+    ]
+    more = f" and {len(events) - SHOWN_IDS} more" if len(events) > SHOWN_IDS else ""
+    return ", ".join(shown) + more
+
+
+def _by_place(events: Sequence[StoredEvent]) -> dict[str, list[StoredEvent]]:
+    places: dict[str, list[StoredEvent]] = {}
+    for event in events:
+        places.setdefault(event.where, []).append(event)
+    return dict(sorted(places.items()))
+
+
+def _unsigned_findings(found: UnsignedReport) -> list[Finding]:
+    """One ``events_unsigned`` finding per index (OpenSearch) or day (SQLite)."""
+    return [
+        Finding(
+            "events_unsigned",
+            f"{len(events)} event(s) in {where} that no digest lists: {_listing(events)}",
+            tuple(e.event_id for e in events),
+        )
+        for where, events in _by_place(found.unsigned).items()
+    ]
+
+
+def _unsigned_notes(found: UnsignedReport) -> list[Finding]:
+    notes: list[Finding] = []
+    if found.pending:
+        notes.append(
+            Finding(
+                "unsigned_pending",
+                f"{found.pending} event(s) newer than the last digests (the open interval;"
+                " signed at its end)",
+            )
+        )
+    if found.keyless:
+        notes.append(
+            Finding(
+                "unsigned_keyless",
+                f"{len(found.keyless)} backbone event(s) marked as written without a signing"
+                f" key (a CLI run without --signing-key): {_listing(found.keyless)}",
+                tuple(e.event_id for e in found.keyless),
+            )
+        )
+    if found.uncovered:
+        notes.append(
+            Finding(
+                "unsigned_uncovered",
+                f"{len(found.uncovered)} event(s) from a time no chain was signing (a writer"
+                " without a key, or injected then; verify cannot tell which; --signed-since"
+                f" makes them findings): {_listing(found.uncovered)}",
+                tuple(e.event_id for e in found.uncovered),
+            )
+        )
+    return notes
 
 
 def _earliest_start(chains: Iterable[list[dict[str, Any]]]) -> datetime | None:
