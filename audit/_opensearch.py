@@ -800,6 +800,23 @@ class OpenSearchStore:
             )
         return self._on_node
 
+    @contextlib.contextmanager
+    def _refresh_paused(self, index: str) -> Iterator[None]:
+        """Refreshing ``index`` off while a minimisation rewrites it, then back to the index's
+        default and one refresh, whatever happened meanwhile."""
+        with translated_errors():
+            self._client.indices.put_settings(
+                index=index, body={"index.refresh_interval": REFRESH_OFF}
+            )
+        try:
+            yield
+        finally:
+            with translated_errors():
+                self._client.indices.put_settings(
+                    index=index, body={"index.refresh_interval": None}
+                )
+                self._client.indices.refresh(index=index)
+
     def _minimise_on_node(
         self, index: str, query: Mapping[str, Any], guard: Guard | None
     ) -> tuple[int, bool]:
@@ -807,13 +824,9 @@ class OpenSearchStore:
         guard and run the script on the node, ``workers`` batches at once (one shard's
         ``_update_by_query`` reads and writes in turn on one thread); (how many changed,
         stopped by the guard)."""
-        with translated_errors():
-            self._client.indices.put_settings(
-                index=index, body={"index.refresh_interval": REFRESH_OFF}
-            )
         pending: list[Future[int]] = []
         stopped = False
-        try:
+        with self._refresh_paused(index):
             ids = [hit["_id"] for hit in self._hits(query, False, index, size=IDS_PAGE)]
             with ThreadPoolExecutor(self._workers, thread_name_prefix="minimise") as pool:
                 for at in range(0, len(ids), self._batch):
@@ -824,12 +837,6 @@ class OpenSearchStore:
                     chunk = ids[at : at + self._batch]
                     pending.append(pool.submit(self._minimise_ids, index, query, chunk))
                 done = sum(f.result() for f in pending)
-        finally:
-            with translated_errors():
-                self._client.indices.put_settings(
-                    index=index, body={"index.refresh_interval": None}
-                )
-                self._client.indices.refresh(index=index)
         return done, stopped
 
     def _minimise_ids(self, index: str, query: Mapping[str, Any], ids: Sequence[str]) -> int:
@@ -896,50 +903,40 @@ class OpenSearchStore:
     def _minimise_in(
         self, index: str, query: Mapping[str, Any], guard: Guard | None
     ) -> tuple[int, bool]:
-        with translated_errors():
-            self._client.indices.put_settings(
-                index=index, body={"index.refresh_interval": REFRESH_OFF}
-            )
         pending: list[Future[int]] = []
         stopped = False
-        try:
-            with ThreadPoolExecutor(self._workers, thread_name_prefix="minimise") as pool:
-                lines: list[bytes] = []
-                for hit in self._hits(
-                    query, source=True, index=index, versions=True, size=self._batch
-                ):
-                    lines.append(
-                        orjson.dumps(
-                            {
-                                "index": {
-                                    "_index": index,
-                                    "_id": hit["_id"],
-                                    "if_seq_no": hit["_seq_no"],
-                                    "if_primary_term": hit["_primary_term"],
-                                }
+        with (
+            self._refresh_paused(index),
+            ThreadPoolExecutor(self._workers, thread_name_prefix="minimise") as pool,
+        ):
+            lines: list[bytes] = []
+            for hit in self._hits(query, source=True, index=index, versions=True, size=self._batch):
+                lines.append(
+                    orjson.dumps(
+                        {
+                            "index": {
+                                "_index": index,
+                                "_id": hit["_id"],
+                                "if_seq_no": hit["_seq_no"],
+                                "if_primary_term": hit["_primary_term"],
                             }
-                        )
+                        }
                     )
-                    lines.append(orjson.dumps(_minimised(hit.get("_source") or {})))
-                    if len(lines) >= 2 * self._batch:
-                        if guard is not None and not guard():
-                            stopped = True
-                            break
-                        pending = _bounded(pending, self._workers)
-                        pending.append(pool.submit(self._bulk_actions, lines))
-                        lines = []
-                if lines and not stopped:
+                )
+                lines.append(orjson.dumps(_minimised(hit.get("_source") or {})))
+                if len(lines) >= 2 * self._batch:
                     if guard is not None and not guard():
                         stopped = True
-                    else:
-                        pending.append(pool.submit(self._bulk_actions, lines))
-                done = sum(f.result() for f in pending)
-        finally:
-            with translated_errors():
-                self._client.indices.put_settings(
-                    index=index, body={"index.refresh_interval": None}
-                )
-                self._client.indices.refresh(index=index)
+                        break
+                    pending = _bounded(pending, self._workers)
+                    pending.append(pool.submit(self._bulk_actions, lines))
+                    lines = []
+            if lines and not stopped:
+                if guard is not None and not guard():
+                    stopped = True
+                else:
+                    pending.append(pool.submit(self._bulk_actions, lines))
+            done = sum(f.result() for f in pending)
         return done, stopped
 
 
