@@ -17,7 +17,7 @@ cookies pay for the ``send`` wrapper: the others go on with the server's ``send`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from audit import AuditSink
 from gateway._audit import request_event
@@ -53,6 +53,15 @@ def with_cookies(send: Send, cookies: list[bytes]) -> Send:
         await send(message)
 
     return send_with_cookies
+
+
+def _requested_cookies(scope: Scope, extra: dict[str, Any], send: Send) -> Send:
+    """``send`` with the ``Set-Cookie`` values the authenticators asked for (taken out of
+    ``extra``), or ``send`` itself when there are none or the scope is a WebSocket."""
+    cookies = extra.pop(SET_COOKIE_KEY, None)
+    if cookies and scope["type"] == "http":
+        return with_cookies(send, cookies)
+    return send
 
 
 class AuthenticationFailed(AuthenticationRequired):
@@ -98,9 +107,7 @@ class AuthenticateStage:
                 if found is not None:
                     break
         except AuthenticationFailed as exc:
-            cookies = gateway.extra.pop(SET_COOKIE_KEY, None)
-            if cookies and scope["type"] == "http":
-                send = with_cookies(send, cookies)
+            send = _requested_cookies(scope, gateway.extra, send)
             if not exc.audited:
                 self._emit_rejection(scope, exc)
             if scope["type"] == "websocket":
@@ -116,9 +123,7 @@ class AuthenticateStage:
             return
         gateway.identity = found or ANONYMOUS
         if gateway.extra:
-            cookies = gateway.extra.pop(SET_COOKIE_KEY, None)
-            if cookies and scope["type"] == "http":
-                send = with_cookies(send, cookies)
+            send = _requested_cookies(scope, gateway.extra, send)
         await self.app(scope, receive, send)
 
     def _emit_rejection(self, scope: Scope, exc: AuthenticationFailed) -> None:
