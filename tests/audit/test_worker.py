@@ -457,7 +457,9 @@ class TestMetrics:
             for seq in range(1, 301):
                 worker.emit(event(seq))
             deadline = time.monotonic() + 30
-            while worker._queue and time.monotonic() < deadline:  # the flusher writes them
+            # The flusher writes them: the deque empties when it takes a tick's events, the
+            # pipe fills when it has written them (waiting for the first alone raced the write).
+            while worker._lines_written < 301 and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert not worker._queue
             assert 295 <= worker.in_pipe() <= 300  # an estimate from the mean line size
